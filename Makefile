@@ -1,0 +1,34 @@
+# berth — see README.md. `make run` serves berth on a fresh Debian machine;
+# `make test` installs and starts what the tests need, then runs them all.
+
+GO       ?= go
+BIN      := bin/berth
+VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -s -w -X main.version=$(VERSION)
+
+.PHONY: build test bench run vet fuzz clean
+
+# The agent runs inside arbitrary images, so the binary must be static.
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/berth
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
+
+test: build
+	scripts/test.sh
+
+bench: build
+	scripts/bench.sh
+
+run: build
+	scripts/run.sh
+
+# Short fuzzing of the input parsers; the seed corpora also run in `make test`.
+fuzz:
+	$(GO) test ./tools/ -run '^$$' -fuzz FuzzParseSize -fuzztime 20s
+	$(GO) test ./internal/workspace/ -run '^$$' -fuzz FuzzValidateBotID -fuzztime 20s
+
+clean:
+	rm -rf bin

@@ -1,0 +1,113 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+
+	"github.com/berth-dev/berth/internal/auth"
+	"github.com/berth-dev/berth/internal/config"
+	"github.com/berth-dev/berth/internal/runtime"
+	"github.com/berth-dev/berth/internal/workspace"
+	"github.com/berth-dev/berth/transports"
+)
+
+func serve(ctx context.Context, args []string, stderr io.Writer) error {
+	cfg, _, err := loadConfig("serve", args, true, nil)
+	if err != nil {
+		return err
+	}
+	if cfg.Stdio == (cfg.HTTPAddr != "") {
+		return errors.New("serve needs exactly one of --stdio or --http ADDR")
+	}
+	log := newLogger(stderr, cfg.LogLevel)
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return fmt.Errorf("state dir: %w", err)
+	}
+	if err := workspace.CheckStateDir(cfg.StateDir); err != nil {
+		return err
+	}
+
+	httpOpts := transports.HTTPOptions{
+		Addr: cfg.HTTPAddr, NoAuth: cfg.NoAuth, AllowedOrigins: cfg.AllowedOrigins,
+		SessionIdleTTL: cfg.SessionIdleTTL, Logger: log,
+	}
+	if cfg.HTTPAddr != "" && !cfg.NoAuth {
+		if httpOpts.Token, err = httpToken(cfg, log.Info); err != nil {
+			return err
+		}
+	}
+	if cfg.HTTPAddr != "" {
+		if err := transports.CheckHTTPOptions(httpOpts); err != nil {
+			return err
+		}
+	}
+
+	rt, err := newRuntime(cfg)
+	if err != nil {
+		return err
+	}
+	defer rt.Close()
+	mgr := workspace.NewManager(rt, managerOptions(cfg, log))
+	go func() {
+		// containerd may be down now; tools then say so, and it heals itself.
+		if err := mgr.Reconcile(ctx); err != nil {
+			log.Warn("could not reconcile workspaces at start", "err", err)
+		}
+	}()
+
+	srv := transports.NewMCPServer(version, mgr, log)
+	if cfg.Stdio {
+		log.Info("serving MCP on stdio", "version", version, "containerd", cfg.ContainerdAddress, "namespace", cfg.Namespace)
+		return transports.ServeStdio(ctx, srv, os.Stdin, os.Stdout)
+	}
+	httpOpts.Ready = rt.Ping
+	return transports.ServeHTTP(ctx, srv, httpOpts, func(addr string) {
+		log.Info("serving MCP over streamable HTTP", "url", "http://"+addr+"/mcp", "version", version,
+			"containerd", cfg.ContainerdAddress, "namespace", cfg.Namespace)
+	})
+}
+
+func managerOptions(cfg config.Config, log *slog.Logger) workspace.Options {
+	return workspace.Options{
+		StateDir: cfg.StateDir, DefaultImage: cfg.DefaultImage, Snapshotter: cfg.Snapshotter,
+		AgentBinary: cfg.AgentBinary, AgentTimeout: cfg.AgentTimeout, StopGrace: cfg.StopGrace,
+		Version: version, Logger: log,
+	}
+}
+
+func newRuntime(cfg config.Config) (*runtime.Containerd, error) {
+	return runtime.NewContainerd(runtime.Options{
+		Address: cfg.ContainerdAddress, Namespace: cfg.Namespace,
+		RegistryConfigDir: cfg.RegistryConfigDir, CDISpecDirs: cfg.CDISpecDirs,
+	})
+}
+
+// httpToken returns the token from --token/BERTH_TOKEN, else from the
+// token file, creating it on first start.
+func httpToken(cfg config.Config, info func(string, ...any)) (auth.Token, error) {
+	if cfg.Token != "" {
+		if len(cfg.Token) < 16 {
+			return "", errors.New("--token must be at least 16 characters")
+		}
+		return auth.Token(cfg.Token), nil
+	}
+	path := cfg.TokenFile
+	if path == "" {
+		path = filepath.Join(cfg.StateDir, "token")
+	}
+	tok, created, err := auth.LoadOrCreateToken(path)
+	if err != nil {
+		return "", err
+	}
+	if created {
+		info("created a new HTTP bearer token", "token_file", path)
+	} else {
+		info("using the HTTP bearer token", "token_file", path)
+	}
+	return tok, nil
+}

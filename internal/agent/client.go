@@ -1,0 +1,300 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+)
+
+const (
+	// dialTimeout bounds connecting to the socket; a local socket either
+	// accepts at once or not at all, so this only guards a wedged agent.
+	dialTimeout = 2 * time.Second
+	// defaultCallTimeout applies to calls whose context has no deadline.
+	// There is no client-wide timeout because later endpoints stream.
+	defaultCallTimeout = 10 * time.Second
+	// DefaultReadyTimeout is what WaitReady uses for a timeout <= 0.
+	DefaultReadyTimeout = 10 * time.Second
+
+	readyMaxAttempt  = 2 * time.Second
+	readyFirstDelay  = 20 * time.Millisecond
+	readyMaxDelay    = 200 * time.Millisecond
+	maxRemoteMessage = 1024
+	maxRemoteCode    = 64
+)
+
+// Client talks to one workspace's agent from the host. It is safe for
+// concurrent use.
+type Client struct {
+	socketPath string
+	transport  *http.Transport
+	http       *http.Client
+}
+
+// NewClient returns a client for the agent listening on socketPath (the host
+// side of the per-workspace directory). It does not connect until used.
+func NewClient(socketPath string) *Client {
+	tr := &http.Transport{
+		// Every request goes to the socket whatever the URL says, so a
+		// hostile agent cannot point the host at another address.
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			if err := checkSocketPath(socketPath); err != nil {
+				return nil, err
+			}
+			d := net.Dialer{Timeout: dialTimeout}
+			return d.DialContext(ctx, "unix", socketPath)
+		},
+		Proxy:                  nil,
+		DisableCompression:     true,
+		MaxIdleConns:           4,
+		MaxIdleConnsPerHost:    4,
+		IdleConnTimeout:        30 * time.Second,
+		MaxResponseHeaderBytes: 64 << 10,
+	}
+	return &Client{
+		socketPath: socketPath,
+		transport:  tr,
+		http: &http.Client{
+			Transport: tr,
+			CheckRedirect: func(*http.Request, []*http.Request) error {
+				return http.ErrUseLastResponse
+			},
+		},
+	}
+}
+
+// SocketPath returns the socket the client dials.
+func (c *Client) SocketPath() string { return c.socketPath }
+
+// Close drops idle connections, for example when the workspace stops.
+func (c *Client) Close() { c.transport.CloseIdleConnections() }
+
+// Health asks the agent how it is. A *ProtocolMismatchError means the agent
+// is a berth agent of another protocol version; errors wrapping
+// ErrBadResponse mean whatever answered is not usable.
+func (c *Client) Health(ctx context.Context) (Health, error) {
+	var h Health
+	if err := c.call(ctx, http.MethodGet, PathHealth, &h); err != nil {
+		return Health{}, err
+	}
+	if err := checkHealth(h); err != nil {
+		return Health{}, err
+	}
+	return h, nil
+}
+
+// checkHealth validates a Health decoded from a response whose header
+// already said ProtocolVersion.
+func checkHealth(h Health) error {
+	if err := h.validate(); err != nil {
+		return err
+	}
+	if h.ProtocolVersion != ProtocolVersion {
+		// A body that contradicts the header is not something to reason
+		// about.
+		return fmt.Errorf("%w: protocol_version %d contradicts the %s header",
+			ErrBadResponse, h.ProtocolVersion, ProtocolHeader)
+	}
+	return nil
+}
+
+// call performs one request and decodes a 2xx JSON answer into out.
+func (c *Client) call(ctx context.Context, method, path string, out any) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, defaultCallTimeout)
+		defer cancel()
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://berth-agent"+path, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("berth agent: %w", err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, MaxResponseBytes+1))
+	if err != nil {
+		return fmt.Errorf("berth agent: reading response: %w", err)
+	}
+	return decodeResponse(resp.StatusCode, resp.Header, body, out)
+}
+
+// decodeResponse interprets one complete (size-capped) answer from the agent.
+// It is apart from call so that fuzzing can feed it arbitrary input.
+func decodeResponse(status int, h http.Header, body []byte, out any) error {
+	if len(body) > MaxResponseBytes {
+		return fmt.Errorf("%w: response larger than %d bytes", ErrBadResponse, MaxResponseBytes)
+	}
+	if err := checkProtocolHeader(h, body); err != nil {
+		return err
+	}
+	if status < 200 || status > 299 {
+		return remoteError(status, body)
+	}
+	if err := json.Unmarshal(body, out); err != nil {
+		return fmt.Errorf("%w: %v", ErrBadResponse, err)
+	}
+	return nil
+}
+
+// checkProtocolHeader runs before any body is interpreted: the shape of the
+// body is only known for our own protocol version.
+func checkProtocolHeader(h http.Header, body []byte) error {
+	v := h.Get(ProtocolHeader)
+	if v == "" {
+		return fmt.Errorf("%w: no %s header (is something other than a berth agent listening?)", ErrBadResponse, ProtocolHeader)
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		return fmt.Errorf("%w: %s header %q", ErrBadResponse, ProtocolHeader, sanitizeText(v, 32))
+	}
+	if n == ProtocolVersion {
+		return nil
+	}
+	// Best effort: name the berth build that started the workspace, if the
+	// body happens to say so in the shape this version knows.
+	var peek struct {
+		BerthVersion string `json:"berth_version"`
+	}
+	_ = json.Unmarshal(body, &peek)
+	if checkText(peek.BerthVersion, maxVersionLen) != nil {
+		peek.BerthVersion = ""
+	}
+	return &ProtocolMismatchError{Got: n, Want: ProtocolVersion, BerthVersion: peek.BerthVersion}
+}
+
+// RemoteError is an error response from the agent. Code and Message come
+// from the workspace and are sanitized (printable, length-capped).
+type RemoteError struct {
+	StatusCode int
+	Code       string
+	Message    string
+}
+
+func (e *RemoteError) Error() string {
+	if e.Code == "" {
+		return fmt.Sprintf("berth agent: HTTP %d: %s", e.StatusCode, e.Message)
+	}
+	return fmt.Sprintf("berth agent: %s (%s, HTTP %d)", e.Message, e.Code, e.StatusCode)
+}
+
+func remoteError(status int, body []byte) error {
+	var er ErrorResponse
+	if err := json.Unmarshal(body, &er); err != nil || er.Error == "" {
+		return &RemoteError{StatusCode: status, Message: http.StatusText(status)}
+	}
+	return &RemoteError{
+		StatusCode: status,
+		Code:       sanitizeText(er.Code, maxRemoteCode),
+		Message:    sanitizeText(er.Error, maxRemoteMessage),
+	}
+}
+
+// sanitizeText makes untrusted text safe to log and show: invalid UTF-8
+// and unprintable characters become '?', and long text is cut at a rune
+// boundary.
+func sanitizeText(s string, maxLen int) string {
+	var b strings.Builder
+	for _, r := range s {
+		if r == utf8.RuneError || !unicode.IsPrint(r) {
+			r = '?'
+		}
+		if b.Len()+utf8.RuneLen(r) > maxLen {
+			b.WriteString("…")
+			break
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// NotReadyError says the agent did not answer within WaitReady's timeout.
+// It unwraps to the last error seen, so callers can tell a missing socket
+// (fs.ErrNotExist) from a refused connection.
+type NotReadyError struct {
+	SocketPath string
+	Timeout    time.Duration
+	Last       error
+}
+
+func (e *NotReadyError) Error() string {
+	return fmt.Sprintf("berth agent did not answer on %s within %s (last error: %v); "+
+		"possible causes: the container exited or the agent failed to start (check the workspace's log), "+
+		"or the image has no /run directory so the agent's socket directory could not be mounted",
+		e.SocketPath, e.Timeout, e.Last)
+}
+
+func (e *NotReadyError) Unwrap() error { return e.Last }
+
+// WaitReady polls the agent on socketPath until it answers /v1/health with
+// this protocol version, for at most timeout (DefaultReadyTimeout if <= 0).
+//
+// It stops early, without waiting out the timeout, when the answer is
+// conclusive: a *ProtocolMismatchError (the workspace must be restarted), an
+// error wrapping ErrBadResponse, or a 4xx *RemoteError. On timeout it returns
+// a *NotReadyError; if ctx ends first, an error wrapping ctx.Err().
+func WaitReady(ctx context.Context, socketPath string, timeout time.Duration) (Health, error) {
+	if timeout <= 0 {
+		timeout = DefaultReadyTimeout
+	}
+	c := NewClient(socketPath)
+	defer c.Close()
+
+	deadline := time.Now().Add(timeout)
+	delay := readyFirstDelay
+	var last error
+	for {
+		remaining := time.Until(deadline)
+		if remaining <= 0 {
+			return Health{}, &NotReadyError{SocketPath: socketPath, Timeout: timeout, Last: last}
+		}
+		actx, cancel := context.WithTimeout(ctx, min(remaining, readyMaxAttempt))
+		h, err := c.Health(actx)
+		cancel()
+		if err == nil {
+			return h, nil
+		}
+		if ctx.Err() != nil {
+			return Health{}, fmt.Errorf("waiting for berth agent on %s: %w", socketPath, ctx.Err())
+		}
+		if conclusive(err) {
+			return Health{}, fmt.Errorf("berth agent on %s: %w", socketPath, err)
+		}
+		last = err
+
+		wait := min(delay, time.Until(deadline))
+		if wait > 0 {
+			t := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return Health{}, fmt.Errorf("waiting for berth agent on %s: %w", socketPath, ctx.Err())
+			case <-t.C:
+			}
+		}
+		delay = min(delay*2, readyMaxDelay)
+	}
+}
+
+// conclusive reports whether err came from something that did answer, so
+// asking again cannot give a better result.
+func conclusive(err error) bool {
+	var pm *ProtocolMismatchError
+	if errors.As(err, &pm) || errors.Is(err, ErrBadResponse) {
+		return true
+	}
+	var re *RemoteError
+	return errors.As(err, &re) && re.StatusCode >= 400 && re.StatusCode < 500
+}

@@ -1,0 +1,222 @@
+// Package config owns berth's settings: their defaults, and how flags,
+// environment variables and an optional YAML file combine into one Config.
+// It knows nothing about what the settings drive.
+//
+// Every setting is declared once, as a flag. Its environment variable
+// (BERTH_ plus the flag name in upper snake case) and its config-file key
+// (the flag name) are derived from it, so the three can never drift apart.
+// Precedence: command-line flag, then environment, then file, then default.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is the resolved configuration of one berth process.
+type Config struct {
+	ConfigFile string
+
+	ContainerdAddress string
+	Namespace         string
+	Snapshotter       string
+	StateDir          string
+	DefaultImage      string
+	RegistryConfigDir string
+	CDISpecDirs       []string
+	AgentBinary       string
+	AgentTimeout      time.Duration
+	StopGrace         time.Duration
+
+	Stdio          bool
+	HTTPAddr       string
+	Token          string
+	TokenFile      string
+	NoAuth         bool
+	AllowedOrigins []string
+	SessionIdleTTL time.Duration
+
+	LogLevel string
+}
+
+// Defaults returns the configuration used when nothing else is said.
+func Defaults() Config {
+	return Config{
+		ContainerdAddress: "/run/containerd/containerd.sock",
+		Namespace:         "berth",
+		Snapshotter:       "overlayfs",
+		StateDir:          "/var/lib/berth",
+		DefaultImage:      "docker.io/library/debian:bookworm-slim",
+		RegistryConfigDir: "/etc/containerd/certs.d",
+		CDISpecDirs:       []string{"/etc/cdi", "/var/run/cdi"},
+		AgentTimeout:      30 * time.Second,
+		StopGrace:         10 * time.Second,
+		SessionIdleTTL:    30 * time.Minute,
+		LogLevel:          "info",
+	}
+}
+
+// EnvName is the environment variable that sets the flag called name.
+func EnvName(name string) string {
+	return "BERTH_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+}
+
+// Register declares every setting of cfg as a flag on fs, with cfg's
+// current values as defaults. serve selects the serving flags too.
+func Register(fs *flag.FlagSet, cfg *Config, serve bool) {
+	fs.StringVar(&cfg.ConfigFile, "config", cfg.ConfigFile, "YAML config file whose keys are these flag names")
+	fs.StringVar(&cfg.ContainerdAddress, "containerd", cfg.ContainerdAddress, "containerd socket")
+	fs.StringVar(&cfg.Namespace, "namespace", cfg.Namespace, "containerd namespace that holds berth's workspaces and images")
+	fs.StringVar(&cfg.Snapshotter, "snapshotter", cfg.Snapshotter, "default containerd snapshotter for new workspaces")
+	fs.StringVar(&cfg.StateDir, "state-dir", cfg.StateDir, "directory for agent sockets, logs, the token file and data that outlives a workspace")
+	fs.StringVar(&cfg.DefaultImage, "default-image", cfg.DefaultImage, "image for workspace_create when none is given")
+	fs.StringVar(&cfg.RegistryConfigDir, "registry-config-dir", cfg.RegistryConfigDir, "containerd-style hosts.toml directory for registry mirrors and TLS")
+	fs.Var((*listValue)(&cfg.CDISpecDirs), "cdi-spec-dirs", "comma-separated CDI spec directories for device injection")
+	fs.StringVar(&cfg.AgentBinary, "agent-binary", cfg.AgentBinary, "static berth binary mounted into workspaces as their init (default: this executable)")
+	fs.DurationVar(&cfg.AgentTimeout, "agent-timeout", cfg.AgentTimeout, "how long to wait for a workspace's agent to answer after start")
+	fs.DurationVar(&cfg.StopGrace, "stop-grace", cfg.StopGrace, "time between SIGTERM and SIGKILL when stopping a workspace")
+	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error (logs go to stderr)")
+	if !serve {
+		return
+	}
+	fs.BoolVar(&cfg.Stdio, "stdio", cfg.Stdio, "serve MCP over stdin/stdout for one local client")
+	fs.StringVar(&cfg.HTTPAddr, "http", cfg.HTTPAddr, "serve MCP over streamable HTTP at ADDR/mcp, e.g. 127.0.0.1:8080")
+	fs.StringVar(&cfg.Token, "token", cfg.Token, "bearer token for HTTP clients (default: read or create the token file)")
+	fs.StringVar(&cfg.TokenFile, "token-file", cfg.TokenFile, "file holding the HTTP bearer token (default: STATE_DIR/token)")
+	fs.BoolVar(&cfg.NoAuth, "no-auth", cfg.NoAuth, "serve HTTP without a token; refused unless the address is loopback")
+	fs.Var((*listValue)(&cfg.AllowedOrigins), "allowed-origins", "comma-separated browser origins allowed to call /mcp (requests without Origin are always allowed)")
+	fs.DurationVar(&cfg.SessionIdleTTL, "session-idle-ttl", cfg.SessionIdleTTL, "forget HTTP sessions idle for this long")
+}
+
+// Resolve parses args into cfg: flags first, then fills every flag not
+// given on the command line from the environment, then from the config file.
+func Resolve(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	explicit := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { explicit[f.Name] = true })
+
+	fromEnv := map[string]string{}
+	fs.VisitAll(func(f *flag.Flag) {
+		if v, ok := os.LookupEnv(EnvName(f.Name)); ok && !explicit[f.Name] {
+			fromEnv[f.Name] = v
+		}
+	})
+	if v, ok := fromEnv["config"]; ok {
+		if err := fs.Set("config", v); err != nil {
+			return err
+		}
+	}
+	fromFile, err := readFile(fs.Lookup("config").Value.String())
+	if err != nil {
+		return err
+	}
+	for name := range fromFile {
+		if fs.Lookup(name) == nil {
+			return fmt.Errorf("config file: unknown key %q (keys are the flag names, see berth --help)", name)
+		}
+	}
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		if explicit[f.Name] || f.Name == "config" {
+			return
+		}
+		source, value, ok := "", "", false
+		if v, found := fromEnv[f.Name]; found {
+			source, value, ok = EnvName(f.Name), v, true
+		} else if v, found := fromFile[f.Name]; found {
+			source, value, ok = "config file key "+f.Name, v, true
+		}
+		if ok {
+			if err := fs.Set(f.Name, value); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", source, err))
+			}
+		}
+	})
+	return errors.Join(errs...)
+}
+
+// readFile loads the YAML config file as flag-name → flag-syntax value.
+func readFile(path string) (map[string]string, error) {
+	if path == "" {
+		return nil, nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config file: %w", err)
+	}
+	var raw map[string]any
+	if err := yaml.Unmarshal(data, &raw); err != nil {
+		return nil, fmt.Errorf("config file %s: %w", path, err)
+	}
+	out := make(map[string]string, len(raw))
+	for k, v := range raw {
+		switch v := v.(type) {
+		case []any:
+			parts := make([]string, len(v))
+			for i, p := range v {
+				parts[i] = fmt.Sprint(p)
+			}
+			out[k] = strings.Join(parts, ",")
+		case nil:
+			out[k] = ""
+		default:
+			out[k] = fmt.Sprint(v)
+		}
+	}
+	return out, nil
+}
+
+// Validate checks the settings that every subcommand relies on.
+func (c *Config) Validate() error {
+	if c.StateDir == "" || !filepath.IsAbs(c.StateDir) {
+		return fmt.Errorf("--state-dir must be an absolute path, got %q", c.StateDir)
+	}
+	if c.Namespace == "" {
+		return errors.New("--namespace must not be empty")
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("--log-level must be debug, info, warn or error, got %q", c.LogLevel)
+	}
+	return nil
+}
+
+// Usage writes the flags of fs with their environment variables.
+func Usage(fs *flag.FlagSet) string {
+	var lines []string
+	fs.VisitAll(func(f *flag.Flag) {
+		def := ""
+		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "[]" {
+			def = " (default " + f.DefValue + ")"
+		}
+		lines = append(lines, fmt.Sprintf("  --%s\n      %s%s\n      env %s", f.Name, f.Usage, def, EnvName(f.Name)))
+	})
+	sort.Strings(lines)
+	return strings.Join(lines, "\n")
+}
+
+// listValue is a comma-separated list flag; setting it replaces the list.
+type listValue []string
+
+func (l *listValue) String() string { return strings.Join(*l, ",") }
+
+func (l *listValue) Set(s string) error {
+	*l = nil
+	for _, part := range strings.Split(s, ",") {
+		if part = strings.TrimSpace(part); part != "" {
+			*l = append(*l, part)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,326 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"syscall"
+	"time"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/containers"
+	ctrcdi "github.com/containerd/containerd/v2/pkg/cdi"
+	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/containerd/v2/pkg/oci"
+	"github.com/containerd/errdefs"
+	"github.com/opencontainers/runtime-spec/specs-go"
+	cdi "tags.cncf.io/container-device-interface/pkg/cdi"
+)
+
+// cpuPeriod is the CFS period used to express CPU limits.
+const cpuPeriod = 100_000
+
+// CreateContainer creates (but does not start) a container from spec.
+func (r *Containerd) CreateContainer(ctx context.Context, spec ContainerSpec) error {
+	c, ctx, err := r.connect(ctx)
+	if err != nil {
+		return err
+	}
+	img, err := c.GetImage(ctx, spec.Image)
+	if err != nil {
+		return fmt.Errorf("image %s: %w", spec.Image, r.wrap(err))
+	}
+	if err := r.CheckDevices(spec.Devices); err != nil {
+		return err
+	}
+	specOpts := []oci.SpecOpts{
+		oci.WithImageConfig(img),
+		oci.WithProcessArgs(spec.Args...),
+		oci.WithEnv(spec.Env),
+		oci.WithHostname(spec.Hostname),
+		oci.WithMounts(ociMounts(spec.Mounts)),
+	}
+	if spec.RunAsRoot {
+		specOpts = append(specOpts, oci.WithUIDGID(0, 0), oci.WithAdditionalGIDs("root"))
+	}
+	if l := spec.Limits; l.CPUs > 0 {
+		specOpts = append(specOpts, oci.WithCPUCFS(int64(l.CPUs*cpuPeriod), cpuPeriod))
+	}
+	if l := spec.Limits; l.MemoryBytes > 0 {
+		specOpts = append(specOpts, oci.WithMemoryLimit(uint64(l.MemoryBytes)))
+	}
+	if l := spec.Limits; l.Pids > 0 {
+		specOpts = append(specOpts, oci.WithPidsLimit(l.Pids))
+	}
+	if len(spec.Devices) > 0 {
+		specOpts = append(specOpts, ctrcdi.WithCDIDevices(spec.Devices...))
+	}
+	_, err = c.NewContainer(ctx, spec.ID,
+		containerd.WithImage(img),
+		containerd.WithSnapshotter(spec.Snapshotter),
+		containerd.WithNewSnapshot(spec.ID, img),
+		containerd.WithNewSpec(specOpts...),
+		containerd.WithContainerLabels(spec.Labels),
+	)
+	if err != nil {
+		return fmt.Errorf("create container %s: %w", spec.ID, r.wrap(err))
+	}
+	return nil
+}
+
+func ociMounts(mounts []Mount) []specs.Mount {
+	out := make([]specs.Mount, 0, len(mounts))
+	for _, m := range mounts {
+		opts := []string{"rbind", "rw"}
+		if m.ReadOnly {
+			opts = []string{"rbind", "ro"}
+		}
+		out = append(out, specs.Mount{Type: "bind", Source: m.Source, Destination: m.Destination, Options: opts})
+	}
+	return out
+}
+
+// CheckDevices reports CDI device names that no spec in the spec dirs provides.
+func (r *Containerd) CheckDevices(names []string) error {
+	if len(names) == 0 {
+		return nil
+	}
+	cache := cdi.GetDefaultCache()
+	_ = cache.Refresh() // a broken spec of another vendor must not hide good ones
+	var unknown []string
+	for _, n := range names {
+		if cache.GetDevice(n) == nil {
+			unknown = append(unknown, n)
+		}
+	}
+	if len(unknown) > 0 {
+		return fmt.Errorf("%w: unknown CDI device(s) %v; known devices: %v (spec dirs %v)",
+			errdefs.ErrInvalidArgument, unknown, cache.ListDevices(), r.opts.CDISpecDirs)
+	}
+	return nil
+}
+
+// StartTask starts the container's init process with its output appended
+// to logPath. A leftover stopped task is removed first.
+func (r *Containerd) StartTask(ctx context.Context, id, logPath string) (uint32, error) {
+	c, ctx, err := r.connect(ctx)
+	if err != nil {
+		return 0, err
+	}
+	ctr, err := c.LoadContainer(ctx, id)
+	if err != nil {
+		return 0, r.wrap(err)
+	}
+	if task, err := ctr.Task(ctx, nil); err == nil {
+		st, err := task.Status(ctx)
+		if err != nil {
+			return 0, r.wrap(err)
+		}
+		if st.Status == containerd.Running || st.Status == containerd.Paused {
+			return task.Pid(), nil
+		}
+		if _, err := task.Delete(ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+			return 0, fmt.Errorf("remove old task: %w", r.wrap(err))
+		}
+	} else if !errdefs.IsNotFound(err) {
+		return 0, r.wrap(err)
+	}
+	task, err := ctr.NewTask(ctx, cio.LogFile(logPath))
+	if err != nil {
+		return 0, fmt.Errorf("create task: %w", r.wrap(err))
+	}
+	if err := task.Start(ctx); err != nil {
+		_, _ = task.Delete(context.WithoutCancel(ctx), containerd.WithProcessKill)
+		return 0, fmt.Errorf("start task: %w", r.wrap(err))
+	}
+	return task.Pid(), nil
+}
+
+// StopTask stops the container's processes: SIGTERM to init, which
+// forwards it; SIGKILL to all after grace.
+func (r *Containerd) StopTask(ctx context.Context, id string, grace time.Duration) error {
+	c, ctx, err := r.connect(ctx)
+	if err != nil {
+		return err
+	}
+	ctr, err := c.LoadContainer(ctx, id)
+	if err != nil {
+		return r.wrap(err)
+	}
+	task, err := ctr.Task(ctx, nil)
+	if errdefs.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return r.wrap(err)
+	}
+	exited, err := task.Wait(ctx)
+	if err != nil {
+		return r.wrap(err)
+	}
+	st, err := task.Status(ctx)
+	if err != nil {
+		return r.wrap(err)
+	}
+	if st.Status == containerd.Paused {
+		_ = task.Resume(ctx)
+	}
+	if st.Status != containerd.Stopped {
+		if err := task.Kill(ctx, syscall.SIGTERM); err != nil && !errdefs.IsNotFound(err) {
+			return r.wrap(err)
+		}
+		select {
+		case <-exited:
+		case <-time.After(grace):
+			if err := task.Kill(ctx, syscall.SIGKILL, containerd.WithKillAll); err != nil && !errdefs.IsNotFound(err) {
+				return r.wrap(err)
+			}
+			select {
+			case <-exited:
+			case <-time.After(30 * time.Second):
+				return errors.New("the workspace did not exit 30s after SIGKILL")
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	if _, err := task.Delete(ctx); err != nil && !errdefs.IsNotFound(err) {
+		return r.wrap(err)
+	}
+	return nil
+}
+
+// DeleteContainer removes the container with its task and writable layer.
+func (r *Containerd) DeleteContainer(ctx context.Context, id string) error {
+	c, ctx, err := r.connect(ctx)
+	if err != nil {
+		return err
+	}
+	ctr, err := c.LoadContainer(ctx, id)
+	if err != nil {
+		return r.wrap(err)
+	}
+	if task, err := ctr.Task(ctx, nil); err == nil {
+		if _, err := task.Delete(ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+			return r.wrap(err)
+		}
+	}
+	if err := ctr.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
+		return r.wrap(err)
+	}
+	return nil
+}
+
+// Container describes one container and the state of its task.
+func (r *Containerd) Container(ctx context.Context, id string) (Container, error) {
+	c, ctx, err := r.connect(ctx)
+	if err != nil {
+		return Container{}, err
+	}
+	ctr, err := c.LoadContainer(ctx, id)
+	if err != nil {
+		return Container{}, r.wrap(err)
+	}
+	info, err := ctr.Info(ctx, containerd.WithoutRefreshedMetadata)
+	if err != nil {
+		return Container{}, r.wrap(err)
+	}
+	return r.describe(ctx, ctr, info), nil
+}
+
+// Containers lists the containers that carry labelKey.
+func (r *Containerd) Containers(ctx context.Context, labelKey string) ([]Container, error) {
+	c, ctx, err := r.connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ctrs, err := c.Containers(ctx, fmt.Sprintf("labels.%q", labelKey))
+	if err != nil {
+		return nil, r.wrap(err)
+	}
+	out := make([]Container, 0, len(ctrs))
+	for _, ctr := range ctrs {
+		info, err := ctr.Info(ctx, containerd.WithoutRefreshedMetadata)
+		if errdefs.IsNotFound(err) {
+			continue // deleted while we listed
+		}
+		if err != nil {
+			return nil, r.wrap(err)
+		}
+		out = append(out, r.describe(ctx, ctr, info))
+	}
+	return out, nil
+}
+
+func (r *Containerd) describe(ctx context.Context, ctr containerd.Container, info containers.Container) Container {
+	out := Container{
+		ID:          info.ID,
+		Image:       info.Image,
+		Snapshotter: info.Snapshotter,
+		Labels:      info.Labels,
+		CreatedAt:   info.CreatedAt,
+		Status:      TaskNone,
+	}
+	task, err := ctr.Task(ctx, nil)
+	if err != nil {
+		if !errdefs.IsNotFound(err) {
+			out.Status = TaskUnknown
+		}
+		return out
+	}
+	st, err := task.Status(ctx)
+	if err != nil {
+		out.Status = TaskUnknown
+		return out
+	}
+	out.PID = task.Pid()
+	out.ExitStatus = st.ExitStatus
+	switch st.Status {
+	case containerd.Running:
+		out.Status = TaskRunning
+	case containerd.Stopped, containerd.Created:
+		out.Status = TaskStopped
+	case containerd.Paused, containerd.Pausing:
+		out.Status = TaskPaused
+	default:
+		out.Status = TaskUnknown
+	}
+	return out
+}
+
+// SetLabels sets (or, with an empty value, removes) labels on a container.
+func (r *Containerd) SetLabels(ctx context.Context, id string, labels map[string]string) error {
+	c, ctx, err := r.connect(ctx)
+	if err != nil {
+		return err
+	}
+	ctr, err := c.LoadContainer(ctx, id)
+	if err != nil {
+		return r.wrap(err)
+	}
+	if _, err := ctr.SetLabels(ctx, labels); err != nil {
+		return r.wrap(err)
+	}
+	return nil
+}
+
+// StorageUsage sums the container's active snapshot (its writable layer).
+func (r *Containerd) StorageUsage(ctx context.Context, id string) (int64, error) {
+	c, ctx, err := r.connect(ctx)
+	if err != nil {
+		return 0, err
+	}
+	ctr, err := c.LoadContainer(ctx, id)
+	if err != nil {
+		return 0, r.wrap(err)
+	}
+	info, err := ctr.Info(ctx, containerd.WithoutRefreshedMetadata)
+	if err != nil {
+		return 0, r.wrap(err)
+	}
+	usage, err := c.SnapshotService(info.Snapshotter).Usage(ctx, info.SnapshotKey)
+	if err != nil {
+		return 0, r.wrap(err)
+	}
+	return usage.Size, nil
+}

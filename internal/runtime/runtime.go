@@ -1,0 +1,155 @@
+// Package runtime is berth's boundary to the container runtime. It owns
+// images, containers, tasks and their statistics, and speaks containerd
+// today. It knows nothing about bots, MCP or the agent protocol: callers
+// hand it complete container specifications and get plain data back.
+//
+// Errors carry errdefs classes (NotFound, AlreadyExists, InvalidArgument,
+// Unavailable, ...) so the layers above can map them without knowing
+// containerd.
+package runtime
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+)
+
+// Runtime is the narrow set of operations berth needs from a container
+// runtime. It is deliberately small so that a second backend (Kubernetes
+// pods on containerd nodes) can implement it without touching the tools.
+type Runtime interface {
+	// Ping checks that the runtime answers.
+	Ping(ctx context.Context) error
+
+	// EnsureImage makes ref available and unpacked for snapshotter,
+	// pulling it as policy says. progress, if not nil, is called as
+	// bytes arrive. Cancelling ctx abandons the pull and leaves nothing.
+	EnsureImage(ctx context.Context, ref string, policy PullPolicy, snapshotter string, progress func(PullProgress)) (Image, error)
+	// ImportImages reads an OCI or docker archive and unpacks its images.
+	// name, if set, names an archive's single unnamed image.
+	ImportImages(ctx context.Context, archive io.Reader, snapshotter, name string) ([]Image, error)
+	ListImages(ctx context.Context) ([]Image, error)
+
+	CreateContainer(ctx context.Context, spec ContainerSpec) error
+	// StartTask starts the container's process, replacing a stopped task.
+	StartTask(ctx context.Context, id, logPath string) (pid uint32, err error)
+	// StopTask sends SIGTERM, waits up to grace, then SIGKILLs every
+	// process, and removes the task. Stopping a stopped container is a no-op.
+	StopTask(ctx context.Context, id string, grace time.Duration) error
+	// DeleteContainer removes the container, its task and its writable layer.
+	DeleteContainer(ctx context.Context, id string) error
+	Container(ctx context.Context, id string) (Container, error)
+	// Containers lists containers that carry the label key.
+	Containers(ctx context.Context, labelKey string) ([]Container, error)
+	SetLabels(ctx context.Context, id string, labels map[string]string) error
+
+	// Stats samples the task's cgroup counters.
+	Stats(ctx context.Context, id string) (Stats, error)
+	// StorageUsage is the size in bytes of the container's own writable layer.
+	StorageUsage(ctx context.Context, id string) (int64, error)
+	// CheckDevices reports device names the runtime cannot inject.
+	CheckDevices(names []string) error
+}
+
+// PullPolicy says when EnsureImage contacts the registry.
+type PullPolicy string
+
+const (
+	PullIfNotPresent PullPolicy = "if_not_present"
+	PullAlways       PullPolicy = "always"
+	PullNever        PullPolicy = "never"
+)
+
+// ParsePullPolicy accepts the policy names of the tools; empty means if_not_present.
+func ParsePullPolicy(s string) (PullPolicy, error) {
+	switch p := PullPolicy(s); p {
+	case "":
+		return PullIfNotPresent, nil
+	case PullIfNotPresent, PullAlways, PullNever:
+		return p, nil
+	}
+	return "", fmt.Errorf("pull policy %q is not one of if_not_present, always, never", s)
+}
+
+// PullProgress is a snapshot of one image pull.
+type PullProgress struct {
+	Phase      string // "resolving", "downloading", "unpacking"
+	Done       int64  // bytes of this image's blobs present so far
+	Total      int64  // bytes of this image's blobs, once the manifest is known
+	Layers     int
+	LayersDone int
+}
+
+// Image is an image the runtime holds.
+type Image struct {
+	Name      string    `json:"name"`
+	Digest    string    `json:"digest"`
+	Size      int64     `json:"size_bytes"`
+	CreatedAt time.Time `json:"created_at"`
+	Pulled    bool      `json:"pulled,omitempty"`
+}
+
+// Mount is a host path made visible in a container.
+type Mount struct {
+	Source, Destination string
+	ReadOnly            bool
+}
+
+// Limits bound what a container may use; zero means unlimited.
+type Limits struct {
+	CPUs        float64 `json:"cpus,omitempty"`
+	MemoryBytes int64   `json:"memory_bytes,omitempty"`
+	Pids        int64   `json:"pids,omitempty"`
+}
+
+// ContainerSpec is everything needed to create a container.
+type ContainerSpec struct {
+	ID          string
+	Image       string
+	Snapshotter string
+	Labels      map[string]string
+	Hostname    string
+	Args        []string
+	Env         []string // added to the image's environment
+	Mounts      []Mount
+	Limits      Limits
+	Devices     []string // CDI device names
+	// RunAsRoot runs the process as root whatever the image's User says
+	// (berth's init must be root; it applies the image's user to the
+	// commands it runs).
+	RunAsRoot bool
+}
+
+// TaskStatus is the state of a container's process.
+type TaskStatus string
+
+const (
+	TaskRunning TaskStatus = "running"
+	TaskStopped TaskStatus = "stopped"
+	TaskPaused  TaskStatus = "paused"
+	TaskNone    TaskStatus = "none" // never started, or its task was removed
+	TaskUnknown TaskStatus = "unknown"
+)
+
+// Container is a container as the runtime sees it.
+type Container struct {
+	ID          string
+	Image       string
+	Snapshotter string
+	Labels      map[string]string
+	CreatedAt   time.Time
+	Status      TaskStatus
+	PID         uint32
+	ExitStatus  uint32
+}
+
+// Stats are cumulative cgroup counters at one instant.
+type Stats struct {
+	At            time.Time
+	CPUUsageNanos uint64
+	MemoryUsage   uint64
+	MemoryLimit   uint64 // 0 when unlimited
+	Pids          uint64
+	PidsLimit     uint64 // 0 when unlimited
+}

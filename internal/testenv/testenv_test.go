@@ -1,0 +1,268 @@
+package testenv
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/remotes/docker"
+	"github.com/containerd/containerd/v2/core/remotes/docker/config"
+	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/containerd/v2/pkg/oci"
+)
+
+func TestImportBusyboxAndRun(t *testing.T) {
+	c := Client(t)
+	ns := Namespace(t, c)
+	ctx := namespaces.WithNamespace(t.Context(), ns)
+
+	name := ImportArchive(t, ContainerdAddress(t), ns, BusyboxArchive(t))
+	if name != BusyboxRef {
+		t.Fatalf("imported image is named %q, want %q", name, BusyboxRef)
+	}
+	img, err := c.GetImage(ctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := img.IsUnpacked(ctx, Snapshotter); err != nil || !ok {
+		t.Fatalf("image not unpacked for %s: %v", Snapshotter, err)
+	}
+
+	// The image must really run: a static busybox, its applets on PATH,
+	// and a root account.
+	out := run(ctx, t, c, img, "sh", "-c", "echo $PATH; id -un; ls -d /tmp")
+	want := "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\nroot\n/tmp\n"
+	if out != want {
+		t.Errorf("container printed %q, want %q", out, want)
+	}
+}
+
+func TestBusyboxArchiveIsCached(t *testing.T) {
+	if a, b := BusyboxArchive(t), BusyboxArchive(t); a != b {
+		t.Errorf("BusyboxArchive returned %s, then %s", a, b)
+	}
+}
+
+func TestRegistryPush(t *testing.T) {
+	reg := StartRegistry(t, RegistryOptions{})
+	ref := reg.PushArchive(t, BusyboxArchive(t), "berth/busybox:1")
+	if want := reg.Host + "/berth/busybox:1"; ref != want {
+		t.Errorf("PushArchive returned %q, want %q", ref, want)
+	}
+
+	c := Client(t)
+	ns := Namespace(t, c)
+	ctx := namespaces.WithNamespace(t.Context(), ns)
+	resolver := docker.NewResolver(docker.ResolverOptions{
+		Hosts: config.ConfigureHosts(ctx, config.HostOptions{DefaultScheme: "http"}),
+	})
+	img, err := c.Pull(ctx, ref, client.WithResolver(resolver), client.WithPullUnpack, client.WithPullSnapshotter(Snapshotter))
+	if err != nil {
+		t.Fatalf("pull %s: %v", ref, err)
+	}
+	if img.Name() != ref {
+		t.Errorf("pulled image is named %q, want %q", img.Name(), ref)
+	}
+	if out := run(ctx, t, c, img, "echo", "pulled"); out != "pulled\n" {
+		t.Errorf("container printed %q", out)
+	}
+}
+
+// TestRegistryThrottleAndCancel pulls a multi-layer image from a slow
+// registry, cancels the pull once bytes flow, then pulls it at full speed.
+// It uses containerd's default host configuration, which must reach a
+// loopback registry over plain HTTP without being told to.
+func TestRegistryThrottleAndCancel(t *testing.T) {
+	reg := StartRegistry(t, RegistryOptions{BytesPerSecond: 64 << 10})
+	ref := reg.PushRandomImage(t, "berth/big:1", 3, 1<<20)
+
+	c := Client(t)
+	ns := Namespace(t, c)
+	ctx := namespaces.WithNamespace(t.Context(), ns)
+	resolver := docker.NewResolver(docker.ResolverOptions{Hosts: config.ConfigureHosts(ctx, config.HostOptions{})})
+
+	pullCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Pull(pullCtx, ref, client.WithResolver(resolver))
+		done <- err
+	}()
+	waitFor(t, func() bool { return reg.BlobBytesServed() > 0 })
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("cancelled pull returned %v, want context.Canceled", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("pull did not stop within 30s of its cancellation")
+	}
+	if served := reg.BlobBytesServed(); served >= 3<<20 {
+		t.Fatalf("the registry served %d bytes before the cancel took effect; throttle had no effect", served)
+	}
+
+	reg.SetOptions(RegistryOptions{})
+	img, err := c.Pull(ctx, ref, client.WithResolver(resolver), client.WithPullUnpack, client.WithPullSnapshotter(Snapshotter))
+	if err != nil {
+		t.Fatalf("pull after lifting the throttle: %v", err)
+	}
+	layers, err := img.RootFS(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(layers) != 4 {
+		t.Errorf("pulled image has %d layers, want busybox plus 3", len(layers))
+	}
+}
+
+// TestRegistryBlobDelay holds blob downloads and releases them by lifting
+// the delay, without containerd in the way.
+func TestRegistryBlobDelay(t *testing.T) {
+	reg := StartRegistry(t, RegistryOptions{})
+	reg.PushArchive(t, BusyboxArchive(t), "berth/delay:1")
+	manifest := reg.get(t, "/v2/berth/delay/manifests/1")
+	var m struct {
+		Config struct{ Digest string }
+	}
+	if err := json.Unmarshal(manifest, &m); err != nil || m.Config.Digest == "" {
+		t.Fatalf("manifest %s: %v", manifest, err)
+	}
+	blob := "/v2/berth/delay/blobs/" + m.Config.Digest
+
+	reg.SetOptions(RegistryOptions{BlobDelay: time.Hour})
+	done := make(chan []byte, 1)
+	go func() {
+		resp, err := http.Get("http://" + reg.Host + blob)
+		if err != nil {
+			done <- nil
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		done <- b
+	}()
+	waitFor(t, func() bool { return reg.BlobRequests() == 1 })
+	if got := reg.get(t, "/v2/berth/delay/manifests/1"); !bytes.Equal(got, manifest) {
+		t.Error("the blob delay held a manifest too")
+	}
+	select {
+	case <-done:
+		t.Fatal("a blob was served during an hour's delay")
+	default:
+	}
+
+	reg.SetOptions(RegistryOptions{})
+	select {
+	case b := <-done:
+		if len(b) == 0 {
+			t.Error("the released download failed")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("lifting the delay did not release the waiting download")
+	}
+}
+
+func (r *Registry) get(t *testing.T, path string) []byte {
+	t.Helper()
+	resp, err := http.Get("http://" + r.Host + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s %v", path, resp.Status, err)
+	}
+	return b
+}
+
+func TestUniqueNamespace(t *testing.T) {
+	for _, name := range []string{"TestX", "TestY/sub_test#01", strings.Repeat("Long", 40), "///"} {
+		ns := uniqueNamespace(name)
+		if len(ns) > 76 || strings.Contains(ns, "--") || strings.HasSuffix(ns, "-") {
+			t.Errorf("uniqueNamespace(%q) = %q, not a valid containerd namespace", name, ns)
+		}
+		if ns == uniqueNamespace(name) {
+			t.Errorf("uniqueNamespace(%q) repeats %q", name, ns)
+		}
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 30s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// run runs args in a fresh container from img and returns its output.
+func run(ctx context.Context, t *testing.T, c *client.Client, img client.Image, args ...string) string {
+	t.Helper()
+	id := "run-" + strings.ReplaceAll(time.Now().Format("150405.000000"), ".", "")
+	ctr, err := c.NewContainer(ctx, id,
+		client.WithSnapshotter(Snapshotter),
+		client.WithNewSnapshot(id, img),
+		client.WithNewSpec(oci.WithImageConfig(img), oci.WithProcessArgs(args...)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ctr.Delete(context.WithoutCancel(ctx), client.WithSnapshotCleanup)
+
+	var out lockedBuffer
+	task, err := ctr.NewTask(ctx, cio.NewCreator(cio.WithStreams(nil, &out, &out)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer task.Delete(context.WithoutCancel(ctx), client.WithProcessKill)
+	exited, err := task.Wait(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := task.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case st := <-exited:
+		if st.ExitCode() != 0 {
+			t.Fatalf("%v exited with %d: %s", args, st.ExitCode(), out.String())
+		}
+	case <-time.After(time.Minute):
+		t.Fatalf("%v did not exit within a minute", args)
+	}
+	// Delete waits for the output copies to finish, so read out after it.
+	if _, err := task.Delete(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return out.String()
+}
+
+// lockedBuffer takes stdout and stderr, which are copied by two goroutines.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}

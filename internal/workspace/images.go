@@ -1,0 +1,54 @@
+package workspace
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/berth-dev/berth/internal/runtime"
+	"github.com/containerd/errdefs"
+)
+
+// ListImages returns up to limit images whose name sorts after `after`.
+func (m *Manager) ListImages(ctx context.Context, after string, limit int) ([]runtime.Image, bool, error) {
+	imgs, err := m.rt.ListImages(ctx)
+	if err != nil {
+		return nil, false, err
+	}
+	out := []runtime.Image{}
+	for _, img := range imgs {
+		if img.Name <= after {
+			continue
+		}
+		if len(out) == limit {
+			return out, true, nil
+		}
+		out = append(out, img)
+	}
+	return out, false, nil
+}
+
+// ImportImages imports an OCI or docker archive from a host file and
+// unpacks it for the default snapshotter. name names an unnamed image.
+func (m *Manager) ImportImages(ctx context.Context, path, name string) ([]runtime.Image, error) {
+	if !filepath.IsAbs(path) {
+		return nil, fmt.Errorf("%w: path %q must be an absolute host path", errdefs.ErrInvalidArgument, path)
+	}
+	if name != "" {
+		ref, err := runtime.NormalizeImageRef(name)
+		if err != nil {
+			return nil, err
+		}
+		name = ref
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: open archive: %v", errdefs.ErrInvalidArgument, err)
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%w: %s is not a regular file", errdefs.ErrInvalidArgument, path)
+	}
+	return m.rt.ImportImages(ctx, f, m.opts.Snapshotter, name)
+}

@@ -1,0 +1,516 @@
+package workspace
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/berth-dev/berth/internal/agent"
+	"github.com/berth-dev/berth/internal/runtime"
+	"github.com/containerd/errdefs"
+)
+
+// Options configure a Manager.
+type Options struct {
+	StateDir     string        // host directory for sockets and logs
+	DefaultImage string        // image when a create names none
+	Snapshotter  string        // default snapshotter
+	AgentBinary  string        // static berth binary mounted as init
+	AgentTimeout time.Duration // wait for a started agent
+	StopGrace    time.Duration // SIGTERM → SIGKILL
+	Version      string        // this berth's version, recorded in labels
+	Logger       *slog.Logger
+}
+
+// Manager runs workspaces. All methods are safe for concurrent use;
+// mutations of one bot are serialised, different bots proceed in parallel.
+type Manager struct {
+	rt   runtime.Runtime
+	opts Options
+	log  *slog.Logger
+
+	locks keyedMutex
+
+	statsMu sync.Mutex
+	stats   map[string]statsCache
+}
+
+type statsCache struct {
+	last         runtime.Stats
+	storage      int64
+	storageAt    time.Time
+	storageError string
+}
+
+// NewManager returns a Manager over rt.
+func NewManager(rt runtime.Runtime, opts Options) *Manager {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	return &Manager{rt: rt, opts: opts, log: opts.Logger, stats: map[string]statsCache{}}
+}
+
+// Progress reports long work: Done of Total units, with a message.
+type Progress struct {
+	Done, Total float64
+	Message     string
+}
+
+// CreateRequest is what a bot's workspace should be.
+type CreateRequest struct {
+	BotID       string
+	Image       string
+	PullPolicy  string
+	Devices     []string
+	Snapshotter string
+	Env         map[string]string
+	Limits      runtime.Limits
+}
+
+// CreateResult says what workspace_create did.
+type CreateResult struct {
+	Workspace Workspace
+	Created   bool
+	Pulled    bool
+	// NotApplied lists requested settings that an existing workspace kept.
+	NotApplied []string
+}
+
+var envNamePattern = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// Caps on what a create may ask for.
+const (
+	maxEnvVars     = 256
+	maxEnvValueLen = 32 << 10
+	maxDevices     = 64
+)
+
+func (r *CreateRequest) validate() error {
+	if err := ValidateBotID(r.BotID); err != nil {
+		return err
+	}
+	if len(r.Env) > maxEnvVars {
+		return fmt.Errorf("%w: at most %d env variables", errdefs.ErrInvalidArgument, maxEnvVars)
+	}
+	for k, v := range r.Env {
+		if !envNamePattern.MatchString(k) {
+			return fmt.Errorf("%w: env name %q must match %s", errdefs.ErrInvalidArgument, k, envNamePattern)
+		}
+		if len(v) > maxEnvValueLen || strings.ContainsRune(v, 0) {
+			return fmt.Errorf("%w: env %s: value longer than %d bytes or holds a NUL byte", errdefs.ErrInvalidArgument, k, maxEnvValueLen)
+		}
+	}
+	if len(r.Devices) > maxDevices {
+		return fmt.Errorf("%w: at most %d devices", errdefs.ErrInvalidArgument, maxDevices)
+	}
+	for _, d := range r.Devices {
+		if d == "" || strings.Contains(d, ",") {
+			return fmt.Errorf("%w: device name %q must be a CDI name such as vendor.com/gpu=0", errdefs.ErrInvalidArgument, d)
+		}
+	}
+	if r.Limits.CPUs < 0 || r.Limits.MemoryBytes < 0 || r.Limits.Pids < 0 {
+		return fmt.Errorf("%w: limits must not be negative", errdefs.ErrInvalidArgument)
+	}
+	if r.Limits.MemoryBytes > 0 && r.Limits.MemoryBytes < 6<<20 {
+		return fmt.Errorf("%w: memory limit must be at least 6 MiB", errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
+// Create makes the bot's workspace and starts it, or returns the existing
+// one. Cancelling ctx during the image pull abandons it and leaves nothing;
+// once the container is being made, the work finishes (or is rolled back)
+// whatever ctx says, so no half-made workspace is ever left.
+func (m *Manager) Create(ctx context.Context, req CreateRequest, progress func(Progress)) (CreateResult, error) {
+	if req.Image == "" {
+		req.Image = m.opts.DefaultImage
+	}
+	if req.Snapshotter == "" {
+		req.Snapshotter = m.opts.Snapshotter
+	}
+	if err := req.validate(); err != nil {
+		return CreateResult{}, err
+	}
+	ref, err := runtime.NormalizeImageRef(req.Image)
+	if err != nil {
+		return CreateResult{}, err
+	}
+	policy, err := runtime.ParsePullPolicy(req.PullPolicy)
+	if err != nil {
+		return CreateResult{}, fmt.Errorf("%w: %v", errdefs.ErrInvalidArgument, err)
+	}
+	unlock := m.locks.lock(req.BotID)
+	defer unlock()
+
+	existing, err := m.rt.Container(ctx, req.BotID)
+	if err == nil {
+		ws := m.describe(ctx, existing, true)
+		return CreateResult{Workspace: ws, NotApplied: notApplied(req, ref, existing)}, nil
+	}
+	if !isNotFound(err) {
+		return CreateResult{}, err
+	}
+	if err := m.rt.CheckDevices(req.Devices); err != nil {
+		return CreateResult{}, err
+	}
+	if err := checkAgentBinary(m.opts.AgentBinary); err != nil {
+		return CreateResult{}, err
+	}
+
+	img, err := m.rt.EnsureImage(ctx, ref, policy, req.Snapshotter, pullReporter(ref, progress))
+	if err != nil {
+		return CreateResult{}, err
+	}
+	if err := ctx.Err(); err != nil {
+		return CreateResult{}, fmt.Errorf("workspace_create cancelled before the workspace was made: %w", err)
+	}
+
+	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.opts.AgentTimeout+2*time.Minute)
+	defer cancel()
+	report(progress, Progress{Message: "creating workspace " + req.BotID})
+	if err := m.rt.CreateContainer(mctx, m.containerSpec(req, ref)); err != nil {
+		return CreateResult{}, err
+	}
+	if err := m.start(mctx, req.BotID); err != nil {
+		if rbErr := m.remove(mctx, req.BotID); rbErr != nil {
+			m.log.Error("roll back failed create", "bot", req.BotID, "err", rbErr)
+		}
+		return CreateResult{}, fmt.Errorf("workspace %s was not created: %w", req.BotID, err)
+	}
+	ctr, err := m.rt.Container(mctx, req.BotID)
+	if err != nil {
+		return CreateResult{}, err
+	}
+	return CreateResult{Workspace: m.describe(mctx, ctr, true), Created: true, Pulled: img.Pulled}, nil
+}
+
+func (m *Manager) containerSpec(req CreateRequest, ref string) runtime.ContainerSpec {
+	envNames := make([]string, 0, len(req.Env))
+	env := make([]string, 0, len(req.Env))
+	for k, v := range req.Env {
+		envNames = append(envNames, k)
+		env = append(env, k+"="+v)
+	}
+	sort.Strings(envNames)
+	sort.Strings(env)
+	limits, _ := json.Marshal(req.Limits)
+	return runtime.ContainerSpec{
+		ID:          req.BotID,
+		Image:       ref,
+		Snapshotter: req.Snapshotter,
+		Hostname:    req.BotID,
+		Args:        []string{agentPathInContainer, "agent"},
+		Env:         env,
+		Limits:      req.Limits,
+		Devices:     req.Devices,
+		RunAsRoot:   true,
+		Mounts: []runtime.Mount{
+			{Source: m.opts.AgentBinary, Destination: agentPathInContainer, ReadOnly: true},
+			{Source: m.runDir(req.BotID), Destination: agent.ContainerDir},
+		},
+		Labels: map[string]string{
+			LabelBot:       req.BotID,
+			labelDesired:   desiredRunning,
+			labelImage:     ref,
+			labelLimits:    string(limits),
+			labelDevices:   strings.Join(req.Devices, ","),
+			labelEnvNames:  strings.Join(envNames, ","),
+			labelCreatedBy: m.opts.Version,
+		},
+	}
+}
+
+// notApplied names the requested settings an existing workspace differs in.
+func notApplied(req CreateRequest, ref string, ctr runtime.Container) []string {
+	var out []string
+	if ref != ctr.Image {
+		out = append(out, fmt.Sprintf("image %s (the workspace runs %s)", ref, ctr.Image))
+	}
+	if req.Snapshotter != ctr.Snapshotter {
+		out = append(out, fmt.Sprintf("snapshotter %s (the workspace uses %s)", req.Snapshotter, ctr.Snapshotter))
+	}
+	var limits runtime.Limits
+	_ = json.Unmarshal([]byte(ctr.Labels[labelLimits]), &limits)
+	if req.Limits != limits {
+		out = append(out, fmt.Sprintf("limits %+v (the workspace has %+v)", req.Limits, limits))
+	}
+	devices := slices.Sorted(slices.Values(req.Devices))
+	have := slices.Sorted(slices.Values(splitList(ctr.Labels[labelDevices])))
+	if !slices.Equal(devices, have) {
+		out = append(out, fmt.Sprintf("devices %v (the workspace has %v)", devices, have))
+	}
+	names := make([]string, 0, len(req.Env))
+	for k := range req.Env {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	if len(req.Env) > 0 {
+		out = append(out, fmt.Sprintf("env %v (env is fixed at create; the workspace has %v)", names, splitList(ctr.Labels[labelEnvNames])))
+	}
+	return out
+}
+
+func pullReporter(ref string, progress func(Progress)) func(runtime.PullProgress) {
+	if progress == nil {
+		return nil
+	}
+	return func(p runtime.PullProgress) {
+		msg := fmt.Sprintf("%s %s", p.Phase, ref)
+		if p.Total > 0 {
+			msg = fmt.Sprintf("%s %s: %s of %s, %d/%d layers", p.Phase, ref, humanBytes(p.Done), humanBytes(p.Total), p.LayersDone, p.Layers)
+		}
+		progress(Progress{Done: float64(p.Done), Total: float64(p.Total), Message: msg})
+	}
+}
+
+func report(progress func(Progress), p Progress) {
+	if progress != nil {
+		progress(p)
+	}
+}
+
+// Get describes the bot's workspace, asking a running agent for its health.
+func (m *Manager) Get(ctx context.Context, bot string) (Workspace, error) {
+	if err := ValidateBotID(bot); err != nil {
+		return Workspace{}, err
+	}
+	ctr, err := m.rt.Container(ctx, bot)
+	if isNotFound(err) {
+		return Workspace{}, notFound(bot)
+	}
+	if err != nil {
+		return Workspace{}, err
+	}
+	return m.describe(ctx, ctr, true), nil
+}
+
+// List returns up to limit workspaces whose bot id sorts after `after`,
+// and whether more follow.
+func (m *Manager) List(ctx context.Context, after string, limit int) ([]Workspace, bool, error) {
+	ctrs, err := m.rt.Containers(ctx, LabelBot)
+	if err != nil {
+		return nil, false, err
+	}
+	sort.Slice(ctrs, func(i, j int) bool { return ctrs[i].ID < ctrs[j].ID })
+	out := []Workspace{}
+	for _, c := range ctrs {
+		if c.ID <= after {
+			continue
+		}
+		if len(out) == limit {
+			return out, true, nil
+		}
+		out = append(out, m.describe(ctx, c, false))
+	}
+	return out, false, nil
+}
+
+// Start starts a stopped workspace and waits for its agent.
+func (m *Manager) Start(ctx context.Context, bot string) (Workspace, error) {
+	if err := ValidateBotID(bot); err != nil {
+		return Workspace{}, err
+	}
+	unlock := m.locks.lock(bot)
+	defer unlock()
+	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.opts.AgentTimeout+time.Minute)
+	defer cancel()
+	if _, err := m.rt.Container(mctx, bot); isNotFound(err) {
+		return Workspace{}, notFound(bot)
+	} else if err != nil {
+		return Workspace{}, err
+	}
+	if err := checkAgentBinary(m.opts.AgentBinary); err != nil {
+		return Workspace{}, err
+	}
+	if err := m.start(mctx, bot); err != nil {
+		return Workspace{}, err
+	}
+	return m.Get(mctx, bot)
+}
+
+// start runs the task and waits for the agent. Callers hold the bot's lock.
+func (m *Manager) start(ctx context.Context, bot string) error {
+	if err := os.MkdirAll(m.runDir(bot), 0o700); err != nil {
+		return fmt.Errorf("prepare agent directory: %w", err)
+	}
+	logPath := m.logPath(bot)
+	if err := os.MkdirAll(filepath.Dir(logPath), 0o700); err != nil {
+		return fmt.Errorf("prepare log directory: %w", err)
+	}
+	truncateLog(logPath)
+	if err := m.rt.SetLabels(ctx, bot, map[string]string{labelDesired: desiredRunning, labelStartedBy: m.opts.Version}); err != nil {
+		return err
+	}
+	if _, err := m.rt.StartTask(ctx, bot, logPath); err != nil {
+		return err
+	}
+	if _, err := agent.WaitReady(ctx, m.socketPath(bot), m.opts.AgentTimeout); err != nil {
+		return fmt.Errorf("%w%s", err, m.logTail(bot))
+	}
+	return nil
+}
+
+// Stop stops the workspace: SIGTERM, grace (0 means the configured one), SIGKILL.
+// It stays stopped across berth restarts until started again.
+func (m *Manager) Stop(ctx context.Context, bot string, grace time.Duration) (Workspace, error) {
+	if err := ValidateBotID(bot); err != nil {
+		return Workspace{}, err
+	}
+	if grace <= 0 {
+		grace = m.opts.StopGrace
+	}
+	unlock := m.locks.lock(bot)
+	defer unlock()
+	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace+time.Minute)
+	defer cancel()
+	if err := m.rt.SetLabels(mctx, bot, map[string]string{labelDesired: desiredStopped}); isNotFound(err) {
+		return Workspace{}, notFound(bot)
+	} else if err != nil {
+		return Workspace{}, err
+	}
+	if err := m.rt.StopTask(mctx, bot, grace); err != nil {
+		return Workspace{}, err
+	}
+	m.forgetStats(bot)
+	return m.Get(mctx, bot)
+}
+
+// Delete stops and removes the workspace with its writable layer.
+func (m *Manager) Delete(ctx context.Context, bot string, grace time.Duration) error {
+	if err := ValidateBotID(bot); err != nil {
+		return err
+	}
+	if grace <= 0 {
+		grace = m.opts.StopGrace
+	}
+	unlock := m.locks.lock(bot)
+	defer unlock()
+	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace+time.Minute)
+	defer cancel()
+	if _, err := m.rt.Container(mctx, bot); isNotFound(err) {
+		return notFound(bot)
+	} else if err != nil {
+		return err
+	}
+	if err := m.rt.StopTask(mctx, bot, grace); err != nil && !isNotFound(err) {
+		return err
+	}
+	return m.remove(mctx, bot)
+}
+
+// remove deletes the container and berth's host files for it.
+func (m *Manager) remove(ctx context.Context, bot string) error {
+	if err := m.rt.DeleteContainer(ctx, bot); err != nil && !isNotFound(err) {
+		return err
+	}
+	m.forgetStats(bot)
+	return errors.Join(os.RemoveAll(m.runDir(bot)), removeIfExists(m.logPath(bot)))
+}
+
+// Reconcile adopts the workspaces containerd holds: a workspace that should
+// run but does not (after a host reboot or a crash) is started again; a
+// stopped one stays stopped; running ones are left untouched.
+func (m *Manager) Reconcile(ctx context.Context) error {
+	ctrs, err := m.rt.Containers(ctx, LabelBot)
+	if err != nil {
+		return err
+	}
+	for _, c := range ctrs {
+		if c.Labels[labelDesired] != desiredRunning || c.Status == runtime.TaskRunning || c.Status == runtime.TaskPaused {
+			continue
+		}
+		m.log.Info("restarting workspace that should be running", "bot", c.ID, "status", c.Status)
+		if _, err := m.Start(ctx, c.ID); err != nil {
+			m.log.Error("restart workspace", "bot", c.ID, "err", err)
+		}
+	}
+	m.log.Info("reconciled workspaces", "count", len(ctrs))
+	return nil
+}
+
+// describe turns a container into a Workspace; withAgent asks the agent.
+func (m *Manager) describe(ctx context.Context, c runtime.Container, withAgent bool) Workspace {
+	ws := Workspace{
+		BotID:       c.ID,
+		Status:      statusOf(c.Status),
+		Image:       c.Image,
+		Snapshotter: c.Snapshotter,
+		CreatedAt:   c.CreatedAt,
+		Devices:     splitList(c.Labels[labelDevices]),
+		EnvNames:    splitList(c.Labels[labelEnvNames]),
+		CreatedBy:   c.Labels[labelCreatedBy],
+	}
+	_ = json.Unmarshal([]byte(c.Labels[labelLimits]), &ws.Limits)
+	if c.Status == runtime.TaskRunning {
+		ws.PID = c.PID
+		if withAgent {
+			ws.Agent = m.agentStatus(ctx, c.ID)
+		}
+	}
+	return ws
+}
+
+func (m *Manager) agentStatus(ctx context.Context, bot string) *AgentStatus {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	client := agent.NewClient(m.socketPath(bot))
+	defer client.Close()
+	h, err := client.Health(ctx)
+	var mismatch *agent.ProtocolMismatchError
+	switch {
+	case errors.As(err, &mismatch):
+		return &AgentStatus{Status: "outdated", ProtocolVersion: mismatch.Got, BerthVersion: mismatch.BerthVersion, Error: err.Error()}
+	case err != nil:
+		return &AgentStatus{Status: "unreachable", Error: err.Error()}
+	}
+	return &AgentStatus{Status: "ready", ProtocolVersion: h.ProtocolVersion, BerthVersion: h.BerthVersion}
+}
+
+func (m *Manager) runDir(bot string) string  { return filepath.Join(m.opts.StateDir, "run", bot) }
+func (m *Manager) logPath(bot string) string { return filepath.Join(m.opts.StateDir, "logs", bot+".log") }
+func (m *Manager) socketPath(bot string) string {
+	return filepath.Join(m.runDir(bot), agent.SocketName)
+}
+
+// MaxSocketPathLen is the longest unix socket path the kernel accepts, less one.
+const MaxSocketPathLen = 107
+
+// CheckStateDir says whether agent socket paths under stateDir fit the
+// kernel's limit for the longest bot id.
+func CheckStateDir(stateDir string) error {
+	longest := filepath.Join(stateDir, "run", strings.Repeat("x", MaxBotIDLength), agent.SocketName)
+	if len(longest) > MaxSocketPathLen {
+		return fmt.Errorf("state dir %s is too long: agent sockets under it would exceed %d bytes; use a shorter --state-dir", stateDir, MaxSocketPathLen)
+	}
+	return nil
+}
+
+func removeIfExists(path string) error {
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for v := n / unit; v >= unit; v /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

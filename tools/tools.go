@@ -1,0 +1,161 @@
+// Package tools defines berth's MCP tools. Each tool is a thin adapter: it
+// decodes a typed input, checks the caller may use it, calls one Manager
+// method and shapes the answer as structured content plus a short text.
+// Nothing else lives here: no runtime calls, no state.
+package tools
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"reflect"
+	"sync"
+
+	"github.com/berth-dev/berth/internal/auth"
+	"github.com/berth-dev/berth/internal/workspace"
+	"github.com/invopop/jsonschema"
+	"github.com/mark3labs/mcp-go/mcp"
+	"github.com/mark3labs/mcp-go/server"
+)
+
+// Deps are what the tools work with.
+type Deps struct {
+	Manager *workspace.Manager
+	Logger  *slog.Logger
+}
+
+// Register adds every tool to s.
+func Register(s *server.MCPServer, d Deps) {
+	if d.Logger == nil {
+		d.Logger = slog.Default()
+	}
+	s.AddTools(workspaceTools(d)...)
+	s.AddTools(imageTools(d)...)
+}
+
+// hints are a tool's annotations. Every tool states all four, because
+// mcp-go's defaults (destructive, open world) would mislead clients.
+type hints struct {
+	readOnly, destructive, idempotent, openWorld bool
+}
+
+// handlerFunc is a tool body: typed input in, typed output and a one-line
+// summary out. An error becomes an isError result the model can act on.
+type handlerFunc[In, Out any] func(ctx context.Context, call *call, in In) (Out, string, error)
+
+// call carries what a handler may need besides its input.
+type call struct {
+	req mcp.CallToolRequest
+}
+
+// define builds a tool whose schemas come from In and Out.
+func define[In, Out any](name, title, description string, h hints, scope auth.Scope, fn handlerFunc[In, Out]) server.ServerTool {
+	tool := mcp.NewTool(name,
+		mcp.WithDescription(description),
+		mcp.WithToolTitle(title),
+		mcp.WithRawInputSchema(schemaOf[In]()),
+		mcp.WithRawOutputSchema(schemaOf[Out]()),
+		mcp.WithToolAnnotation(mcp.ToolAnnotation{
+			Title:           title,
+			ReadOnlyHint:    mcp.ToBoolPtr(h.readOnly),
+			DestructiveHint: mcp.ToBoolPtr(h.destructive),
+			IdempotentHint:  mcp.ToBoolPtr(h.idempotent),
+			OpenWorldHint:   mcp.ToBoolPtr(h.openWorld),
+		}),
+	)
+	handler := func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		var in In
+		if err := decodeArgs(req.GetRawArguments(), &in); err != nil {
+			return mcp.NewToolResultError(fmt.Sprintf("invalid arguments for %s: %v", name, err)), nil
+		}
+		if err := auth.FromContext(ctx).Allow(scope, botOf(in)); err != nil {
+			return mcp.NewToolResultError(err.Error()), nil
+		}
+		out, summary, err := fn(ctx, &call{req: req}, in)
+		if err != nil {
+			return mcp.NewToolResultError(errorText(err)), nil
+		}
+		return mcp.NewToolResultStructured(out, summary), nil
+	}
+	return server.ServerTool{Tool: tool, Handler: handler}
+}
+
+// decodeArgs binds arguments strictly: unknown fields are errors, so a
+// misspelt setting is never silently ignored.
+func decodeArgs(raw any, into any) error {
+	data, err := json.Marshal(raw)
+	if err != nil {
+		return err
+	}
+	if string(data) == "null" {
+		data = []byte("{}")
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	return dec.Decode(into)
+}
+
+// botScoped is implemented by inputs that name a bot, so authorization can
+// check the caller may touch it.
+type botScoped interface{ bot() string }
+
+func botOf(in any) string {
+	if b, ok := in.(botScoped); ok {
+		return b.bot()
+	}
+	return ""
+}
+
+// errorText is the message a model sees for a failed call.
+func errorText(err error) string {
+	if errors.Is(err, context.Canceled) {
+		return "cancelled: " + err.Error()
+	}
+	return err.Error()
+}
+
+// schemaOf generates T's JSON schema inline (no $refs), with unknown
+// properties refused, as MCP clients expect.
+func schemaOf[T any]() json.RawMessage {
+	r := jsonschema.Reflector{DoNotReference: true, ExpandedStruct: true}
+	s := r.ReflectFromType(reflect.TypeFor[T]())
+	s.Version = ""
+	s.ID = ""
+	data, err := json.Marshal(s)
+	if err != nil {
+		panic(fmt.Sprintf("schema of %T: %v", *new(T), err))
+	}
+	return data
+}
+
+// progress returns a reporter that sends notifications/progress for this
+// call, or nil when the client asked for none.
+func (c *call) progress(ctx context.Context) func(workspace.Progress) {
+	meta := c.req.Params.Meta
+	if meta == nil || meta.ProgressToken == nil {
+		return nil
+	}
+	srv := server.ServerFromContext(ctx)
+	if srv == nil {
+		return nil
+	}
+	token := meta.ProgressToken
+	var mu sync.Mutex
+	var last float64
+	return func(p workspace.Progress) {
+		// MCP requires progress to grow; phases without a byte count
+		// (creating, starting) carry the last figure forward.
+		mu.Lock()
+		last = max(last, p.Done)
+		done := last
+		mu.Unlock()
+		params := map[string]any{"progressToken": token, "progress": done, "message": p.Message}
+		if p.Total > 0 {
+			params["total"] = p.Total
+		}
+		_ = srv.SendNotificationToClient(ctx, "notifications/progress", params)
+	}
+}

@@ -1,0 +1,216 @@
+package tools
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/berth-dev/berth/internal/auth"
+	"github.com/berth-dev/berth/internal/runtime"
+	"github.com/berth-dev/berth/internal/workspace"
+	"github.com/mark3labs/mcp-go/server"
+)
+
+// BotInput names one bot's workspace.
+type BotInput struct {
+	BotID string `json:"bot_id" jsonschema:"description=the bot whose workspace this is (lower-case letters, digits, single - _ or . between them; at most 63)"`
+}
+
+func (b BotInput) bot() string { return b.BotID }
+
+// CreateInput are the settings of a new workspace.
+type CreateInput struct {
+	BotID       string            `json:"bot_id" jsonschema:"description=the bot whose workspace this is (lower-case letters, digits, single - _ or . between them; at most 63)"`
+	Image       string            `json:"image,omitempty" jsonschema:"description=OCI image reference; default from berth's config"`
+	PullPolicy  string            `json:"pull_policy,omitempty" jsonschema:"enum=if_not_present,enum=always,enum=never,description=when to pull the image (default if_not_present)"`
+	Devices     []string          `json:"devices,omitempty" jsonschema:"description=CDI device names to inject, e.g. nvidia.com/gpu=0"`
+	Snapshotter string            `json:"snapshotter,omitempty" jsonschema:"description=containerd snapshotter; default from berth's config"`
+	Env         map[string]string `json:"env,omitempty" jsonschema:"description=environment variables for every command in the workspace"`
+	CPUs        float64           `json:"cpus,omitempty" jsonschema:"minimum=0,description=CPU limit in cores, e.g. 1.5; 0 = unlimited"`
+	Memory      string            `json:"memory,omitempty" jsonschema:"description=memory limit such as 512M or 2G (bytes if no unit); empty = unlimited"`
+	Pids        int64             `json:"pids,omitempty" jsonschema:"minimum=0,description=maximum number of processes; 0 = unlimited"`
+}
+
+func (c CreateInput) bot() string { return c.BotID }
+
+// CreateOutput says what workspace_create did.
+type CreateOutput struct {
+	Workspace  workspace.Workspace `json:"workspace"`
+	Created    bool                `json:"created" jsonschema:"description=false when the workspace already existed"`
+	Pulled     bool                `json:"pulled,omitempty" jsonschema:"description=true when the image was pulled from a registry"`
+	NotApplied []string            `json:"not_applied,omitempty" jsonschema:"description=requested settings that the existing workspace kept"`
+}
+
+// StopInput names a workspace and how long its processes get to exit.
+type StopInput struct {
+	BotID        string `json:"bot_id" jsonschema:"description=the bot whose workspace this is"`
+	GraceSeconds int    `json:"grace_seconds,omitempty" jsonschema:"minimum=0,maximum=3600,description=seconds between SIGTERM and SIGKILL; default from berth's config"`
+}
+
+func (s StopInput) bot() string { return s.BotID }
+
+func (s StopInput) grace() (time.Duration, error) {
+	if s.GraceSeconds < 0 || s.GraceSeconds > 3600 {
+		return 0, fmt.Errorf("grace_seconds must be between 0 and 3600")
+	}
+	return time.Duration(s.GraceSeconds) * time.Second, nil
+}
+
+// DeleteOutput confirms a deletion.
+type DeleteOutput struct {
+	BotID   string `json:"bot_id"`
+	Deleted bool   `json:"deleted"`
+}
+
+// PageInput pages through a list.
+type PageInput struct {
+	Cursor string `json:"cursor,omitempty" jsonschema:"description=next_cursor of the previous page"`
+	Limit  int    `json:"limit,omitempty" jsonschema:"minimum=0,maximum=1000,description=entries per page (default 100)"`
+}
+
+func (p PageInput) limit() (int, error) {
+	switch {
+	case p.Limit == 0:
+		return 100, nil
+	case p.Limit < 0 || p.Limit > 1000:
+		return 0, fmt.Errorf("limit must be between 1 and 1000")
+	}
+	return p.Limit, nil
+}
+
+// ListOutput is one page of workspaces.
+type ListOutput struct {
+	Workspaces []workspace.Workspace `json:"workspaces"`
+	NextCursor string                `json:"next_cursor,omitempty" jsonschema:"description=pass as cursor to get the next page; absent on the last page"`
+}
+
+func workspaceTools(d Deps) []server.ServerTool {
+	m := d.Manager
+	return []server.ServerTool{
+		define("workspace_create", "Create workspace",
+			"Create the bot's long-lived Linux workspace (a container with persistent files) and start it. Pulls the image if needed, reporting progress. If the workspace already exists it is returned unchanged and not_applied lists the requested settings it kept.",
+			hints{idempotent: true, openWorld: true}, auth.ScopeManage,
+			func(ctx context.Context, c *call, in CreateInput) (CreateOutput, string, error) {
+				mem, err := parseSize(in.Memory)
+				if err != nil {
+					return CreateOutput{}, "", err
+				}
+				res, err := m.Create(ctx, workspace.CreateRequest{
+					BotID: in.BotID, Image: in.Image, PullPolicy: in.PullPolicy, Devices: in.Devices,
+					Snapshotter: in.Snapshotter, Env: in.Env,
+					Limits: runtime.Limits{CPUs: in.CPUs, MemoryBytes: mem, Pids: in.Pids},
+				}, c.progress(ctx))
+				if err != nil {
+					return CreateOutput{}, "", err
+				}
+				out := CreateOutput{Workspace: res.Workspace, Created: res.Created, Pulled: res.Pulled, NotApplied: res.NotApplied}
+				summary := fmt.Sprintf("created workspace %s from %s; it is %s", in.BotID, res.Workspace.Image, res.Workspace.Status)
+				if !res.Created {
+					summary = fmt.Sprintf("workspace %s already exists (%s, %s)", in.BotID, res.Workspace.Image, res.Workspace.Status)
+					if len(res.NotApplied) > 0 {
+						summary += "; these requested settings were NOT applied: " + strings.Join(res.NotApplied, "; ")
+					}
+				}
+				return out, summary, nil
+			}),
+		define("workspace_get", "Get workspace",
+			"Describe the bot's workspace: status, image, limits, devices and the health of its agent.",
+			hints{readOnly: true, idempotent: true}, auth.ScopeRead,
+			func(ctx context.Context, _ *call, in BotInput) (workspace.Workspace, string, error) {
+				ws, err := m.Get(ctx, in.BotID)
+				if err != nil {
+					return ws, "", err
+				}
+				return ws, fmt.Sprintf("workspace %s is %s (%s)", ws.BotID, ws.Status, ws.Image), nil
+			}),
+		define("workspace_list", "List workspaces",
+			"List workspaces, sorted by bot id, a page at a time.",
+			hints{readOnly: true, idempotent: true}, auth.ScopeRead,
+			func(ctx context.Context, _ *call, in PageInput) (ListOutput, string, error) {
+				limit, err := in.limit()
+				if err != nil {
+					return ListOutput{}, "", err
+				}
+				list, more, err := m.List(ctx, in.Cursor, limit)
+				if err != nil {
+					return ListOutput{}, "", err
+				}
+				list = visibleTo(auth.FromContext(ctx), list)
+				out := ListOutput{Workspaces: list}
+				if more && len(list) > 0 {
+					out.NextCursor = list[len(list)-1].BotID
+				}
+				return out, fmt.Sprintf("%d workspace(s)%s", len(list), moreText(more)), nil
+			}),
+		define("workspace_start", "Start workspace",
+			"Start the bot's stopped workspace and wait until its agent answers. Starting a running workspace does nothing.",
+			hints{idempotent: true}, auth.ScopeManage,
+			func(ctx context.Context, _ *call, in BotInput) (workspace.Workspace, string, error) {
+				ws, err := m.Start(ctx, in.BotID)
+				if err != nil {
+					return ws, "", err
+				}
+				return ws, fmt.Sprintf("workspace %s is %s", ws.BotID, ws.Status), nil
+			}),
+		define("workspace_stop", "Stop workspace",
+			"Stop the bot's workspace: SIGTERM to every process, then SIGKILL after the grace period. Files are kept; it stays stopped until workspace_start.",
+			hints{destructive: true, idempotent: true}, auth.ScopeManage,
+			func(ctx context.Context, _ *call, in StopInput) (workspace.Workspace, string, error) {
+				grace, err := in.grace()
+				if err != nil {
+					return workspace.Workspace{}, "", err
+				}
+				ws, err := m.Stop(ctx, in.BotID, grace)
+				if err != nil {
+					return ws, "", err
+				}
+				return ws, fmt.Sprintf("workspace %s is %s", ws.BotID, ws.Status), nil
+			}),
+		define("workspace_delete", "Delete workspace",
+			"Stop and delete the bot's workspace with all its files. This cannot be undone.",
+			hints{destructive: true, idempotent: true}, auth.ScopeManage,
+			func(ctx context.Context, _ *call, in StopInput) (DeleteOutput, string, error) {
+				grace, err := in.grace()
+				if err != nil {
+					return DeleteOutput{}, "", err
+				}
+				if err := m.Delete(ctx, in.BotID, grace); err != nil {
+					return DeleteOutput{}, "", err
+				}
+				return DeleteOutput{BotID: in.BotID, Deleted: true}, fmt.Sprintf("deleted workspace %s", in.BotID), nil
+			}),
+		define("workspace_metrics", "Workspace metrics",
+			"CPU, memory, process count and storage used by the bot's running workspace. Cheap enough to poll every few seconds.",
+			hints{readOnly: true, idempotent: true}, auth.ScopeRead,
+			func(ctx context.Context, _ *call, in BotInput) (workspace.Metrics, string, error) {
+				mt, err := m.Metrics(ctx, in.BotID)
+				if err != nil {
+					return mt, "", err
+				}
+				return mt, fmt.Sprintf("%s: cpu %.1f%%, memory %d bytes, %d processes, storage %d bytes",
+					in.BotID, mt.CPUPercent, mt.MemoryUsage, mt.Pids, mt.StorageUsed), nil
+			}),
+	}
+}
+
+// visibleTo drops the workspaces a bot-scoped principal may not see.
+func visibleTo(p *auth.Principal, list []workspace.Workspace) []workspace.Workspace {
+	if p == nil || p.Bots == nil {
+		return list
+	}
+	out := list[:0]
+	for _, ws := range list {
+		if p.Bots[ws.BotID] {
+			out = append(out, ws)
+		}
+	}
+	return out
+}
+
+func moreText(more bool) string {
+	if more {
+		return "; more follow: pass next_cursor"
+	}
+	return ""
+}

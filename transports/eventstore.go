@@ -1,0 +1,84 @@
+package transports
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"sync"
+
+	"github.com/mark3labs/mcp-go/server"
+)
+
+// eventStore keeps the last few events of each HTTP session so a client
+// whose stream broke can resume, without the unbounded growth of mcp-go's
+// in-memory store. (mcp-go also needs some event store for progress
+// notifications to be delivered reliably.)
+type eventStore struct {
+	perSession int
+
+	mu       sync.Mutex
+	seq      uint64
+	sessions map[string][]storedEvent
+}
+
+type storedEvent struct {
+	id, stream string
+	message    json.RawMessage
+}
+
+var _ server.EventStore = (*eventStore)(nil)
+
+func newEventStore(perSession int) *eventStore {
+	return &eventStore{perSession: perSession, sessions: map[string][]storedEvent{}}
+}
+
+func (s *eventStore) StoreEvent(_ context.Context, session, stream string, message json.RawMessage) (string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.seq++
+	id := strconv.FormatUint(s.seq, 10)
+	events := append(s.sessions[session], storedEvent{id: id, stream: stream, message: message})
+	if len(events) > s.perSession {
+		events = append(events[:0:0], events[len(events)-s.perSession:]...)
+	}
+	s.sessions[session] = events
+	return id, nil
+}
+
+func (s *eventStore) ReplayEventsAfter(_ context.Context, session, lastID string, send func(string, json.RawMessage) error) (string, error) {
+	s.mu.Lock()
+	events := s.sessions[session]
+	at := -1
+	for i, e := range events {
+		if e.id == lastID {
+			at = i
+			break
+		}
+	}
+	if at < 0 {
+		s.mu.Unlock()
+		return "", fmt.Errorf("%w: %s", server.ErrUnknownEventID, lastID)
+	}
+	stream := events[at].stream
+	var replay []storedEvent
+	for _, e := range events[at+1:] {
+		if e.stream == stream {
+			replay = append(replay, e)
+		}
+	}
+	s.mu.Unlock()
+	for _, e := range replay {
+		if err := send(e.id, e.message); err != nil {
+			return stream, err
+		}
+	}
+	return stream, nil
+}
+
+func (s *eventStore) PurgeSession(_ context.Context, session string) error {
+	s.mu.Lock()
+	delete(s.sessions, session)
+	s.mu.Unlock()
+	return nil
+}

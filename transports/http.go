@@ -1,0 +1,171 @@
+package transports
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/berth-dev/berth/internal/auth"
+	"github.com/mark3labs/mcp-go/server"
+)
+
+// HTTPOptions configure the streamable HTTP transport.
+type HTTPOptions struct {
+	Addr           string
+	Token          auth.Token // required unless NoAuth
+	NoAuth         bool       // only on loopback addresses
+	AllowedOrigins []string
+	SessionIdleTTL time.Duration
+	// Ready reports whether berth can serve tools (containerd reachable).
+	Ready  func(context.Context) error
+	Logger *slog.Logger
+}
+
+// Limits of the HTTP transport.
+const (
+	maxRequestBytes   = 8 << 20
+	eventsPerSession  = 1024
+	readHeaderTimeout = 10 * time.Second
+)
+
+// CheckHTTPOptions refuses unsafe combinations before anything listens.
+func CheckHTTPOptions(o HTTPOptions) error {
+	host, _, err := net.SplitHostPort(o.Addr)
+	if err != nil {
+		return fmt.Errorf("--http %q: want HOST:PORT, e.g. 127.0.0.1:8080: %v", o.Addr, err)
+	}
+	if o.NoAuth && !isLoopback(host) {
+		return fmt.Errorf("--no-auth is refused on %s: without a token anyone who can reach it controls every workspace; listen on 127.0.0.1 or drop --no-auth", o.Addr)
+	}
+	if !o.NoAuth && o.Token == "" {
+		return errors.New("HTTP needs a bearer token (--token, BERTH_TOKEN or the token file)")
+	}
+	for _, origin := range o.AllowedOrigins {
+		if u, err := url.Parse(origin); err != nil || u.Scheme == "" || u.Host == "" {
+			return fmt.Errorf("--allowed-origins: %q is not an origin like https://app.example.com", origin)
+		}
+	}
+	return nil
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// NewHTTPHandler returns the handler for /mcp, /healthz and /readyz.
+// The returned shutdown func ends MCP sessions.
+func NewHTTPHandler(s *server.MCPServer, o HTTPOptions) (http.Handler, func(context.Context) error) {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	mcpHandler := server.NewStreamableHTTPServer(s,
+		server.WithEndpointPath("/mcp"),
+		server.WithStateful(true),
+		server.WithEventStore(newEventStore(eventsPerSession)),
+		server.WithSessionIdleTTL(o.SessionIdleTTL),
+		server.WithHeartbeatInterval(30*time.Second),
+		server.WithStreamableHTTPLogger(o.Logger),
+		server.WithHTTPContextFunc(func(ctx context.Context, r *http.Request) context.Context {
+			return auth.WithPrincipal(ctx, auth.FromContext(r.Context()))
+		}),
+	)
+	mux := http.NewServeMux()
+	mux.Handle("/mcp", o.checkOrigin(o.authenticate(http.MaxBytesHandler(mcpHandler, maxRequestBytes))))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if o.Ready != nil {
+			ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+			defer cancel()
+			if err := o.Ready(ctx); err != nil {
+				http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+				return
+			}
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	return mux, mcpHandler.Shutdown
+}
+
+// authenticate admits requests with the bearer token and attaches the
+// principal they act as.
+func (o HTTPOptions) authenticate(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var p *auth.Principal
+		if o.NoAuth {
+			p = auth.Local("unauthenticated loopback client")
+		} else {
+			tok, ok := auth.BearerToken(r.Header.Get("Authorization"))
+			if !ok || !o.Token.Matches(tok) {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="berth"`)
+				msg := "missing bearer token: send Authorization: Bearer <token> (see berth's token file)"
+				if ok {
+					msg = "invalid bearer token"
+				}
+				http.Error(w, msg, http.StatusUnauthorized)
+				return
+			}
+			p = auth.Local("admin token")
+		}
+		next.ServeHTTP(w, r.WithContext(auth.WithPrincipal(r.Context(), p)))
+	})
+}
+
+// checkOrigin refuses browser requests from origins not allowed, so a web
+// page cannot drive berth through a user's browser. Requests without an
+// Origin header (every non-browser client) pass.
+func (o HTTPOptions) checkOrigin(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		origin := r.Header.Get("Origin")
+		if origin != "" && !slices.Contains(o.AllowedOrigins, origin) && !sameHost(origin, r.Host) {
+			http.Error(w, "origin "+origin+" is not allowed (see --allowed-origins)", http.StatusForbidden)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func sameHost(origin, host string) bool {
+	u, err := url.Parse(origin)
+	return err == nil && strings.EqualFold(u.Host, host)
+}
+
+// ServeHTTP listens on o.Addr and serves until ctx ends, then shuts down
+// gracefully. ready, if not nil, receives the bound address.
+func ServeHTTP(ctx context.Context, s *server.MCPServer, o HTTPOptions, ready func(addr string)) error {
+	if err := CheckHTTPOptions(o); err != nil {
+		return err
+	}
+	handler, shutdownMCP := NewHTTPHandler(s, o)
+	ln, err := net.Listen("tcp", o.Addr)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: readHeaderTimeout, MaxHeaderBytes: 64 << 10}
+	if ready != nil {
+		ready(ln.Addr().String())
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = shutdownMCP(shutdown)
+	return srv.Shutdown(shutdown)
+}
