@@ -54,6 +54,16 @@ abspath() {
 	realpath -m -- "$1"
 }
 
+# marker is the first line of every config.toml this script writes; down
+# removes only directories that carry it.
+marker="# private containerd of berth's scripts/containerd.sh"
+
+# ours tells whether DIR is absent, empty, or made by `up`.
+ours() {
+	[ ! -e "$1" ] || [ -z "$(ls -A "$1")" ] ||
+		{ [ -f "$1/config.toml" ] && [ "$(head -n 1 "$1/config.toml")" = "$marker" ]; }
+}
+
 checkdir() {
 	local dir=$1
 	case $dir in
@@ -121,7 +131,7 @@ running() {
 	pid=$(cat "$dir/containerd.pid")
 	case $pid in '' | *[!0-9]*) return 1 ;; esac
 	# A recycled pid must not pass for our daemon: check its command line.
-	tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$dir/config.toml" || return 1
+	tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -qF -- "$dir/config.toml" || return 1
 	echo "$pid"
 }
 
@@ -136,6 +146,7 @@ write_config() {
 	# directly and CRI would otherwise want CNI and a sandbox image. Debug and
 	# metrics listeners stay off so that several daemons never race for a port.
 	cat >"$dir/config.toml.tmp" <<EOF
+$marker
 version = 2
 root = "$dir/root"
 state = "$dir/state"
@@ -186,6 +197,7 @@ cmd_up() {
 		die "containerd (pid $pid) for $dir runs but does not answer on $sock; see $dir/containerd.log or run '$0 down $dir'"
 	fi
 
+	ours "$dir" || die "$dir is not empty and was not made by '$prog up'; use a new directory"
 	mkdir -p "$dir"
 	chmod 0711 "$dir"
 	write_config "$dir"
@@ -196,18 +208,18 @@ cmd_up() {
 	local pid=$!
 	echo "$pid" >"$dir/containerd.pid"
 
-	local timeout=${CONTAINERD_START_TIMEOUT:-30} waited=0
+	local limit=${CONTAINERD_START_TIMEOUT:-30}
+	local deadline=$((SECONDS + limit))
 	while ! answers "$dir"; do
 		if ! kill -0 "$pid" 2>/dev/null; then
 			tail -n 20 "$dir/containerd.log" >&2 || true
 			die "containerd exited during startup; log: $dir/containerd.log"
 		fi
-		if [ "$waited" -ge $((timeout * 10)) ]; then
+		if [ "$SECONDS" -ge "$deadline" ]; then
 			tail -n 20 "$dir/containerd.log" >&2 || true
-			die "containerd did not answer on $sock within ${timeout}s (pid $pid still runs; stop it with '$0 down $dir')"
+			die "containerd did not answer on $sock within ${limit}s (pid $pid still runs; stop it with '$0 down $dir')"
 		fi
 		sleep 0.1
-		waited=$((waited + 1))
 	done
 	echo "$sock"
 }
@@ -223,7 +235,7 @@ pids_matching() {
 		# read is a builtin: no fork for each of the host's processes.
 		read -r comm 2>/dev/null <"$p/comm" || continue
 		[ "$comm" = "$name" ] || continue
-		args=$(tr '\0' '\n' <"$p/cmdline" 2>/dev/null) || continue
+		args=$(tr '\0' '\n' 2>/dev/null <"$p/cmdline") || continue
 		if grep -qxF -- "$word" <<<"$args"; then
 			echo "${p#/proc/}"
 		fi
@@ -281,13 +293,13 @@ stop_shims() {
 	[ ${#shims[@]} -gt 0 ] || return 0
 	log "killing leftover shims ${shims[*]}"
 	for s in "${shims[@]}"; do
-		mapfile -t -O "${#kids[@]}" kids < <(cat /proc/"$s"/task/*/children 2>/dev/null | tr ' ' '\n' | grep . || true)
+		mapfile -t -O "${#kids[@]}" kids < <(cat 2>/dev/null /proc/"$s"/task/*/children | tr ' ' '\n' | grep . || true)
 	done
 	[ ${#kids[@]} -eq 0 ] || kill -KILL "${kids[@]}" 2>/dev/null || true
 	for s in "${shims[@]}"; do
 		# Forget runc's state for the container so that the same namespace
 		# and ID can be reused later.
-		args=$(tr '\0' '\n' <"/proc/$s/cmdline" 2>/dev/null) || continue
+		args=$(tr '\0' '\n' 2>/dev/null <"/proc/$s/cmdline") || continue
 		ns=$(grep -A1 -x -- -namespace <<<"$args" | sed -n 2p)
 		id=$(grep -A1 -x -- -id <<<"$args" | sed -n 2p)
 		if [ -z "$ns" ] || [ -z "$id" ]; then
@@ -348,21 +360,21 @@ cmd_down() {
 	local dir
 	dir=$(abspath "$1")
 	checkdir "$dir"
+	# Refuse before touching anything: unmounting under a directory that is
+	# not ours could pull mounts from under the host.
+	ours "$dir" || die "$dir was not made by '$prog up'; not touching it"
 
 	if running "$dir" >/dev/null && answers "$dir"; then
 		stop_tasks "$dir"
 	fi
 	stop_daemon "$dir"
 	stop_shims "$dir"
+	[ -e "$dir" ] || return 0
 	unmount_all "$dir"
 	forget_runc_namespaces "$dir"
 
-	[ -e "$dir" ] || return 0
 	if [ -n "$(mounts_under "$dir")" ]; then
 		die "mounts remain under $dir; not removing it"
-	fi
-	if [ ! -e "$dir/config.toml" ] && [ -n "$(ls -A "$dir")" ]; then
-		die "$dir has no config.toml, so it is not a directory made by '$prog up'; not removing it"
 	fi
 	# --one-file-system guards against a mount that appeared after the check.
 	rm -rf --one-file-system -- "$dir"

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/internal/auth"
+	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
 )
 
@@ -34,6 +35,17 @@ const (
 	eventsPerSession  = 1024
 	readHeaderTimeout = 10 * time.Second
 )
+
+// sessionProtocolVersions are the MCP versions served over HTTP: those with
+// sessions. Workspaces are long-lived and so are the sessions that watch
+// them (progress, cancellation of long pulls); 2026-07-28 drops sessions,
+// and today's clients of it cannot cancel a call through mcp-go (their
+// notifications/cancelled lacks the _meta it requires), so clients
+// negotiate down to these.
+var sessionProtocolVersions = []string{
+	mcp.ProtocolVersion20251125, mcp.ProtocolVersion20250618,
+	mcp.ProtocolVersion20250326, mcp.ProtocolVersion20241105,
+}
 
 // CheckHTTPOptions refuses unsafe combinations before anything listens.
 func CheckHTTPOptions(o HTTPOptions) error {
@@ -72,6 +84,7 @@ func NewHTTPHandler(s *server.MCPServer, o HTTPOptions) (http.Handler, func(cont
 	mcpHandler := server.NewStreamableHTTPServer(s,
 		server.WithEndpointPath("/mcp"),
 		server.WithStateful(true),
+		server.WithStreamableHTTPProtocolVersions(sessionProtocolVersions...),
 		server.WithEventStore(newEventStore(eventsPerSession)),
 		server.WithSessionIdleTTL(o.SessionIdleTTL),
 		server.WithHeartbeatInterval(30*time.Second),

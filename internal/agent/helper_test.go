@@ -133,12 +133,15 @@ func runHelperScenario(t *testing.T, asInit bool) {
 		helperEnv+"=1", helperSocketEnv+"="+sock, "MARK="+mark, "READY="+ready)
 	stderr := &syncBuffer{}
 	cmd.Stderr = stderr
+	// The workload inherits the helper's stderr; if a failed test leaves it
+	// running, Wait must not hang on the pipe.
+	cmd.WaitDelay = 2 * time.Second
+	// Its own process group, so cleanup can kill the workload with it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if asInit {
 		cmd.Env = append(cmd.Env, helperProcEnv+"=1")
-		cmd.SysProcAttr = &syscall.SysProcAttr{
-			Cloneflags:   syscall.CLONE_NEWPID,
-			Unshareflags: syscall.CLONE_NEWNS,
-		}
+		cmd.SysProcAttr.Cloneflags = syscall.CLONE_NEWPID
+		cmd.SysProcAttr.Unshareflags = syscall.CLONE_NEWNS
 	}
 	if err := cmd.Start(); err != nil {
 		if asInit && (errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EINVAL)) {
@@ -152,7 +155,7 @@ func runHelperScenario(t *testing.T, asInit bool) {
 		select {
 		case <-exited:
 		default:
-			_ = cmd.Process.Kill()
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 			<-exited
 		}
 	})

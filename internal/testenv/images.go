@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -159,7 +160,7 @@ func importArchive(address, namespace, archivePath string) (string, error) {
 		return "", err
 	}
 	if len(imgs) == 0 {
-		return "", fmt.Errorf("archive names no image (index.json lacks an image name annotation)")
+		return "", errors.New("archive names no image (index.json lacks an image name annotation)")
 	}
 	if err := client.NewImage(c, imgs[0]).Unpack(ctx, Snapshotter); err != nil {
 		return "", fmt.Errorf("unpack %s: %w", imgs[0].Name, err)

@@ -41,8 +41,8 @@ type RegistryOptions struct {
 }
 
 // Registry is an in-memory OCI registry served over plain HTTP on loopback.
-// containerd's default host configuration already speaks plain HTTP to
-// loopback hosts, so pulls need no TLS setup.
+// containerd's default host configuration reaches it without TLS setup: for a
+// loopback host with a port it tries HTTPS, then falls back to HTTP.
 type Registry struct {
 	// Host is the registry's "127.0.0.1:PORT".
 	Host string
@@ -91,12 +91,12 @@ func (r *Registry) options() RegistryOptions {
 	return r.opts
 }
 
-// BlobRequests counts the blob downloads requested so far (held or not), and
-// BlobBytesServed the blob bytes sent, so that a test can wait until a pull
-// is under way instead of sleeping for a guessed time.
+// BlobRequests counts the blob downloads requested so far, held or not. With
+// BlobBytesServed it lets a test wait until a pull is under way instead of
+// sleeping for a guessed time.
 func (r *Registry) BlobRequests() int64 { return r.requests.Load() }
 
-// BlobBytesServed: see BlobRequests.
+// BlobBytesServed counts the blob bytes sent so far.
 func (r *Registry) BlobBytesServed() int64 { return r.served.Load() }
 
 func (r *Registry) throttle(next http.Handler) http.Handler {

@@ -171,6 +171,36 @@ func TestRegistryBlobDelay(t *testing.T) {
 	}
 }
 
+// TestRegistryOpenEndedRange checks the resumption request containerd makes
+// after an interrupted download.
+func TestRegistryOpenEndedRange(t *testing.T) {
+	reg := StartRegistry(t, RegistryOptions{})
+	reg.PushArchive(t, BusyboxArchive(t), "berth/range:1")
+	var m struct {
+		Layers []struct{ Digest string }
+	}
+	if err := json.Unmarshal(reg.get(t, "/v2/berth/range/manifests/1"), &m); err != nil || len(m.Layers) == 0 {
+		t.Fatalf("manifest: %v", err)
+	}
+	blob := "/v2/berth/range/blobs/" + m.Layers[0].Digest
+	whole := reg.get(t, blob)
+
+	req, _ := http.NewRequest(http.MethodGet, "http://"+reg.Host+blob, nil)
+	req.Header.Set("Range", "bytes=100-")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	tail, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusPartialContent || !bytes.Equal(tail, whole[100:]) {
+		t.Errorf("range bytes=100- of a %d-byte blob: %s, %d bytes", len(whole), resp.Status, len(tail))
+	}
+}
+
 func (r *Registry) get(t *testing.T, path string) []byte {
 	t.Helper()
 	resp, err := http.Get("http://" + r.Host + path)
