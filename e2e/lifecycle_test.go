@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -69,6 +70,11 @@ func TestLifecycle(t *testing.T) {
 			c := cl.connect(e)
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 			defer cancel()
+
+			names, err := c.toolNames(ctx)
+			if err != nil || !slices.Contains(names, "workspace_create") || !slices.Contains(names, "image_import") {
+				t.Fatalf("tools/list: %v %v", names, err)
+			}
 
 			var progress progressLog
 			res, err := c.call(ctx, "workspace_create", map[string]any{

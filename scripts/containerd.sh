@@ -10,7 +10,12 @@
 # The private daemon keeps everything (config, root, state, socket, log, pid)
 # under DIR, so it never touches a system containerd and `down` can remove all
 # of it. Keep DIR short, e.g. `mktemp -d /tmp/berth-ctd.XXXX`: unix socket
-# paths are limited to 107 bytes and containerd's sockets live in DIR.
+# paths are limited to 107 bytes and containerd's sockets live in DIR, so DIR
+# may have at most 85.
+#
+# `up` is idempotent. `down` kills the tasks, the daemon and any shims and
+# containers it left, unmounts what is mounted under DIR and removes DIR; it
+# succeeds when nothing runs, and refuses a DIR that `up` did not create.
 #
 # Environment:
 #   CONTAINERD_BIN            containerd binary to run (default: containerd on
@@ -154,6 +159,7 @@ disabled_plugins = [
   "io.containerd.grpc.v1.cri",
   "io.containerd.cri.v1.images",
   "io.containerd.cri.v1.runtime",
+  "io.containerd.podsandbox.controller.v1.podsandbox",
 ]
 
 [grpc]

@@ -66,6 +66,9 @@ func define[In, Out any](name, title, description string, h hints, scope auth.Sc
 			OpenWorldHint:   mcp.ToBoolPtr(h.openWorld),
 		}),
 	)
+	// NewTool presets a plain object schema; ours replaces it (mcp-go
+	// refuses to marshal a tool that has both).
+	tool.InputSchema = mcp.ToolInputSchema{}
 	handler := func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 		var in In
 		if err := decodeArgs(req.GetRawArguments(), &in); err != nil {

@@ -57,6 +57,13 @@ func helperMain() int {
 			return 2
 		}
 	}
+	// In a container the agent is init from the first instant. Here the
+	// workload starts before Run, so become a subreaper first, or its
+	// orphan could escape to the test's ancestors.
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		fmt.Fprintln(os.Stderr, "helper: subreaper:", err)
+		return 2
+	}
 	// Started without the reaper on purpose: the agent must also collect
 	// processes it did not start, as it does for a container's workload.
 	cmd := exec.Command("/bin/sh", "-c", workloadScript)
@@ -149,8 +156,12 @@ func runHelperScenario(t *testing.T, asInit bool) {
 		}
 		t.Fatal(err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	exited := make(chan struct{})
+	var waitErr error
+	go func() {
+		waitErr = cmd.Wait()
+		close(exited)
+	}()
 	t.Cleanup(func() {
 		select {
 		case <-exited:
@@ -219,9 +230,9 @@ func runHelperScenario(t *testing.T, asInit bool) {
 		t.Fatal(err)
 	}
 	select {
-	case err := <-exited:
-		if err != nil {
-			fail("agent exited with %v after SIGTERM, want status 0", err)
+	case <-exited:
+		if waitErr != nil {
+			fail("agent exited with %v after SIGTERM, want status 0", waitErr)
 		}
 	case <-time.After(10 * time.Second):
 		fail("agent did not exit within 10s of SIGTERM")

@@ -383,3 +383,32 @@ func FuzzParseStat(f *testing.F) {
 		}
 	})
 }
+
+// TestSIGTERMWithNoChildren covers an idle workspace being stopped: the
+// agent forwards to nobody, finds nothing to wait for and returns at once.
+func TestSIGTERMWithNoChildren(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), SocketName)
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(context.Background(), ServerOptions{SocketPath: sock, Subreaper: true, Logger: slog.New(slog.NewTextHandler(t.Output(), nil))})
+	}()
+	// Once the agent answers it is watching SIGTERM, so this signal goes
+	// to it rather than killing the test binary.
+	if _, err := WaitReady(context.Background(), sock, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Kill(os.Getpid(), unix.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run = %v, want nil", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after SIGTERM")
+	}
+	if _, err := os.Lstat(sock); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("socket left behind: %v", err)
+	}
+}

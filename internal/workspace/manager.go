@@ -476,8 +476,10 @@ func (m *Manager) agentStatus(ctx context.Context, bot string) *AgentStatus {
 	return &AgentStatus{Status: "ready", ProtocolVersion: h.ProtocolVersion, BerthVersion: h.BerthVersion}
 }
 
-func (m *Manager) runDir(bot string) string  { return filepath.Join(m.opts.StateDir, "run", bot) }
-func (m *Manager) logPath(bot string) string { return filepath.Join(m.opts.StateDir, "logs", bot+".log") }
+func (m *Manager) runDir(bot string) string { return filepath.Join(m.opts.StateDir, "run", bot) }
+func (m *Manager) logPath(bot string) string {
+	return filepath.Join(m.opts.StateDir, "logs", bot+".log")
+}
 func (m *Manager) socketPath(bot string) string {
 	return filepath.Join(m.runDir(bot), agent.SocketName)
 }

@@ -10,15 +10,15 @@ import (
 
 // Metrics is a point-in-time view of a running workspace's resource use.
 type Metrics struct {
-	BotID            string    `json:"bot_id"`
-	At               time.Time `json:"at"`
-	CPUPercent       float64   `json:"cpu_percent" jsonschema:"description=CPU used since the previous call (or over a short sample), in percent of one core"`
-	CPULimitCores    float64   `json:"cpu_limit_cores,omitempty"`
-	MemoryUsage      uint64    `json:"memory_usage_bytes"`
-	MemoryLimit      uint64    `json:"memory_limit_bytes,omitempty" jsonschema:"description=0 when unlimited"`
-	Pids             uint64    `json:"pids"`
-	PidsLimit        uint64    `json:"pids_limit,omitempty"`
-	StorageUsed      int64     `json:"storage_used_bytes" jsonschema:"description=size of the workspace's own writable layer (refreshed at most every few seconds)"`
+	BotID             string    `json:"bot_id"`
+	At                time.Time `json:"at"`
+	CPUPercent        float64   `json:"cpu_percent" jsonschema:"description=CPU used since the previous call (or over a short sample), in percent of one core"`
+	CPULimitCores     float64   `json:"cpu_limit_cores,omitempty"`
+	MemoryUsage       uint64    `json:"memory_usage_bytes"`
+	MemoryLimit       uint64    `json:"memory_limit_bytes,omitempty" jsonschema:"description=0 when unlimited"`
+	Pids              uint64    `json:"pids"`
+	PidsLimit         uint64    `json:"pids_limit,omitempty"`
+	StorageUsed       int64     `json:"storage_used_bytes" jsonschema:"description=size of the workspace's own writable layer (refreshed at most every few seconds)"`
 	StorageMeasuredAt time.Time `json:"storage_measured_at"`
 }
 
@@ -70,15 +70,15 @@ func (m *Manager) Metrics(ctx context.Context, bot string) (Metrics, error) {
 	m.statsMu.Unlock()
 
 	return Metrics{
-		BotID:            bot,
-		At:               cur.At,
-		CPUPercent:       runtime.CPUPercent(prev, cur),
-		CPULimitCores:    ws.Limits.CPUs,
-		MemoryUsage:      cur.MemoryUsage,
-		MemoryLimit:      cur.MemoryLimit,
-		Pids:             cur.Pids,
-		PidsLimit:        cur.PidsLimit,
-		StorageUsed:      cache.storage,
+		BotID:             bot,
+		At:                cur.At,
+		CPUPercent:        runtime.CPUPercent(prev, cur),
+		CPULimitCores:     ws.Limits.CPUs,
+		MemoryUsage:       cur.MemoryUsage,
+		MemoryLimit:       cur.MemoryLimit,
+		Pids:              cur.Pids,
+		PidsLimit:         cur.PidsLimit,
+		StorageUsed:       cache.storage,
 		StorageMeasuredAt: cache.storageAt,
 	}, nil
 }

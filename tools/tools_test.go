@@ -1,0 +1,117 @@
+package tools
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	mcpclient "github.com/mark3labs/mcp-go/client"
+	"github.com/mark3labs/mcp-go/mcp"
+	"github.com/mark3labs/mcp-go/server"
+)
+
+// TestToolDefinitions lists the tools as a client sees them and checks that
+// every one has explicit annotations and object schemas that refuse
+// unknown properties.
+func TestToolDefinitions(t *testing.T) {
+	s := server.NewMCPServer("berth-test", "1", server.WithToolCapabilities(true))
+	Register(s, Deps{})
+	c, err := mcpclient.NewInProcessClient(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := c.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	init := mcp.InitializeRequest{}
+	init.Params.ProtocolVersion = mcp.LATEST_PROTOCOL_VERSION
+	if _, err := c.Initialize(ctx, init); err != nil {
+		t.Fatal(err)
+	}
+	res, err := c.ListTools(ctx, mcp.ListToolsRequest{})
+	if err != nil {
+		t.Fatalf("tools/list: %v", err)
+	}
+	want := []string{"image_import", "image_list", "workspace_create", "workspace_delete", "workspace_get",
+		"workspace_list", "workspace_metrics", "workspace_start", "workspace_stop"}
+	var got []string
+	for _, tool := range res.Tools {
+		got = append(got, tool.Name)
+		a := tool.Annotations
+		if a.ReadOnlyHint == nil || a.DestructiveHint == nil || a.IdempotentHint == nil || a.OpenWorldHint == nil {
+			t.Errorf("%s: every annotation must be explicit: %+v", tool.Name, a)
+		}
+		if a.ReadOnlyHint != nil && *a.ReadOnlyHint && a.DestructiveHint != nil && *a.DestructiveHint {
+			t.Errorf("%s: read-only and destructive", tool.Name)
+		}
+		data, err := json.Marshal(tool)
+		if err != nil {
+			t.Fatalf("%s: %v", tool.Name, err)
+		}
+		var def struct {
+			InputSchema  map[string]any `json:"inputSchema"`
+			OutputSchema map[string]any `json:"outputSchema"`
+		}
+		if err := json.Unmarshal(data, &def); err != nil {
+			t.Fatal(err)
+		}
+		for name, schema := range map[string]map[string]any{"input": def.InputSchema, "output": def.OutputSchema} {
+			if schema["type"] != "object" {
+				t.Errorf("%s: %s schema type %v, want object", tool.Name, name, schema["type"])
+			}
+			if strings.Contains(string(data), "$ref") {
+				t.Errorf("%s: schema must be inline", tool.Name)
+			}
+		}
+		if def.InputSchema["additionalProperties"] != false {
+			t.Errorf("%s: input schema must refuse unknown properties", tool.Name)
+		}
+	}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("tools %v, want %v", got, want)
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]int64{
+		"": 0, "0": 0, "1024": 1024, "512M": 512 << 20, "512m": 512 << 20, "2G": 2 << 30,
+		"1.5GiB": 3 << 29, "64Mi": 64 << 20, "10k": 10 << 10, "1T": 1 << 40, " 8MB ": 8 << 20,
+	} {
+		got, err := parseSize(in)
+		if err != nil || got != want {
+			t.Errorf("parseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"lots", "-1M", "1.2.3", "5X", "M", "1e400", "99999999999T"} {
+		if _, err := parseSize(in); err == nil {
+			t.Errorf("parseSize(%q) accepted", in)
+		}
+	}
+}
+
+func FuzzParseSize(f *testing.F) {
+	for _, s := range []string{"512M", "1.5GiB", "", "x", "1e9", "0.0001K"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		n, err := parseSize(s)
+		if err == nil && n < 0 {
+			t.Fatalf("parseSize(%q) = %d", s, n)
+		}
+	})
+}
+
+func TestDecodeArgsRefusesUnknownFields(t *testing.T) {
+	var in CreateInput
+	if err := decodeArgs(map[string]any{"bot_id": "a", "colour": "blue"}, &in); err == nil {
+		t.Fatal("unknown field accepted")
+	}
+	if err := decodeArgs(nil, &in); err != nil {
+		t.Fatalf("no arguments: %v", err)
+	}
+	if err := decodeArgs(map[string]any{"bot_id": "a", "cpus": 1.5}, &in); err != nil || in.CPUs != 1.5 {
+		t.Fatalf("decode: %v %+v", err, in)
+	}
+}
