@@ -1,0 +1,3 @@
+
+4type.googleapis.com/io.containerd.cgroups.v1.Metrics
+*"Š€àÿÿÿÿÿÿ€€@
