@@ -62,7 +62,7 @@ func run(m *testing.M) (int, error) {
 // env is one test's private world: a containerd namespace with the busybox
 // test image, and a state directory.
 type env struct {
-	t         *testing.T
+	t         testing.TB
 	address   string
 	namespace string
 	stateDir  string
@@ -71,7 +71,7 @@ type env struct {
 	extra     []string
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	// Short paths: agent sockets live under the state dir.
 	stateDir, err := os.MkdirTemp("/tmp", "be")
@@ -190,7 +190,7 @@ type toolResult struct {
 	Structured json.RawMessage
 }
 
-func (r *toolResult) decode(t *testing.T, v any) {
+func (r *toolResult) decode(t testing.TB, v any) {
 	t.Helper()
 	if r.IsError {
 		t.Fatalf("tool failed: %s", r.Text)
@@ -215,7 +215,7 @@ type mcpClient interface {
 }
 
 // mustCall calls a tool and fails the test on a protocol error.
-func mustCall(t *testing.T, c mcpClient, tool string, args any) *toolResult {
+func mustCall(t testing.TB, c mcpClient, tool string, args any) *toolResult {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -235,7 +235,7 @@ type mcpgoClient struct {
 	handlers map[string]func(progressEvent)
 }
 
-func newMcpgoClient(t *testing.T, c *mcpclient.Client) mcpClient {
+func newMcpgoClient(t testing.TB, c *mcpclient.Client) mcpClient {
 	t.Helper()
 	mc := &mcpgoClient{c: c, handlers: map[string]func(progressEvent){}}
 	c.OnNotification(func(n mcpgo.JSONRPCNotification) {

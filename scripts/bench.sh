@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# bench.sh runs berth's benchmarks against a private containerd and prints
+# each berth figure as a ratio to its baseline measured in the same run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/containerd.sh install
+ctd=$(mktemp -d /tmp/berth-ctd.XXXX)
+trap 'scripts/containerd.sh down "$ctd"' EXIT
+scripts/containerd.sh up "$ctd" >/dev/null
+
+export BERTH_TEST_CONTAINERD="$ctd/containerd.sock"
+export BERTH_TEST_BINARY="$PWD/bin/berth"
+
+out=$(mktemp)
+go test -run '^$' -bench . -benchtime "${BENCHTIME:-20x}" -timeout 30m ./e2e/ | tee "$out"
+
+echo
+echo "== ratios (berth / baseline, lower is better) =="
+awk '
+/^Benchmark/ {
+	split($1, parts, "/"); name = parts[1]; sub(/-[0-9]+$/, "", parts[2]); variant = parts[2]
+	for (i = 3; i < NF; i++) if ($(i+1) == "p50-ms") p50[name, variant] = $i; else if ($(i+1) == "p95-ms") p95[name, variant] = $i
+	names[name] = 1
+}
+END {
+	for (n in names) {
+		base = (n, "ctr") in p50 ? "ctr" : ""
+		if (base == "" || !((n, "berth") in p50)) continue
+		printf "%s: berth p50 %.1f ms, p95 %.1f ms; %s p50 %.1f ms, p95 %.1f ms; ratio p50 %.2f, p95 %.2f\n",
+			n, p50[n, "berth"], p95[n, "berth"], base, p50[n, base], p95[n, base],
+			p50[n, "berth"] / p50[n, base], p95[n, "berth"] / p95[n, base]
+	}
+}' "$out"
+rm -f "$out"
