@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/internal/testenv"
-	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 )
@@ -55,7 +54,8 @@ func (e *env) tryExec(t *testing.T, bot string, args ...string) (string, error) 
 	if err != nil {
 		return "", err
 	}
-	defer proc.Delete(ctx, containerd.WithProcessKill)
+	// No WithProcessKill: it would kill every process in the container.
+	defer proc.Delete(ctx)
 	status, err := proc.Wait(ctx)
 	if err != nil {
 		return "", err

@@ -164,3 +164,54 @@ func TestAgentIsInit(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+// TestStopForwardsSIGTERMAndKeepsFiles: stopping sends SIGTERM to the
+// workspace's processes (through the agent), and files survive stop/start.
+func TestStopForwardsSIGTERMAndKeepsFiles(t *testing.T) {
+	e := newEnv(t)
+	c := e.stdioSDK()
+	mustCall(t, c, "workspace_create", map[string]any{"bot_id": "graceful"})
+	e.execIn(t, "graceful", "sh", "-c", "echo kept > /keep.txt")
+	// A workload that records SIGTERM and exits; it runs until signalled.
+	e.execIn(t, "graceful", "sh", "-c",
+		`(trap 'echo term > /got-sigterm; exit 0' TERM; while :; do sleep 0.1; done) </dev/null >/dev/null 2>&1 &`)
+	time.Sleep(300 * time.Millisecond) // let the trap be installed
+	var ws workspaceOut
+	mustCall(t, c, "workspace_stop", map[string]any{"bot_id": "graceful", "grace_seconds": 10}).decode(t, &ws)
+	if ws.Status != "stopped" {
+		t.Fatalf("stop: %+v", ws)
+	}
+	mustCall(t, c, "workspace_start", map[string]any{"bot_id": "graceful"}).decode(t, &ws)
+	if got := e.execIn(t, "graceful", "cat", "/keep.txt", "/got-sigterm"); got != "kept\nterm\n" {
+		t.Fatalf("after stop/start: %q (want the file kept and the SIGTERM recorded)", got)
+	}
+}
+
+// TestListPaging pages through workspaces with cursors.
+func TestListPaging(t *testing.T) {
+	e := newEnv(t)
+	c := e.stdioMcpgo()
+	for _, bot := range []string{"page-c", "page-a", "page-b"} {
+		mustCall(t, c, "workspace_create", map[string]any{"bot_id": bot})
+	}
+	type page struct {
+		Workspaces []workspaceOut `json:"workspaces"`
+		NextCursor string         `json:"next_cursor"`
+	}
+	var seen []string
+	cursor := ""
+	for range 5 {
+		var p page
+		mustCall(t, c, "workspace_list", map[string]any{"limit": 2, "cursor": cursor}).decode(t, &p)
+		for _, ws := range p.Workspaces {
+			seen = append(seen, ws.BotID)
+		}
+		if p.NextCursor == "" {
+			break
+		}
+		cursor = p.NextCursor
+	}
+	if strings.Join(seen, ",") != "page-a,page-b,page-c" {
+		t.Fatalf("paged list: %v", seen)
+	}
+}

@@ -202,14 +202,17 @@ func (s *server) run(ctx context.Context) error {
 }
 
 // drain waits until no process is left below the agent, forwarding any
-// further signals meanwhile. The host bounds this with its grace period and
-// SIGKILL; ctx bounds it for callers that want to stop sooner.
+// further signals meanwhile. As init it also waits for processes that are
+// not its descendants (joined with runc exec): the container's end would
+// SIGKILL them, cutting short the grace period their SIGTERM promised. The
+// host bounds this with its grace period and SIGKILL; ctx bounds it for
+// callers that want to stop sooner.
 func (s *server) drain(ctx context.Context, sigs <-chan os.Signal) {
 	tick := time.NewTicker(drainPoll)
 	defer tick.Stop()
 	logged := false
 	for {
-		if s.reaper.reapAll() {
+		if s.reaper.reapAll() && (!s.isInit || s.countChildren() <= 0) {
 			s.log.Info("agent stopped: no processes left")
 			return
 		}
