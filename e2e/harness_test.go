@@ -228,30 +228,52 @@ func mustCall(t testing.TB, c mcpClient, tool string, args any) *toolResult {
 
 // ---- mcp-go client ----
 
-type mcpgoClient struct {
-	c        *mcpclient.Client
+// progressRouter hands each progress notification to the call whose token it carries.
+type progressRouter struct {
+	prefix   string
 	next     atomic.Int64
 	mu       sync.Mutex
 	handlers map[string]func(progressEvent)
 }
 
+// register returns a fresh token for fn and a func that forgets it.
+func (r *progressRouter) register(fn func(progressEvent)) (token string, forget func()) {
+	token = fmt.Sprintf("%s%d", r.prefix, r.next.Add(1))
+	r.mu.Lock()
+	if r.handlers == nil {
+		r.handlers = map[string]func(progressEvent){}
+	}
+	r.handlers[token] = fn
+	r.mu.Unlock()
+	return token, func() { r.mu.Lock(); delete(r.handlers, token); r.mu.Unlock() }
+}
+
+func (r *progressRouter) dispatch(token any, ev progressEvent) {
+	r.mu.Lock()
+	h := r.handlers[fmt.Sprint(token)]
+	r.mu.Unlock()
+	if h != nil {
+		h(ev)
+	}
+}
+
+type mcpgoClient struct {
+	c        *mcpclient.Client
+	progress progressRouter
+}
+
 func newMcpgoClient(t testing.TB, c *mcpclient.Client) mcpClient {
 	t.Helper()
-	mc := &mcpgoClient{c: c, handlers: map[string]func(progressEvent){}}
+	mc := &mcpgoClient{c: c, progress: progressRouter{prefix: "p"}}
 	c.OnNotification(func(n mcpgo.JSONRPCNotification) {
 		if n.Method != "notifications/progress" {
 			return
 		}
 		f := n.Params.AdditionalFields
-		mc.mu.Lock()
-		h := mc.handlers[fmt.Sprint(f["progressToken"])]
-		mc.mu.Unlock()
-		if h != nil {
-			ev := progressEvent{Message: fmt.Sprint(f["message"])}
-			ev.Progress, _ = f["progress"].(float64)
-			ev.Total, _ = f["total"].(float64)
-			h(ev)
-		}
+		ev := progressEvent{Message: fmt.Sprint(f["message"])}
+		ev.Progress, _ = f["progress"].(float64)
+		ev.Total, _ = f["total"].(float64)
+		mc.progress.dispatch(f["progressToken"], ev)
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -273,11 +295,8 @@ func (m *mcpgoClient) call(ctx context.Context, tool string, args any, progress 
 	req.Params.Name = tool
 	req.Params.Arguments = args
 	if progress != nil {
-		token := fmt.Sprintf("p%d", m.next.Add(1))
-		m.mu.Lock()
-		m.handlers[token] = progress
-		m.mu.Unlock()
-		defer func() { m.mu.Lock(); delete(m.handlers, token); m.mu.Unlock() }()
+		token, forget := m.progress.register(progress)
+		defer forget()
 		req.Params.Meta = &mcpgo.Meta{ProgressToken: token}
 	}
 	res, err := m.c.CallTool(ctx, req)
@@ -353,22 +372,16 @@ func (e *env) httpMcpgo(b *berthHTTP) mcpClient {
 
 type sdkClient struct {
 	cs       *sdk.ClientSession
-	next     atomic.Int64
-	mu       sync.Mutex
-	handlers map[string]func(progressEvent)
+	progress progressRouter
 }
 
 func (e *env) connectSDK(tr sdk.Transport) mcpClient {
 	e.t.Helper()
-	sc := &sdkClient{handlers: map[string]func(progressEvent){}}
+	sc := &sdkClient{progress: progressRouter{prefix: "s"}}
 	c := sdk.NewClient(&sdk.Implementation{Name: "berth-e2e-gosdk", Version: "1"}, &sdk.ClientOptions{
 		ProgressNotificationHandler: func(_ context.Context, req *sdk.ProgressNotificationClientRequest) {
-			sc.mu.Lock()
-			h := sc.handlers[fmt.Sprint(req.Params.ProgressToken)]
-			sc.mu.Unlock()
-			if h != nil {
-				h(progressEvent{Progress: req.Params.Progress, Total: req.Params.Total, Message: req.Params.Message})
-			}
+			p := req.Params
+			sc.progress.dispatch(p.ProgressToken, progressEvent{Progress: p.Progress, Total: p.Total, Message: p.Message})
 		},
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -385,11 +398,8 @@ func (e *env) connectSDK(tr sdk.Transport) mcpClient {
 func (s *sdkClient) call(ctx context.Context, tool string, args any, progress func(progressEvent)) (*toolResult, error) {
 	params := &sdk.CallToolParams{Name: tool, Arguments: args}
 	if progress != nil {
-		token := fmt.Sprintf("s%d", s.next.Add(1))
-		s.mu.Lock()
-		s.handlers[token] = progress
-		s.mu.Unlock()
-		defer func() { s.mu.Lock(); delete(s.handlers, token); s.mu.Unlock() }()
+		token, forget := s.progress.register(progress)
+		defer forget()
 		params.SetProgressToken(token)
 	}
 	res, err := s.cs.CallTool(ctx, params)

@@ -4,16 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/containerd.sh install
-ctd=$(mktemp -d /tmp/berth-ctd.XXXX)
-trap 'scripts/containerd.sh down "$ctd"' EXIT
-scripts/containerd.sh up "$ctd" >/dev/null
-
-export BERTH_TEST_CONTAINERD="$ctd/containerd.sock"
-export BERTH_TEST_BINARY="$PWD/bin/berth"
-
 out=$(mktemp)
-go test -run '^$' -bench . -benchtime "${BENCHTIME:-20x}" -timeout 30m ./e2e/ | tee "$out"
+trap 'rm -f "$out"' EXIT
+scripts/with-containerd.sh go test -run '^$' -bench . -benchtime "${BENCHTIME:-20x}" -timeout 30m ./e2e/ | tee "$out"
 
 echo
 echo "== ratios (berth / baseline, lower is better) =="
@@ -25,11 +18,9 @@ awk '
 }
 END {
 	for (n in names) {
-		base = (n, "ctr") in p50 ? "ctr" : ""
-		if (base == "" || !((n, "berth") in p50)) continue
-		printf "%s: berth p50 %.1f ms, p95 %.1f ms; %s p50 %.1f ms, p95 %.1f ms; ratio p50 %.2f, p95 %.2f\n",
-			n, p50[n, "berth"], p95[n, "berth"], base, p50[n, base], p95[n, base],
-			p50[n, "berth"] / p50[n, base], p95[n, "berth"] / p95[n, base]
+		if (!((n, "berth") in p50) || !((n, "ctr") in p50)) continue
+		printf "%s: berth p50 %.1f ms, p95 %.1f ms; ctr p50 %.1f ms, p95 %.1f ms; ratio p50 %.2f, p95 %.2f\n",
+			n, p50[n, "berth"], p95[n, "berth"], p50[n, "ctr"], p95[n, "ctr"],
+			p50[n, "berth"] / p50[n, "ctr"], p95[n, "berth"] / p95[n, "ctr"]
 	}
 }' "$out"
-rm -f "$out"

@@ -2,7 +2,6 @@ package imagebuild
 
 import (
 	"bytes"
-	"debug/elf"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +9,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+
+	"github.com/berth-dev/berth/internal/binary"
 )
 
 // BusyboxRootfs creates in dir (which must be empty or absent) a minimal root
@@ -90,15 +91,12 @@ func BusyboxRootfs(dir, busyboxPath string) error {
 // checkStatic rejects a dynamically linked busybox: the rootfs has no libc,
 // so such a binary would fail in the container with a baffling "not found".
 func checkStatic(path string) error {
-	f, err := elf.Open(path)
+	static, err := binary.IsStatic(path)
 	if err != nil {
-		return fmt.Errorf("busybox %s: %w", path, err)
+		return fmt.Errorf("busybox: %w", err)
 	}
-	defer f.Close()
-	for _, p := range f.Progs {
-		if p.Type == elf.PT_INTERP {
-			return fmt.Errorf("busybox %s is dynamically linked; install Debian's busybox-static", path)
-		}
+	if !static {
+		return fmt.Errorf("busybox %s is dynamically linked; install Debian's busybox-static", path)
 	}
 	return nil
 }

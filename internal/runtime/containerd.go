@@ -78,6 +78,19 @@ func (r *Containerd) connect(ctx context.Context) (*containerd.Client, context.C
 	return c, ctx, nil
 }
 
+// load connects and loads container id.
+func (r *Containerd) load(ctx context.Context, id string) (*containerd.Client, containerd.Container, context.Context, error) {
+	c, ctx, err := r.connect(ctx)
+	if err != nil {
+		return nil, nil, ctx, err
+	}
+	ctr, err := c.LoadContainer(ctx, id)
+	if err != nil {
+		return nil, nil, ctx, r.wrap(err)
+	}
+	return c, ctr, ctx, nil
+}
+
 // Ping checks that containerd answers.
 func (r *Containerd) Ping(ctx context.Context) error {
 	c, ctx, err := r.connect(ctx)

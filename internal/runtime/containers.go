@@ -103,13 +103,9 @@ func (r *Containerd) CheckDevices(names []string) error {
 // StartTask starts the container's init process with its output appended
 // to logPath. A leftover stopped task is removed first.
 func (r *Containerd) StartTask(ctx context.Context, id, logPath string) (uint32, error) {
-	c, ctx, err := r.connect(ctx)
+	_, ctr, ctx, err := r.load(ctx, id)
 	if err != nil {
 		return 0, err
-	}
-	ctr, err := c.LoadContainer(ctx, id)
-	if err != nil {
-		return 0, r.wrap(err)
 	}
 	if task, err := ctr.Task(ctx, nil); err == nil {
 		st, err := task.Status(ctx)
@@ -139,13 +135,9 @@ func (r *Containerd) StartTask(ctx context.Context, id, logPath string) (uint32,
 // StopTask stops the container's processes: SIGTERM to init, which
 // forwards it; SIGKILL to all after grace.
 func (r *Containerd) StopTask(ctx context.Context, id string, grace time.Duration) error {
-	c, ctx, err := r.connect(ctx)
+	_, ctr, ctx, err := r.load(ctx, id)
 	if err != nil {
 		return err
-	}
-	ctr, err := c.LoadContainer(ctx, id)
-	if err != nil {
-		return r.wrap(err)
 	}
 	task, err := ctr.Task(ctx, nil)
 	if errdefs.IsNotFound(err) {
@@ -192,13 +184,9 @@ func (r *Containerd) StopTask(ctx context.Context, id string, grace time.Duratio
 
 // DeleteContainer removes the container with its task and writable layer.
 func (r *Containerd) DeleteContainer(ctx context.Context, id string) error {
-	c, ctx, err := r.connect(ctx)
+	_, ctr, ctx, err := r.load(ctx, id)
 	if err != nil {
 		return err
-	}
-	ctr, err := c.LoadContainer(ctx, id)
-	if err != nil {
-		return r.wrap(err)
 	}
 	if task, err := ctr.Task(ctx, nil); err == nil {
 		if _, err := task.Delete(ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
@@ -213,13 +201,9 @@ func (r *Containerd) DeleteContainer(ctx context.Context, id string) error {
 
 // Container describes one container and the state of its task.
 func (r *Containerd) Container(ctx context.Context, id string) (Container, error) {
-	c, ctx, err := r.connect(ctx)
+	_, ctr, ctx, err := r.load(ctx, id)
 	if err != nil {
 		return Container{}, err
-	}
-	ctr, err := c.LoadContainer(ctx, id)
-	if err != nil {
-		return Container{}, r.wrap(err)
 	}
 	info, err := ctr.Info(ctx, containerd.WithoutRefreshedMetadata)
 	if err != nil {
@@ -290,13 +274,9 @@ func (r *Containerd) describe(ctx context.Context, ctr containerd.Container, inf
 
 // SetLabels sets (or, with an empty value, removes) labels on a container.
 func (r *Containerd) SetLabels(ctx context.Context, id string, labels map[string]string) error {
-	c, ctx, err := r.connect(ctx)
+	_, ctr, ctx, err := r.load(ctx, id)
 	if err != nil {
 		return err
-	}
-	ctr, err := c.LoadContainer(ctx, id)
-	if err != nil {
-		return r.wrap(err)
 	}
 	if _, err := ctr.SetLabels(ctx, labels); err != nil {
 		return r.wrap(err)
@@ -306,13 +286,9 @@ func (r *Containerd) SetLabels(ctx context.Context, id string, labels map[string
 
 // StorageUsage sums the container's active snapshot (its writable layer).
 func (r *Containerd) StorageUsage(ctx context.Context, id string) (int64, error) {
-	c, ctx, err := r.connect(ctx)
+	c, ctr, ctx, err := r.load(ctx, id)
 	if err != nil {
 		return 0, err
-	}
-	ctr, err := c.LoadContainer(ctx, id)
-	if err != nil {
-		return 0, r.wrap(err)
 	}
 	info, err := ctr.Info(ctx, containerd.WithoutRefreshedMetadata)
 	if err != nil {

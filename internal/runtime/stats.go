@@ -13,13 +13,9 @@ import (
 
 // Stats samples the task's cgroup counters.
 func (r *Containerd) Stats(ctx context.Context, id string) (Stats, error) {
-	c, ctx, err := r.connect(ctx)
+	_, ctr, ctx, err := r.load(ctx, id)
 	if err != nil {
 		return Stats{}, err
-	}
-	ctr, err := c.LoadContainer(ctx, id)
-	if err != nil {
-		return Stats{}, r.wrap(err)
 	}
 	task, err := ctr.Task(ctx, nil)
 	if err != nil {

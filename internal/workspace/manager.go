@@ -317,13 +317,11 @@ func (m *Manager) List(ctx context.Context, after string, limit int) ([]Workspac
 
 // Start starts a stopped workspace and waits for its agent.
 func (m *Manager) Start(ctx context.Context, bot string) (Workspace, error) {
-	if err := ValidateBotID(bot); err != nil {
+	mctx, done, err := m.mutate(ctx, bot, m.opts.AgentTimeout+time.Minute)
+	if err != nil {
 		return Workspace{}, err
 	}
-	unlock := m.locks.lock(bot)
-	defer unlock()
-	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.opts.AgentTimeout+time.Minute)
-	defer cancel()
+	defer done()
 	if _, err := m.rt.Container(mctx, bot); isNotFound(err) {
 		return Workspace{}, notFound(bot)
 	} else if err != nil {
@@ -336,6 +334,18 @@ func (m *Manager) Start(ctx context.Context, bot string) (Workspace, error) {
 		return Workspace{}, err
 	}
 	return m.Get(mctx, bot)
+}
+
+// mutate validates bot and takes its lock for a mutation. The returned
+// context ignores the caller's cancellation (a half-done start or stop
+// helps nobody) but is bounded by timeout; done releases both.
+func (m *Manager) mutate(ctx context.Context, bot string, timeout time.Duration) (context.Context, func(), error) {
+	if err := ValidateBotID(bot); err != nil {
+		return nil, nil, err
+	}
+	unlock := m.locks.lock(bot)
+	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	return mctx, func() { cancel(); unlock() }, nil
 }
 
 // start runs the task and waits for the agent. Callers hold the bot's lock.
@@ -363,16 +373,14 @@ func (m *Manager) start(ctx context.Context, bot string) error {
 // Stop stops the workspace: SIGTERM, grace (0 means the configured one), SIGKILL.
 // It stays stopped across berth restarts until started again.
 func (m *Manager) Stop(ctx context.Context, bot string, grace time.Duration) (Workspace, error) {
-	if err := ValidateBotID(bot); err != nil {
-		return Workspace{}, err
-	}
 	if grace <= 0 {
 		grace = m.opts.StopGrace
 	}
-	unlock := m.locks.lock(bot)
-	defer unlock()
-	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace+time.Minute)
-	defer cancel()
+	mctx, done, err := m.mutate(ctx, bot, grace+time.Minute)
+	if err != nil {
+		return Workspace{}, err
+	}
+	defer done()
 	if err := m.rt.SetLabels(mctx, bot, map[string]string{labelDesired: desiredStopped}); isNotFound(err) {
 		return Workspace{}, notFound(bot)
 	} else if err != nil {
@@ -387,16 +395,14 @@ func (m *Manager) Stop(ctx context.Context, bot string, grace time.Duration) (Wo
 
 // Delete stops and removes the workspace with its writable layer.
 func (m *Manager) Delete(ctx context.Context, bot string, grace time.Duration) error {
-	if err := ValidateBotID(bot); err != nil {
-		return err
-	}
 	if grace <= 0 {
 		grace = m.opts.StopGrace
 	}
-	unlock := m.locks.lock(bot)
-	defer unlock()
-	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace+time.Minute)
-	defer cancel()
+	mctx, done, err := m.mutate(ctx, bot, grace+time.Minute)
+	if err != nil {
+		return err
+	}
+	defer done()
 	if _, err := m.rt.Container(mctx, bot); isNotFound(err) {
 		return notFound(bot)
 	} else if err != nil {

@@ -1,12 +1,13 @@
 package workspace
 
 import (
-	"debug/elf"
 	"fmt"
 	"io"
 	"os"
 	"strings"
 	"sync"
+
+	"github.com/berth-dev/berth/internal/binary"
 )
 
 // keyedMutex is one mutex per key, dropped when nobody holds or waits for it,
@@ -48,15 +49,12 @@ func (k *keyedMutex) lock(key string) (unlock func()) {
 // checkAgentBinary makes sure the binary mounted as a workspace's init
 // can run in any image: it must exist and be statically linked.
 func checkAgentBinary(path string) error {
-	f, err := elf.Open(path)
+	static, err := binary.IsStatic(path)
 	if err != nil {
-		return fmt.Errorf("agent binary %s: %w (set --agent-binary to a static berth build)", path, err)
+		return fmt.Errorf("agent binary: %w (set --agent-binary to a static berth build)", err)
 	}
-	defer f.Close()
-	for _, p := range f.Progs {
-		if p.Type == elf.PT_INTERP {
-			return fmt.Errorf("agent binary %s is dynamically linked and would not run inside arbitrary images: build berth with CGO_ENABLED=0 (make build) or set --agent-binary", path)
-		}
+	if !static {
+		return fmt.Errorf("agent binary %s is dynamically linked and would not run inside arbitrary images: build berth with CGO_ENABLED=0 (make build) or set --agent-binary", path)
 	}
 	return nil
 }

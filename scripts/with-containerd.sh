@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# with-containerd.sh CMD... runs CMD with a private containerd that lives as
+# long as CMD: installs containerd and runc if missing, starts the daemon
+# under a temp dir, exports BERTH_TEST_CONTAINERD (its socket) and
+# BERTH_TEST_BINARY (the built berth), and always stops it again.
+# CONTAINERD_BIN / CTR_BIN pick another containerd, as for containerd.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/containerd.sh install
+ctd=$(mktemp -d /tmp/berth-ctd.XXXX)
+trap 'scripts/containerd.sh down "$ctd"' EXIT
+scripts/containerd.sh up "$ctd" >/dev/null
+
+export BERTH_TEST_CONTAINERD="$ctd/containerd.sock"
+export BERTH_TEST_BINARY="$PWD/bin/berth"
+"$@"
