@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -83,7 +84,7 @@ func (c *Client) Close() { c.transport.CloseIdleConnections() }
 // ErrBadResponse mean whatever answered is not usable.
 func (c *Client) Health(ctx context.Context) (Health, error) {
 	var h Health
-	if err := c.call(ctx, http.MethodGet, PathHealth, &h); err != nil {
+	if err := c.call(ctx, http.MethodGet, PathHealth, nil, &h); err != nil {
 		return Health{}, err
 	}
 	if err := checkHealth(h); err != nil {
@@ -107,18 +108,30 @@ func checkHealth(h Health) error {
 	return nil
 }
 
-// call performs one request and decodes a 2xx JSON answer into out.
-func (c *Client) call(ctx context.Context, method, path string, out any) error {
+// call performs one request, with in (if not nil) as its JSON body, and
+// decodes a 2xx JSON answer into out.
+func (c *Client) call(ctx context.Context, method, path string, in, out any) error {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, defaultCallTimeout)
 		defer cancel()
 	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://berth-agent"+path, nil)
+	var reqBody io.Reader
+	if in != nil {
+		data, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		reqBody = bytes.NewReader(data)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://berth-agent"+path, reqBody)
 	if err != nil {
 		return err
 	}
 	req.Header.Set("Accept", "application/json")
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return fmt.Errorf("berth agent: %w", err)

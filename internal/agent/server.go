@@ -35,6 +35,21 @@ type ServerOptions struct {
 	// descendants (prctl PR_SET_CHILD_SUBREAPER), so the agent can run as an
 	// ordinary process in tests. PID 1 reaps orphans anyway.
 	Subreaper bool
+	// User runs the workspace's commands, terminals and file operations
+	// (owner of files created) as the image's user; nil means root.
+	User *Credential
+	// DataDir is where a bot keeps its work: the default working directory
+	// and the base of relative paths. Empty means DefaultDataDir.
+	DataDir string
+}
+
+// DefaultDataDir is the workspace directory of a bot.
+const DefaultDataDir = "/data"
+
+// Credential is a numeric user, as the image's User resolves to.
+type Credential struct {
+	UID, GID uint32
+	Groups   []uint32
 }
 
 // forwardedSignals reach every process in the container. They are the
@@ -351,6 +366,8 @@ func removeStaleSocket(path string) error {
 func (s *server) handler() http.Handler {
 	mux := http.NewServeMux()
 	route(mux, PathHealth, map[string]http.HandlerFunc{http.MethodGet: s.handleHealth})
+	s.routeProcesses(mux)
+	s.routeFiles(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, CodeNotFound, "no such endpoint: "+r.URL.Path)
 	})

@@ -103,12 +103,12 @@ func TestErrorsAreJSON(t *testing.T) {
 	ctx := context.Background()
 
 	var out struct{}
-	err := c.call(ctx, http.MethodGet, "/v1/nope", &out)
+	err := c.call(ctx, http.MethodGet, "/v1/nope", nil, &out)
 	var re *RemoteError
 	if !errors.As(err, &re) || re.StatusCode != http.StatusNotFound || re.Code != CodeNotFound {
 		t.Errorf("unknown path: err = %v, want RemoteError 404 %s", err, CodeNotFound)
 	}
-	err = c.call(ctx, http.MethodPost, PathHealth, &out)
+	err = c.call(ctx, http.MethodPost, PathHealth, nil, &out)
 	if !errors.As(err, &re) || re.StatusCode != http.StatusMethodNotAllowed || re.Code != CodeMethodNotAllowed {
 		t.Errorf("POST health: err = %v, want RemoteError 405 %s", err, CodeMethodNotAllowed)
 	}
