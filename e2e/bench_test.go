@@ -3,8 +3,11 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os/exec"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -35,13 +38,7 @@ func BenchmarkCreateReady(b *testing.B) {
 	})
 	b.Run("ctr", func(b *testing.B) {
 		e := newEnv(b)
-		ctr := func(args ...string) {
-			b.Helper()
-			full := append([]string{"--address", e.address, "--namespace", e.namespace}, args...)
-			if out, err := exec.Command("ctr", full...).CombinedOutput(); err != nil {
-				b.Fatalf("ctr %v: %v\n%s", args, err, out)
-			}
-		}
+		ctr := func(args ...string) { e.ctr(b, nil, args...) }
 		var lat []time.Duration
 		for i := 0; b.Loop(); i++ {
 			id := fmt.Sprintf("ctr-%d", i)
@@ -73,4 +70,108 @@ func reportPercentiles(b *testing.B, lat []time.Duration) {
 	}
 	b.ReportMetric(pct(0.50), "p50-ms")
 	b.ReportMetric(pct(0.95), "p95-ms")
+}
+
+// BenchmarkExec compares an exec round trip through berth (MCP over
+// streamable HTTP, then the agent) with `ctr task exec` on the same
+// workspace.
+func BenchmarkExec(b *testing.B) {
+	e := newEnv(b)
+	srv := e.serveHTTP()
+	c := e.httpMcpgo(srv)
+	mustCall(b, c, "workspace_create", map[string]any{"bot_id": "bench"})
+	b.Run("berth", func(b *testing.B) {
+		var lat []time.Duration
+		for b.Loop() {
+			start := time.Now()
+			res := mustCall(b, c, "exec", map[string]any{"bot_id": "bench", "argv": []string{"echo", "hi"}})
+			lat = append(lat, time.Since(start))
+			if res.IsError {
+				b.Fatal(res.Text)
+			}
+		}
+		reportPercentiles(b, lat)
+	})
+	b.Run("ctr", func(b *testing.B) {
+		var lat []time.Duration
+		for i := 0; b.Loop(); i++ {
+			start := time.Now()
+			e.ctr(b, nil, "task", "exec", "--exec-id", fmt.Sprintf("b%d", i), "bench", "echo", "hi")
+			lat = append(lat, time.Since(start))
+		}
+		reportPercentiles(b, lat)
+	})
+}
+
+// BenchmarkFile10MB compares writing and reading 10 MB through berth
+// (fs_write over MCP; the streamed HTTP download) with `cat` through
+// `ctr task exec`.
+func BenchmarkFile10MB(b *testing.B) {
+	e := newEnv(b)
+	srv := e.serveHTTP()
+	c := e.httpMcpgo(srv)
+	mustCall(b, c, "workspace_create", map[string]any{"bot_id": "bench"})
+	content := strings.Repeat("0123456789abcdef", 10<<20/16)
+	b.Run("write/berth", func(b *testing.B) {
+		var lat []time.Duration
+		for b.Loop() {
+			start := time.Now()
+			if res := mustCall(b, c, "fs_write", map[string]any{"bot_id": "bench", "path": "f", "content": content}); res.IsError {
+				b.Fatal(res.Text)
+			}
+			lat = append(lat, time.Since(start))
+		}
+		reportPercentiles(b, lat)
+	})
+	b.Run("write/ctr", func(b *testing.B) {
+		var lat []time.Duration
+		for i := 0; b.Loop(); i++ {
+			start := time.Now()
+			e.ctr(b, strings.NewReader(content), "task", "exec", "--exec-id", fmt.Sprintf("w%d", i), "bench", "sh", "-c", "cat > /data/g")
+			lat = append(lat, time.Since(start))
+		}
+		reportPercentiles(b, lat)
+	})
+	url := strings.TrimSuffix(srv.URL, "/mcp") + "/bots/bench/files?path=/data/f"
+	b.Run("read/berth", func(b *testing.B) {
+		var lat []time.Duration
+		for b.Loop() {
+			start := time.Now()
+			req, _ := http.NewRequest(http.MethodGet, url, nil)
+			req.Header.Set("Authorization", "Bearer "+srv.Token)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				b.Fatal(err)
+			}
+			n, _ := io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if n != int64(len(content)) {
+				b.Fatalf("read %d bytes", n)
+			}
+			lat = append(lat, time.Since(start))
+		}
+		reportPercentiles(b, lat)
+	})
+	b.Run("read/ctr", func(b *testing.B) {
+		var lat []time.Duration
+		for i := 0; b.Loop(); i++ {
+			start := time.Now()
+			e.ctr(b, nil, "task", "exec", "--exec-id", fmt.Sprintf("r%d", i), "bench", "cat", "/data/g")
+			lat = append(lat, time.Since(start))
+		}
+		reportPercentiles(b, lat)
+	})
+}
+
+// ctr runs the ctr CLI against the env's containerd and namespace.
+func (e *env) ctr(b testing.TB, stdin io.Reader, args ...string) {
+	b.Helper()
+	cmd := exec.Command("ctr", append([]string{"--address", e.address, "--namespace", e.namespace}, args...)...)
+	cmd.Stdin = stdin
+	cmd.Stdout = io.Discard
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		b.Fatalf("ctr %v: %v\n%s", args, err, stderr.String())
+	}
 }

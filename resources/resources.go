@@ -5,8 +5,13 @@ package resources
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
+	"strings"
+
+	"github.com/berth-dev/berth/internal/agent"
 
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/workspace"
@@ -14,8 +19,19 @@ import (
 	"github.com/mark3labs/mcp-go/server"
 )
 
-// WorkspaceTemplate is the URI template of a bot's workspace description.
-const WorkspaceTemplate = "berth://bots/{bot_id}/workspace"
+// URI templates of berth's resources.
+const (
+	WorkspaceTemplate = "berth://bots/{bot_id}/workspace"
+	// FilesTemplate reads a file by its absolute container path without the
+	// leading slash: berth://bots/b/files/data/notes.md is /data/notes.md.
+	FilesTemplate = "berth://bots/{bot_id}/files/{+path}"
+)
+
+// Caps on a file read through the files resource.
+const (
+	maxTextResource = 1 << 20
+	maxBlobResource = 8 << 20
+)
 
 // Register adds every resource template to s.
 func Register(s *server.MCPServer, m *workspace.Manager) {
@@ -40,6 +56,60 @@ func Register(s *server.MCPServer, m *workspace.Manager) {
 			return []mcp.ResourceContents{mcp.TextResourceContents{URI: req.Params.URI, MIMEType: "application/json", Text: string(data)}}, nil
 		},
 	)
+	s.AddResourceTemplate(
+		mcp.NewResourceTemplate(FilesTemplate, "file",
+			mcp.WithTemplateDescription("A file in the bot's workspace by absolute path (without the leading slash): text, or a blob for binary files. Capped; larger files: fs_read or the HTTP download."),
+		),
+		readFile(m),
+	)
+}
+
+func readFile(m *workspace.Manager) server.ResourceTemplateHandlerFunc {
+	return func(ctx context.Context, req mcp.ReadResourceRequest) ([]mcp.ResourceContents, error) {
+		bot, _ := argument(req, "bot_id")
+		path, err := argument(req, "path")
+		if err != nil {
+			return nil, err
+		}
+		if err := auth.FromContext(ctx).Allow(auth.ScopeRead, bot); err != nil {
+			return nil, err
+		}
+		client, err := m.Agent(ctx, bot)
+		if err != nil {
+			return nil, err
+		}
+		path = "/" + strings.TrimPrefix(path, "/")
+		text, err := client.ReadText(ctx, agent.ReadTextRequest{Path: path, Limit: 20000, MaxBytes: maxTextResource})
+		if err != nil {
+			return nil, m.AgentError(ctx, bot, err)
+		}
+		if !text.Binary {
+			if text.Truncated {
+				return nil, fmt.Errorf("%s is larger than this resource returns (%d bytes); read it with fs_read by line window or download it from /bots/%s/files", path, maxTextResource, bot)
+			}
+			return []mcp.ResourceContents{mcp.TextResourceContents{URI: req.Params.URI, MIMEType: mimeOr(text.MIMEType, "text/plain"), Text: text.Text}}, nil
+		}
+		if text.Size > maxBlobResource {
+			return nil, fmt.Errorf("%s is %d bytes, more than this resource returns (%d); download it from /bots/%s/files", path, text.Size, maxBlobResource, bot)
+		}
+		rc, _, err := client.ReadRange(ctx, path, 0, maxBlobResource)
+		if err != nil {
+			return nil, m.AgentError(ctx, bot, err)
+		}
+		defer rc.Close()
+		data, err := io.ReadAll(io.LimitReader(rc, maxBlobResource))
+		if err != nil {
+			return nil, err
+		}
+		return []mcp.ResourceContents{mcp.BlobResourceContents{URI: req.Params.URI, MIMEType: mimeOr(text.MIMEType, "application/octet-stream"), Blob: base64.StdEncoding.EncodeToString(data)}}, nil
+	}
+}
+
+func mimeOr(mime, fallback string) string {
+	if mime == "" {
+		return fallback
+	}
+	return mime
 }
 
 // argument returns a URI template variable of the request.

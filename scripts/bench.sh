@@ -12,7 +12,8 @@ echo
 echo "== ratios (berth / baseline, lower is better) =="
 awk '
 /^Benchmark/ {
-	split($1, parts, "/"); name = parts[1]; sub(/-[0-9]+$/, "", parts[2]); variant = parts[2]
+	n = split($1, parts, "/"); variant = parts[n]; sub(/-[0-9]+$/, "", variant)
+	name = parts[1]; for (i = 2; i < n; i++) name = name "/" parts[i]
 	for (i = 3; i < NF; i++) if ($(i+1) == "p50-ms") p50[name, variant] = $i; else if ($(i+1) == "p95-ms") p95[name, variant] = $i
 	names[name] = 1
 }

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"reflect"
 	"sync"
+	"time"
 
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/workspace"
@@ -25,6 +26,23 @@ import (
 type Deps struct {
 	Manager *workspace.Manager
 	Logger  *slog.Logger
+	Limits  Limits
+}
+
+// Limits are the defaults and caps of the exec, terminal and file tools.
+type Limits struct {
+	ExecTimeout         time.Duration // default timeout of exec
+	ExecMaxOutput       int           // default per-stream output cap of exec
+	TerminalIdleTimeout time.Duration // close terminals idle this long
+}
+
+func (l *Limits) setDefaults() {
+	if l.ExecTimeout == 0 {
+		l.ExecTimeout = 60 * time.Second
+	}
+	if l.ExecMaxOutput == 0 {
+		l.ExecMaxOutput = 64 << 10
+	}
 }
 
 // Register adds every tool to s.
@@ -32,8 +50,12 @@ func Register(s *server.MCPServer, d Deps) {
 	if d.Logger == nil {
 		d.Logger = slog.Default()
 	}
+	d.Limits.setDefaults()
 	s.AddTools(workspaceTools(d)...)
 	s.AddTools(imageTools(d)...)
+	s.AddTools(execTools(d)...)
+	s.AddTools(terminalTools(d)...)
+	s.AddTools(fsTools(d)...)
 }
 
 // hints are a tool's annotations. Every tool states all four, because
@@ -81,10 +103,18 @@ func define[In, Out any](name, title, description string, h hints, scope auth.Sc
 		if err != nil {
 			return mcp.NewToolResultError(errorText(err)), nil
 		}
-		return mcp.NewToolResultStructured(out, summary), nil
+		res := mcp.NewToolResultStructured(out, summary)
+		if extra, ok := any(out).(withContent); ok {
+			res.Content = append(res.Content, extra.content()...)
+		}
+		return res, nil
 	}
 	return server.ServerTool{Tool: tool, Handler: handler}
 }
+
+// withContent is implemented by outputs that carry more than text, such as
+// an image or a binary file as an embedded blob.
+type withContent interface{ content() []mcp.Content }
 
 // decodeArgs binds arguments strictly: unknown fields are errors, so a
 // misspelt setting is never silently ignored.

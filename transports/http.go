@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/internal/auth"
+	"github.com/berth-dev/berth/internal/workspace"
 	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
 )
@@ -27,6 +28,8 @@ type HTTPOptions struct {
 	// Ready reports whether berth can serve tools (containerd reachable).
 	Ready  func(context.Context) error
 	Logger *slog.Logger
+	// Manager serves the per-bot file and terminal endpoints.
+	Manager *workspace.Manager
 }
 
 // Limits of the HTTP transport.
@@ -60,11 +63,20 @@ func CheckHTTPOptions(o HTTPOptions) error {
 		return errors.New("HTTP needs a bearer token (--token, BERTH_TOKEN or the token file)")
 	}
 	for _, origin := range o.AllowedOrigins {
-		if u, err := url.Parse(origin); err != nil || u.Scheme == "" || u.Host == "" {
+		if _, err := parseOrigin(origin); err != nil {
 			return fmt.Errorf("--allowed-origins: %q is not an origin like https://app.example.com", origin)
 		}
 	}
 	return nil
+}
+
+// parseOrigin returns the host of an origin like https://app.example.com.
+func parseOrigin(origin string) (string, error) {
+	u, err := url.Parse(origin)
+	if err != nil || u.Scheme == "" || u.Host == "" {
+		return "", fmt.Errorf("not an origin: %q", origin)
+	}
+	return u.Host, nil
 }
 
 func isLoopback(host string) bool {
@@ -95,6 +107,11 @@ func NewHTTPHandler(s *server.MCPServer, o HTTPOptions) (http.Handler, func(cont
 	)
 	mux := http.NewServeMux()
 	mux.Handle("/mcp", o.checkOrigin(o.authenticate(http.MaxBytesHandler(mcpHandler, maxRequestBytes))))
+	if o.Manager != nil {
+		botRoutes{m: o.Manager, origins: o.AllowedOrigins}.register(mux, func(h http.Handler) http.Handler {
+			return o.checkOrigin(o.authenticate(h))
+		})
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})
@@ -121,6 +138,11 @@ func (o HTTPOptions) authenticate(next http.Handler) http.Handler {
 			p = auth.Local("unauthenticated loopback client")
 		} else {
 			tok, ok := auth.BearerToken(r.Header.Get("Authorization"))
+			if !ok && strings.HasSuffix(r.URL.Path, "/terminal/ws") {
+				// Browsers cannot set headers on a WebSocket handshake.
+				tok = r.URL.Query().Get("access_token")
+				ok = tok != ""
+			}
 			if !ok || !o.Token.Matches(tok) {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="berth"`)
 				msg := "missing bearer token: send Authorization: Bearer <token> (see berth's token file)"

@@ -17,7 +17,7 @@ const instructions = `berth gives each bot its own long-lived Linux workspace (a
 Start with workspace_create for your bot_id (it is idempotent), then use the other workspace_* tools.`
 
 // NewMCPServer builds the MCP server with every tool and resource.
-func NewMCPServer(version string, m *workspace.Manager, log *slog.Logger) *server.MCPServer {
+func NewMCPServer(version string, m *workspace.Manager, limits tools.Limits, log *slog.Logger) *server.MCPServer {
 	s := server.NewMCPServer("berth", version,
 		server.WithToolCapabilities(true),
 		server.WithResourceCapabilities(false, true),
@@ -25,7 +25,7 @@ func NewMCPServer(version string, m *workspace.Manager, log *slog.Logger) *serve
 		server.WithRecovery(),
 		server.WithResourceRecovery(),
 	)
-	tools.Register(s, tools.Deps{Manager: m, Logger: log})
+	tools.Register(s, tools.Deps{Manager: m, Logger: log, Limits: limits})
 	resources.Register(s, m)
 	return s
 }

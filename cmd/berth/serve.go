@@ -13,6 +13,7 @@ import (
 	"github.com/berth-dev/berth/internal/config"
 	"github.com/berth-dev/berth/internal/runtime"
 	"github.com/berth-dev/berth/internal/workspace"
+	"github.com/berth-dev/berth/tools"
 	"github.com/berth-dev/berth/transports"
 )
 
@@ -60,12 +61,15 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 	}()
 
-	srv := transports.NewMCPServer(version, mgr, log)
+	srv := transports.NewMCPServer(version, mgr, tools.Limits{
+		ExecTimeout: cfg.ExecTimeout, ExecMaxOutput: cfg.ExecMaxOutput, TerminalIdleTimeout: cfg.TerminalIdleTimeout,
+	}, log)
 	if cfg.Stdio {
 		log.Info("serving MCP on stdio", "version", version, "containerd", cfg.ContainerdAddress, "namespace", cfg.Namespace)
 		return transports.ServeStdio(ctx, srv, os.Stdin, os.Stdout)
 	}
 	httpOpts.Ready = rt.Ping
+	httpOpts.Manager = mgr
 	return transports.ServeHTTP(ctx, srv, httpOpts, func(addr string) {
 		log.Info("serving MCP over streamable HTTP", "url", "http://"+addr+"/mcp", "version", version,
 			"containerd", cfg.ContainerdAddress, "namespace", cfg.Namespace)

@@ -36,6 +36,10 @@ type Config struct {
 	AgentTimeout      time.Duration
 	StopGrace         time.Duration
 
+	ExecTimeout         time.Duration
+	ExecMaxOutput       int
+	TerminalIdleTimeout time.Duration
+
 	Stdio          bool
 	HTTPAddr       string
 	Token          string
@@ -50,17 +54,20 @@ type Config struct {
 // Defaults returns the configuration used when nothing else is said.
 func Defaults() Config {
 	return Config{
-		ContainerdAddress: "/run/containerd/containerd.sock",
-		Namespace:         "berth",
-		Snapshotter:       "overlayfs",
-		StateDir:          "/var/lib/berth",
-		DefaultImage:      "docker.io/library/debian:bookworm-slim",
-		RegistryConfigDir: "/etc/containerd/certs.d",
-		CDISpecDirs:       []string{"/etc/cdi", "/var/run/cdi"},
-		AgentTimeout:      30 * time.Second,
-		StopGrace:         10 * time.Second,
-		SessionIdleTTL:    30 * time.Minute,
-		LogLevel:          "info",
+		ContainerdAddress:   "/run/containerd/containerd.sock",
+		Namespace:           "berth",
+		Snapshotter:         "overlayfs",
+		StateDir:            "/var/lib/berth",
+		DefaultImage:        "docker.io/library/debian:bookworm-slim",
+		RegistryConfigDir:   "/etc/containerd/certs.d",
+		CDISpecDirs:         []string{"/etc/cdi", "/var/run/cdi"},
+		AgentTimeout:        30 * time.Second,
+		StopGrace:           10 * time.Second,
+		ExecTimeout:         60 * time.Second,
+		ExecMaxOutput:       64 << 10,
+		TerminalIdleTimeout: time.Hour,
+		SessionIdleTTL:      30 * time.Minute,
+		LogLevel:            "info",
 	}
 }
 
@@ -83,6 +90,9 @@ func Register(fs *flag.FlagSet, cfg *Config, serve bool) {
 	fs.StringVar(&cfg.AgentBinary, "agent-binary", cfg.AgentBinary, "static berth binary mounted into workspaces as their init (default: this executable)")
 	fs.DurationVar(&cfg.AgentTimeout, "agent-timeout", cfg.AgentTimeout, "how long to wait for a workspace's agent to answer after start")
 	fs.DurationVar(&cfg.StopGrace, "stop-grace", cfg.StopGrace, "time between SIGTERM and SIGKILL when stopping a workspace")
+	fs.DurationVar(&cfg.ExecTimeout, "exec-timeout", cfg.ExecTimeout, "default timeout of the exec tool (0 = none)")
+	fs.IntVar(&cfg.ExecMaxOutput, "exec-max-output", cfg.ExecMaxOutput, "default cap in bytes on each of stdout and stderr that exec returns")
+	fs.DurationVar(&cfg.TerminalIdleTimeout, "terminal-idle-timeout", cfg.TerminalIdleTimeout, "close terminals nobody used for this long (0 = never)")
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error (logs go to stderr)")
 	if !serve {
 		return
@@ -183,6 +193,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Namespace == "" {
 		return errors.New("--namespace must not be empty")
+	}
+	if c.ExecMaxOutput < 1 || c.ExecMaxOutput > 16<<20 {
+		return fmt.Errorf("--exec-max-output must be between 1 and 16777216, got %d", c.ExecMaxOutput)
+	}
+	if c.ExecTimeout < 0 || c.TerminalIdleTimeout < 0 {
+		return errors.New("--exec-timeout and --terminal-idle-timeout must not be negative")
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -41,7 +43,7 @@ func (r *Containerd) CreateContainer(ctx context.Context, spec ContainerSpec) er
 		oci.WithMounts(ociMounts(spec.Mounts)),
 	}
 	if spec.RunAsRoot {
-		specOpts = append(specOpts, oci.WithUIDGID(0, 0), oci.WithAdditionalGIDs("root"))
+		specOpts = append(specOpts, recordImageUser, oci.WithUIDGID(0, 0), oci.WithAdditionalGIDs("root"))
 	}
 	if l := spec.Limits; l.CPUs > 0 {
 		specOpts = append(specOpts, oci.WithCPUCFS(int64(l.CPUs*cpuPeriod), cpuPeriod))
@@ -65,6 +67,26 @@ func (r *Containerd) CreateContainer(ctx context.Context, spec ContainerSpec) er
 	if err != nil {
 		return fmt.Errorf("create container %s: %w", spec.ID, r.wrap(err))
 	}
+	return nil
+}
+
+// ImageUserEnv carries the image's user ("uid:gid[:group,group...]") to a
+// process that RunAsRoot made root, so it can run its children as that user.
+const ImageUserEnv = "BERTH_IMAGE_USER"
+
+// recordImageUser runs after the image config resolved the image's User
+// (names included, from the image's /etc/passwd) and before root replaces it.
+func recordImageUser(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+	u := s.Process.User
+	v := fmt.Sprintf("%d:%d", u.UID, u.GID)
+	if len(u.AdditionalGids) > 0 {
+		groups := make([]string, len(u.AdditionalGids))
+		for i, g := range u.AdditionalGids {
+			groups[i] = strconv.FormatUint(uint64(g), 10)
+		}
+		v += ":" + strings.Join(groups, ",")
+	}
+	s.Process.Env = append(s.Process.Env, ImageUserEnv+"="+v)
 	return nil
 }
 

@@ -116,8 +116,8 @@ type ContainerSpec struct {
 	Limits      Limits
 	Devices     []string // CDI device names
 	// RunAsRoot runs the process as root whatever the image's User says
-	// (berth's init must be root; it applies the image's user to the
-	// commands it runs).
+	// (berth's init must be root); the image's user is passed to it in
+	// ImageUserEnv so it can apply it to the commands it runs.
 	RunAsRoot bool
 }
 

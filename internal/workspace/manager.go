@@ -39,7 +39,8 @@ type Manager struct {
 	opts Options
 	log  *slog.Logger
 
-	locks keyedMutex
+	locks  keyedMutex
+	agents agentClients
 
 	statsMu sync.Mutex
 	stats   map[string]statsCache
@@ -361,6 +362,7 @@ func (m *Manager) start(ctx context.Context, bot string) error {
 	if err := m.rt.SetLabels(ctx, bot, map[string]string{labelDesired: desiredRunning, labelStartedBy: m.opts.Version}); err != nil {
 		return err
 	}
+	m.agents.drop(bot)
 	if _, err := m.rt.StartTask(ctx, bot, logPath); err != nil {
 		return err
 	}
@@ -386,6 +388,7 @@ func (m *Manager) Stop(ctx context.Context, bot string, grace time.Duration) (Wo
 	} else if err != nil {
 		return Workspace{}, err
 	}
+	m.agents.drop(bot)
 	if err := m.rt.StopTask(mctx, bot, grace); err != nil {
 		return Workspace{}, err
 	}
@@ -416,6 +419,7 @@ func (m *Manager) Delete(ctx context.Context, bot string, grace time.Duration) e
 
 // remove deletes the container and berth's host files for it.
 func (m *Manager) remove(ctx context.Context, bot string) error {
+	m.agents.drop(bot)
 	if err := m.rt.DeleteContainer(ctx, bot); err != nil && !isNotFound(err) {
 		return err
 	}

@@ -1,0 +1,1026 @@
+package agent
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/creack/pty"
+	"golang.org/x/sys/unix"
+)
+
+// Terminals are shells on pseudo-terminals that live until closed, until
+// their shell exits or until they sit idle too long. They belong to no
+// request, so any host session can use one by id.
+//
+//	POST   /v1/terminals               TerminalRequest -> TerminalInfo (201)
+//	GET    /v1/terminals               -> TerminalList
+//	GET    /v1/terminals/{id}          -> TerminalInfo
+//	DELETE /v1/terminals/{id}          hang up and forget -> TerminalInfo
+//	POST   /v1/terminals/{id}/input    TerminalInput -> OutputChunk (with Terminal)
+//	GET    /v1/terminals/{id}/output   ?offset=N&limit=M -> OutputChunk (with Terminal)
+//	POST   /v1/terminals/{id}/resize   TerminalResize -> TerminalInfo
+//	GET    /v1/terminals/{id}/attach   Upgrade: berth-terminal -> 101, then raw bytes both ways
+const PathTerminals = "/v1/terminals"
+
+// TerminalUpgrade is the protocol named in the Upgrade header of an attach:
+// after the 101 answer the connection carries the terminal's raw output
+// towards the host and raw input towards the terminal.
+const TerminalUpgrade = "berth-terminal"
+
+// Limits and defaults of terminals.
+const (
+	// MaxTerminals is how many terminals may run at once, and how many the
+	// agent remembers (exited ones are forgotten first).
+	MaxTerminals = 64
+	// TerminalOutputBuffer is how much recent output a terminal keeps.
+	TerminalOutputBuffer = 1 << 20
+	// DefaultTerminalRows and DefaultTerminalCols size a new terminal.
+	DefaultTerminalRows = 24
+	DefaultTerminalCols = 80
+	// MaxTerminalSize bounds rows and columns.
+	MaxTerminalSize = 1000
+	// DefaultTerminalWait and MaxTerminalWait bound how long SendTerminal
+	// waits for its pattern or for the output to settle.
+	DefaultTerminalWait = 10 * time.Second
+	MaxTerminalWait     = 5 * time.Minute
+	// DefaultTerminalTerm is TERM unless the request sets it.
+	DefaultTerminalTerm = "xterm-256color"
+	// maxWaitPattern bounds the regular expression of an input request.
+	maxWaitPattern = 4096
+	// matchInterval spaces out the matching of a wait pattern against a
+	// growing output, so a flood of small writes does not rescan up to a
+	// mebibyte for each.
+	matchInterval = 20 * time.Millisecond
+	// attachWriteTimeout drops an attached connection whose reader stopped
+	// reading, instead of holding its goroutine forever.
+	attachWriteTimeout = 30 * time.Second
+)
+
+// TerminalRequest opens a terminal.
+type TerminalRequest struct {
+	// Shell is the program to run; empty means /bin/bash if the image has
+	// it, else /bin/sh. A name without a slash is looked up in PATH.
+	Shell string `json:"shell,omitempty"`
+	// Args are passed to the shell (for example ["-l"] for a login shell).
+	Args []string `json:"args,omitempty"`
+	// Rows and Cols default to 24x80; at most MaxTerminalSize.
+	Rows uint16 `json:"rows,omitempty"`
+	Cols uint16 `json:"cols,omitempty"`
+	// Cwd works as in ExecRequest.
+	Cwd string `json:"cwd,omitempty"`
+	// Env is added to the agent's environment; TERM defaults to
+	// DefaultTerminalTerm.
+	Env map[string]string `json:"env,omitempty"`
+	// IdleTimeoutMillis hangs the terminal up once nobody has sent input,
+	// read output or been attached for this long; 0 means never.
+	IdleTimeoutMillis int64 `json:"idle_timeout_ms,omitempty"`
+}
+
+// TerminalInfo describes a terminal.
+type TerminalInfo struct {
+	// ID names the terminal in this agent ("t1", "t2", ...).
+	ID  string `json:"id"`
+	PID int    `json:"pid"`
+	// Shell is the program that was started.
+	Shell        string    `json:"shell"`
+	Rows         uint16    `json:"rows"`
+	Cols         uint16    `json:"cols"`
+	Cwd          string    `json:"cwd"`
+	StartedAt    time.Time `json:"started_at"`
+	LastActivity time.Time `json:"last_activity"`
+	// Running is true until the shell has exited and the output is
+	// complete.
+	Running  bool       `json:"running"`
+	ExitCode *int       `json:"exit_code,omitempty"`
+	Signal   string     `json:"signal,omitempty"`
+	EndedAt  *time.Time `json:"ended_at,omitempty"`
+	// IdleClosed says the agent hung it up for being idle.
+	IdleClosed        bool  `json:"idle_closed,omitempty"`
+	IdleTimeoutMillis int64 `json:"idle_timeout_ms,omitempty"`
+	// Attached counts the raw connections attached right now.
+	Attached int `json:"attached,omitempty"`
+	// OutputTotal counts every byte of output so far.
+	OutputTotal int64 `json:"output_total"`
+}
+
+// TerminalList is the answer to GET PathTerminals, oldest first.
+type TerminalList struct {
+	Terminals []TerminalInfo `json:"terminals"`
+}
+
+// TerminalInput is typed into a terminal; the answer is the output produced
+// from just before the input was written, after the optional wait.
+type TerminalInput struct {
+	// Data is written to the terminal as is ("ls\n", "\x03" for ^C). It may
+	// be empty, to wait for output only.
+	Data []byte `json:"data,omitempty"`
+	// WaitSettleMillis returns once no new output arrived for this long.
+	WaitSettleMillis int64 `json:"wait_settle_ms,omitempty"`
+	// WaitPattern (a Go regular expression) returns once the output since
+	// the input matches it. The output is raw: it includes the terminal's
+	// echo of the input and any escape sequences.
+	WaitPattern string `json:"wait_pattern,omitempty"`
+	// WaitTimeoutMillis bounds the wait: default DefaultTerminalWait, at
+	// most MaxTerminalWait. With neither WaitSettleMillis nor WaitPattern
+	// there is no wait.
+	WaitTimeoutMillis int64 `json:"wait_timeout_ms,omitempty"`
+	// MaxOutput caps the bytes returned (from the start of the new output):
+	// default DefaultOutputLimit, at most MaxOutputLimit. Read on from
+	// NextOffset for the rest.
+	MaxOutput int `json:"max_output,omitempty"`
+}
+
+// TerminalResize is the body of POST PathTerminals/{id}/resize.
+type TerminalResize struct {
+	Rows uint16 `json:"rows"`
+	Cols uint16 `json:"cols"`
+}
+
+// terminal is one pty and the shell on it.
+type terminal struct {
+	id          string
+	shell       string
+	cwd         string
+	startedAt   time.Time
+	idleTimeout time.Duration
+	child       *child
+	// master is the agent's side of the pty, non-blocking so that
+	// deadlines and Close interrupt reads and writes.
+	master     *os.File
+	out        *outbuf
+	readerDone chan struct{}
+	// ended is closed once the terminal is over: shell gone, output
+	// complete, master closed.
+	ended chan struct{}
+
+	// inMu keeps inputs from interleaving and marks "before the input" for
+	// SendTerminal.
+	inMu sync.Mutex
+
+	mu           sync.Mutex
+	rows, cols   uint16
+	lastActivity time.Time
+	attached     int
+	idleTimer    *time.Timer
+	idleClosed   bool
+	isEnded      bool
+	exitCode     *int
+	signal       string
+	endedAt      time.Time
+}
+
+func (t *terminal) info() TerminalInfo {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	info := TerminalInfo{
+		ID:                t.id,
+		PID:               t.child.Pid(),
+		Shell:             t.shell,
+		Rows:              t.rows,
+		Cols:              t.cols,
+		Cwd:               t.cwd,
+		StartedAt:         t.startedAt,
+		LastActivity:      t.lastActivity,
+		Running:           !t.isEnded,
+		Signal:            t.signal,
+		IdleClosed:        t.idleClosed,
+		IdleTimeoutMillis: t.idleTimeout.Milliseconds(),
+		Attached:          t.attached,
+		OutputTotal:       t.out.state().total,
+	}
+	if t.isEnded {
+		if t.exitCode != nil {
+			code := *t.exitCode
+			info.ExitCode = &code
+		}
+		at := t.endedAt
+		info.EndedAt = &at
+	}
+	return info
+}
+
+func (t *terminal) running() bool {
+	select {
+	case <-t.ended:
+		return false
+	default:
+		return true
+	}
+}
+
+// touch records activity, which postpones the idle timeout.
+func (t *terminal) touch() {
+	t.mu.Lock()
+	t.lastActivity = time.Now().UTC()
+	t.mu.Unlock()
+}
+
+// termTable holds the terminals of one agent.
+type termTable struct {
+	rn        *runner
+	mu        sync.Mutex
+	seq       uint64
+	terms     []*terminal // in open order
+	watchOnce sync.Once
+}
+
+func newTermTable(rn *runner) *termTable { return &termTable{rn: rn} }
+
+func (tt *termTable) route(mux *http.ServeMux) {
+	route(mux, PathTerminals, map[string]http.HandlerFunc{
+		http.MethodGet:  tt.handleList,
+		http.MethodPost: tt.handleOpen,
+	})
+	route(mux, PathTerminals+"/{id}", map[string]http.HandlerFunc{
+		http.MethodGet:    tt.handleGet,
+		http.MethodDelete: tt.handleClose,
+	})
+	route(mux, PathTerminals+"/{id}/input", map[string]http.HandlerFunc{http.MethodPost: tt.handleInput})
+	route(mux, PathTerminals+"/{id}/output", map[string]http.HandlerFunc{http.MethodGet: tt.handleOutput})
+	route(mux, PathTerminals+"/{id}/resize", map[string]http.HandlerFunc{http.MethodPost: tt.handleResize})
+	route(mux, PathTerminals+"/{id}/attach", map[string]http.HandlerFunc{http.MethodGet: tt.handleAttach})
+}
+
+func terminalSize(rows, cols uint16, defaults bool) (uint16, uint16, error) {
+	if defaults {
+		if rows == 0 {
+			rows = DefaultTerminalRows
+		}
+		if cols == 0 {
+			cols = DefaultTerminalCols
+		}
+	}
+	if rows < 1 || cols < 1 || rows > MaxTerminalSize || cols > MaxTerminalSize {
+		return 0, 0, badRequest("terminal size %dx%d (rows x cols) out of range 1-%d", rows, cols, MaxTerminalSize)
+	}
+	return rows, cols, nil
+}
+
+// defaultShell is bash when the image has it: people and models expect its
+// line editing and job control.
+func defaultShell() string {
+	if fi, err := os.Stat("/bin/bash"); err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0 {
+		return "/bin/bash"
+	}
+	return "/bin/sh"
+}
+
+func (tt *termTable) handleOpen(w http.ResponseWriter, r *http.Request) {
+	var req TerminalRequest
+	if err := readJSON(w, r, maxJSONRequest, &req, true); err != nil {
+		writeAPIError(w, err)
+		return
+	}
+	t, err := tt.open(req)
+	if err != nil {
+		writeAPIError(w, err)
+		return
+	}
+	tt.rn.log.Info("terminal opened", "id", t.id, "pid", t.child.Pid(), "shell", t.shell)
+	writeJSON(w, http.StatusCreated, t.info())
+}
+
+func (tt *termTable) open(req TerminalRequest) (*terminal, error) {
+	rows, cols, err := terminalSize(req.Rows, req.Cols, true)
+	if err != nil {
+		return nil, err
+	}
+	idle, err := millis("idle_timeout_ms", req.IdleTimeoutMillis)
+	if err != nil {
+		return nil, err
+	}
+	shell := req.Shell
+	if shell == "" {
+		shell = defaultShell()
+	}
+	if len(shell) > maxPathLen {
+		return nil, badRequest("shell of %d bytes; at most %d", len(shell), maxPathLen)
+	}
+	spec, err := tt.rn.prepare(append([]string{shell}, req.Args...), req.Cwd, req.Env,
+		map[string]string{"TERM": DefaultTerminalTerm})
+	if err != nil {
+		return nil, err
+	}
+	if spec.notFound != "" {
+		return nil, badRequest("shell %s: command not found in PATH", spec.notFound)
+	}
+
+	tt.mu.Lock()
+	defer tt.mu.Unlock()
+	running := 0
+	for _, t := range tt.terms {
+		if t.running() {
+			running++
+		}
+	}
+	if running >= MaxTerminals {
+		return nil, &apiError{http.StatusTooManyRequests, CodeLimit,
+			"too many terminals open (" + strconv.Itoa(MaxTerminals) + "); close some first"}
+	}
+	c, master, err := tt.startShell(spec, rows, cols)
+	if err != nil {
+		if _, msg, ok := startFailure(shell, err); ok {
+			return nil, badRequest("cannot start shell %s", strings.TrimSpace(strings.TrimPrefix(msg, "berth: ")))
+		}
+		return nil, internalError("starting terminal: %v", err)
+	}
+	tt.seq++
+	now := time.Now().UTC()
+	t := &terminal{
+		id:           "t" + strconv.FormatUint(tt.seq, 10),
+		shell:        truncateInfo(spec.path, maxInfoString),
+		cwd:          truncateInfo(spec.dir, maxInfoString),
+		startedAt:    now,
+		idleTimeout:  idle,
+		child:        c,
+		master:       master,
+		out:          newOutbuf(TerminalOutputBuffer),
+		readerDone:   make(chan struct{}),
+		ended:        make(chan struct{}),
+		rows:         rows,
+		cols:         cols,
+		lastActivity: now,
+	}
+	go t.pumpOutput()
+	go tt.watch(t)
+	if idle > 0 {
+		t.mu.Lock()
+		t.idleTimer = time.AfterFunc(idle, func() { tt.checkIdle(t) })
+		t.mu.Unlock()
+	}
+	tt.terms = append(tt.terms, t)
+	tt.evictLocked()
+	tt.watchOnce.Do(tt.watchShutdown)
+	return t, nil
+}
+
+// startShell starts spec on a new pty as the leader of a new session with
+// the pty as its controlling terminal. pty.Start would call cmd.Start
+// itself, out of the reaper's sight, so the pty is opened here and the
+// command started through the reaper like every other child.
+func (tt *termTable) startShell(spec *procSpec, rows, cols uint16) (*child, *os.File, error) {
+	ptmx, tty, err := pty.Open()
+	if err != nil {
+		return nil, nil, err
+	}
+	defer tty.Close()
+	if err := pty.Setsize(tty, &pty.Winsize{Rows: rows, Cols: cols}); err != nil {
+		_ = ptmx.Close()
+		return nil, nil, err
+	}
+	if u := tt.rn.user(); u != nil {
+		// As login does: the user's own terminal, so programs that check
+		// or reopen it (mesg, script, ssh) work.
+		_ = tty.Chown(int(u.UID), int(u.GID))
+	}
+	master, err := nonblockingFile(ptmx)
+	if err != nil {
+		return nil, nil, err
+	}
+	cmd := tt.rn.command(spec)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = tty, tty, tty
+	cmd.SysProcAttr.Setsid = true
+	cmd.SysProcAttr.Setctty = true
+	cmd.SysProcAttr.Ctty = 0 // the child's stdin, which is tty
+	c, err := tt.rn.s.reaper.startCmd(cmd)
+	if err != nil {
+		_ = master.Close()
+		return nil, nil, err
+	}
+	return c, master, nil
+}
+
+// nonblockingFile replaces f by a non-blocking duplicate. creack/pty's
+// ioctls call File.Fd, which switches the master to blocking mode for good:
+// reads would then tie up a thread each and ignore deadlines and Close. The
+// duplicate shares the open file, so setting O_NONBLOCK on it is enough,
+// and os.NewFile puts a non-blocking descriptor in the runtime's poller.
+func nonblockingFile(f *os.File) (*os.File, error) {
+	fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	name := f.Name()
+	_ = f.Close()
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		_ = unix.Close(fd)
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), name), nil
+}
+
+// pumpOutput copies the pty's output into the buffer until the pty ends
+// (EIO once no process holds the terminal open) or the master is closed.
+func (t *terminal) pumpOutput() {
+	defer close(t.readerDone)
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := t.master.Read(buf)
+		if n > 0 {
+			_, _ = t.out.Write(buf[:n])
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// watch waits for the shell to exit, lets the reader take the last output,
+// then closes the pty. Closing it also hangs up what the shell left running
+// on the terminal.
+func (tt *termTable) watch(t *terminal) {
+	stop := tt.rn.s.reaper.stopCh
+	select {
+	case <-t.child.Done():
+	case <-stop:
+	}
+	grace := time.NewTimer(ioGrace)
+	select {
+	case <-t.readerDone:
+	case <-grace.C:
+	case <-stop:
+	}
+	grace.Stop()
+	_ = t.master.Close()
+	<-t.readerDone
+	t.out.closeWrite()
+	t.mu.Lock()
+	t.isEnded = true
+	t.endedAt = time.Now().UTC()
+	select {
+	case <-t.child.Done():
+		code, sig := exitStatus(t.child.status)
+		t.exitCode, t.signal = &code, sig
+	default:
+	}
+	if t.idleTimer != nil {
+		t.idleTimer.Stop()
+	}
+	t.mu.Unlock()
+	close(t.ended)
+	tt.rn.log.Info("terminal ended", "id", t.id, "pid", t.child.Pid(), "signal", t.signal)
+}
+
+// checkIdle hangs the terminal up once it has been idle long enough, and
+// otherwise looks again when it could be.
+func (tt *termTable) checkIdle(t *terminal) {
+	t.mu.Lock()
+	if t.isEnded {
+		t.mu.Unlock()
+		return
+	}
+	idleFor := time.Since(t.lastActivity)
+	if t.attached > 0 || idleFor < t.idleTimeout {
+		wait := t.idleTimeout - idleFor
+		if t.attached > 0 || wait <= 0 {
+			wait = t.idleTimeout
+		}
+		t.idleTimer.Reset(wait)
+		t.mu.Unlock()
+		return
+	}
+	t.idleClosed = true
+	t.mu.Unlock()
+	tt.rn.log.Info("terminal idle; hanging up", "id", t.id, "idle_timeout", t.idleTimeout)
+	tt.hangup(t)
+}
+
+// hangup ends a terminal's session: SIGHUP to every process in it (the
+// shell passes it on to its jobs, which are in process groups of their
+// own), then SIGKILL to whatever is left after a short grace. Processes
+// that started a session of their own (setsid, daemons) are not part of
+// it and survive, as they would a logout.
+func (tt *termTable) hangup(t *terminal) {
+	if !t.running() {
+		return
+	}
+	_ = signalGroup(t.child, unix.SIGHUP)
+	tt.signalSession(t, unix.SIGHUP)
+	wait := time.NewTimer(killGrace)
+	select {
+	case <-t.child.Done():
+	case <-wait.C:
+	}
+	wait.Stop()
+	_ = signalGroup(t.child, unix.SIGKILL)
+	tt.signalSession(t, unix.SIGKILL)
+	wait = time.NewTimer(2 * time.Second)
+	defer wait.Stop()
+	select {
+	case <-t.ended:
+	case <-wait.C:
+		tt.rn.log.Warn("terminal did not end after SIGKILL", "id", t.id, "pid", t.child.Pid())
+	}
+}
+
+// signalSession signals every live process whose session is the one the
+// shell leads. The session id is the shell's pid, which cannot be reused
+// while any member lives.
+func (tt *termTable) signalSession(t *terminal, sig unix.Signal) {
+	for _, pid := range sessionMembers(tt.rn.s.procRoot, t.child.Pid()) {
+		if pid != tt.rn.s.pid {
+			_ = unix.Kill(pid, sig)
+		}
+	}
+}
+
+// sessionMembers lists the live processes of session sid.
+func sessionMembers(procRoot string, sid int) []int {
+	entries, err := os.ReadDir(procRoot)
+	if err != nil {
+		return nil
+	}
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid <= 0 {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(procRoot, e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// "pid (comm) state ppid pgrp session ..."; comm may contain
+		// anything, so count fields from the last ')'.
+		end := bytes.LastIndexByte(b, ')')
+		if end < 0 {
+			continue
+		}
+		f := bytes.Fields(b[end+1:])
+		if len(f) < 4 || f[0][0] == 'Z' || f[0][0] == 'X' {
+			continue
+		}
+		if s, err := strconv.Atoi(string(f[3])); err == nil && s == sid {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// watchShutdown hangs up every terminal when the agent is told to stop. An
+// interactive shell ignores the SIGTERM the agent forwards, and would keep
+// the container from stopping until the runtime's SIGKILL. The watch ends
+// with the agent's reaper, so an agent that stopped for other reasons (a
+// test's context) does not leave a handler behind.
+func (tt *termTable) watchShutdown() {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT)
+	go func() {
+		defer signal.Stop(sigs)
+		select {
+		case <-sigs:
+		case <-tt.rn.s.reaper.stopCh:
+			return
+		}
+		tt.mu.Lock()
+		terms := append([]*terminal(nil), tt.terms...)
+		tt.mu.Unlock()
+		for _, t := range terms {
+			if t.running() {
+				_ = signalGroup(t.child, unix.SIGHUP)
+				tt.signalSession(t, unix.SIGHUP)
+			}
+		}
+	}()
+}
+
+// evictLocked forgets the terminals that ended first while the table holds
+// more than MaxTerminals.
+func (tt *termTable) evictLocked() {
+	for len(tt.terms) > MaxTerminals {
+		oldest := -1
+		var oldestAt time.Time
+		for i, t := range tt.terms {
+			t.mu.Lock()
+			ended, at := t.isEnded, t.endedAt
+			t.mu.Unlock()
+			if ended && (oldest < 0 || at.Before(oldestAt)) {
+				oldest, oldestAt = i, at
+			}
+		}
+		if oldest < 0 {
+			return
+		}
+		tt.removeLocked(tt.terms[oldest])
+	}
+}
+
+func (tt *termTable) removeLocked(t *terminal) {
+	for i, x := range tt.terms {
+		if x == t {
+			tt.terms = append(tt.terms[:i], tt.terms[i+1:]...)
+			t.out.release()
+			return
+		}
+	}
+}
+
+func (tt *termTable) lookup(r *http.Request) (*terminal, error) {
+	id := r.PathValue("id")
+	tt.mu.Lock()
+	defer tt.mu.Unlock()
+	for _, t := range tt.terms {
+		if t.id == id {
+			return t, nil
+		}
+	}
+	return nil, notFound("no terminal %q (it may have been closed)", truncateInfo(id, 64))
+}
+
+func (tt *termTable) handleList(w http.ResponseWriter, _ *http.Request) {
+	tt.mu.Lock()
+	terms := append([]*terminal(nil), tt.terms...)
+	tt.mu.Unlock()
+	list := TerminalList{Terminals: make([]TerminalInfo, 0, len(terms))}
+	for _, t := range terms {
+		list.Terminals = append(list.Terminals, t.info())
+	}
+	writeJSON(w, http.StatusOK, list)
+}
+
+func (tt *termTable) handleGet(w http.ResponseWriter, r *http.Request) {
+	t, err := tt.lookup(r)
+	if err != nil {
+		writeAPIError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, t.info())
+}
+
+func (tt *termTable) handleClose(w http.ResponseWriter, r *http.Request) {
+	t, err := tt.lookup(r)
+	if err != nil {
+		writeAPIError(w, err)
+		return
+	}
+	tt.hangup(t)
+	tt.mu.Lock()
+	tt.removeLocked(t)
+	tt.mu.Unlock()
+	tt.rn.log.Info("terminal closed", "id", t.id)
+	writeJSON(w, http.StatusOK, t.info())
+}
+
+func (tt *termTable) handleOutput(w http.ResponseWriter, r *http.Request) {
+	t, err := tt.lookup(r)
+	if err != nil {
+		writeAPIError(w, err)
+		return
+	}
+	offset, err := queryInt(r, "offset", 0)
+	if err != nil {
+		writeAPIError(w, err)
+		return
+	}
+	limit, err := queryInt(r, "limit", 0)
+	if err != nil {
+		writeAPIError(w, err)
+		return
+	}
+	t.touch()
+	info := t.info()
+	chunk, err := readChunk(t.out, offset, outputLimit(limit))
+	if err != nil {
+		writeAPIError(w, err)
+		return
+	}
+	chunk.Terminal = &info
+	writeJSON(w, http.StatusOK, chunk)
+}
+
+func (tt *termTable) handleResize(w http.ResponseWriter, r *http.Request) {
+	t, err := tt.lookup(r)
+	if err != nil {
+		writeAPIError(w, err)
+		return
+	}
+	var req TerminalResize
+	if err := readJSON(w, r, maxJSONRequest, &req, false); err != nil {
+		writeAPIError(w, err)
+		return
+	}
+	rows, cols, err := terminalSize(req.Rows, req.Cols, false)
+	if err != nil {
+		writeAPIError(w, err)
+		return
+	}
+	if !t.running() {
+		writeAPIError(w, conflict("terminal %s has ended", t.id))
+		return
+	}
+	if err := setWinsize(t.master, rows, cols); err != nil {
+		if errors.Is(err, os.ErrClosed) {
+			writeAPIError(w, conflict("terminal %s has ended", t.id))
+			return
+		}
+		writeAPIError(w, internalError("resizing terminal %s: %v", t.id, err))
+		return
+	}
+	t.mu.Lock()
+	t.rows, t.cols = rows, cols
+	t.lastActivity = time.Now().UTC()
+	t.mu.Unlock()
+	writeJSON(w, http.StatusOK, t.info())
+}
+
+// setWinsize resizes through the runtime's hold on the descriptor (not
+// File.Fd, which would make it blocking); the kernel sends SIGWINCH to the
+// terminal's foreground process group.
+func setWinsize(f *os.File, rows, cols uint16) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var ioErr error
+	if err := rc.Control(func(fd uintptr) {
+		ioErr = unix.IoctlSetWinsize(int(fd), unix.TIOCSWINSZ, &unix.Winsize{Row: rows, Col: cols})
+	}); err != nil {
+		return err
+	}
+	return ioErr
+}
+
+func (tt *termTable) handleInput(w http.ResponseWriter, r *http.Request) {
+	t, err := tt.lookup(r)
+	if err != nil {
+		writeAPIError(w, err)
+		return
+	}
+	var in TerminalInput
+	if err := readJSON(w, r, maxJSONRequest, &in, false); err != nil {
+		writeAPIError(w, err)
+		return
+	}
+	settle, err := millis("wait_settle_ms", in.WaitSettleMillis)
+	if err != nil {
+		writeAPIError(w, err)
+		return
+	}
+	waitFor, err := millis("wait_timeout_ms", in.WaitTimeoutMillis)
+	if err != nil {
+		writeAPIError(w, err)
+		return
+	}
+	if waitFor == 0 {
+		waitFor = DefaultTerminalWait
+	}
+	waitFor = min(waitFor, MaxTerminalWait)
+	if in.MaxOutput < 0 {
+		writeAPIError(w, badRequest("max_output must not be negative"))
+		return
+	}
+	var re *regexp.Regexp
+	if in.WaitPattern != "" {
+		if len(in.WaitPattern) > maxWaitPattern {
+			writeAPIError(w, badRequest("wait_pattern of %d bytes; at most %d", len(in.WaitPattern), maxWaitPattern))
+			return
+		}
+		if re, err = regexp.Compile(in.WaitPattern); err != nil {
+			writeAPIError(w, badRequest("wait_pattern: %v", err))
+			return
+		}
+	}
+	if !t.running() {
+		writeAPIError(w, conflict("terminal %s has ended; open a new one", t.id))
+		return
+	}
+	deadline := time.Now().Add(waitFor)
+	t.touch()
+	start, err := t.write(in.Data, deadline)
+	if err != nil {
+		writeAPIError(w, err)
+		return
+	}
+	var chunkFlags OutputChunk
+	if re != nil || settle > 0 {
+		chunkFlags = t.wait(r.Context(), start, re, settle, deadline)
+	}
+	t.touch()
+	info := t.info()
+	chunk, err := readChunk(t.out, start, outputLimit(int64(in.MaxOutput)))
+	if err != nil {
+		writeAPIError(w, err)
+		return
+	}
+	chunk.Matched, chunk.Settled, chunk.TimedOut = chunkFlags.Matched, chunkFlags.Settled, chunkFlags.TimedOut
+	chunk.Terminal = &info
+	writeJSON(w, http.StatusOK, chunk)
+}
+
+// write types p into the terminal and returns the output offset from just
+// before it. A terminal whose program does not read its input fills the
+// pty's buffer; the deadline turns that into an error instead of a request
+// that never returns.
+func (t *terminal) write(p []byte, deadline time.Time) (int64, error) {
+	t.inMu.Lock()
+	defer t.inMu.Unlock()
+	start := t.out.state().total
+	if len(p) == 0 {
+		return start, nil
+	}
+	_ = t.master.SetWriteDeadline(deadline)
+	n, err := t.master.Write(p)
+	_ = t.master.SetWriteDeadline(time.Time{})
+	switch {
+	case err == nil:
+		return start, nil
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return 0, &apiError{http.StatusGatewayTimeout, CodeTimeout,
+			fmt.Sprintf("terminal %s took only %d of %d bytes of input before the timeout: its program is not reading input", t.id, n, len(p))}
+	case errors.Is(err, os.ErrClosed) || !t.running():
+		return 0, conflict("terminal %s has ended", t.id)
+	default:
+		return 0, internalError("writing to terminal %s: %v", t.id, err)
+	}
+}
+
+// wait blocks until the output since start matches re, or has been quiet
+// for settle, or the terminal ends, the deadline passes or the host goes
+// away; the flags of the result say which.
+func (t *terminal) wait(ctx context.Context, start int64, re *regexp.Regexp, settle time.Duration, deadline time.Time) OutputChunk {
+	var res OutputChunk
+	lastTotal, lastChange := start, time.Now()
+	matchedUpTo := int64(-1)
+	var lastMatch time.Time
+	tryMatch := func(total int64) bool {
+		matchedUpTo, lastMatch = total, time.Now()
+		rd, err := t.out.read(start, TerminalOutputBuffer)
+		return err == nil && re.Match(rd.data)
+	}
+	for {
+		st := t.out.state()
+		now := time.Now()
+		if st.total != lastTotal {
+			lastTotal, lastChange = st.total, now
+		}
+		over := !t.running() || !now.Before(deadline) || ctx.Err() != nil
+		if re != nil && st.total != matchedUpTo && (over || now.Sub(lastMatch) >= matchInterval) {
+			if tryMatch(st.total) {
+				res.Matched = true
+				return res
+			}
+		}
+		if settle > 0 && now.Sub(lastChange) >= settle {
+			res.Settled = true
+			return res
+		}
+		if over {
+			res.TimedOut = t.running() && ctx.Err() == nil
+			return res
+		}
+		next := deadline
+		if settle > 0 {
+			next = minTime(next, lastChange.Add(settle))
+		}
+		if re != nil && st.total != matchedUpTo {
+			next = minTime(next, lastMatch.Add(matchInterval))
+		}
+		timer := time.NewTimer(time.Until(next))
+		select {
+		case <-st.changed:
+		case <-timer.C:
+		case <-t.ended:
+		case <-ctx.Done():
+		}
+		timer.Stop()
+	}
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+// handleAttach takes the connection over after a 101 answer and then copies
+// output from the live position to the host and the host's bytes to the
+// terminal, until either side ends.
+func (tt *termTable) handleAttach(w http.ResponseWriter, r *http.Request) {
+	t, err := tt.lookup(r)
+	if err != nil {
+		writeAPIError(w, err)
+		return
+	}
+	if !headerHasToken(r.Header, "Connection", "upgrade") || !strings.EqualFold(r.Header.Get("Upgrade"), TerminalUpgrade) {
+		w.Header().Set("Upgrade", TerminalUpgrade)
+		writeError(w, http.StatusUpgradeRequired, CodeBadRequest,
+			"attach needs Connection: Upgrade and Upgrade: "+TerminalUpgrade)
+		return
+	}
+	if !t.running() {
+		writeAPIError(w, conflict("terminal %s has ended", t.id))
+		return
+	}
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		writeAPIError(w, internalError("cannot take over the connection: %v", err))
+		return
+	}
+	defer conn.Close()
+	// The server's timeouts no longer apply to a taken-over connection;
+	// clear any it left.
+	_ = conn.SetDeadline(time.Time{})
+	pos := t.out.state().total
+	_, err = io.WriteString(brw, "HTTP/1.1 101 Switching Protocols\r\n"+
+		"Connection: Upgrade\r\nUpgrade: "+TerminalUpgrade+"\r\n"+
+		ProtocolHeader+": "+strconv.Itoa(ProtocolVersion)+"\r\n\r\n")
+	if err == nil {
+		err = brw.Flush()
+	}
+	if err != nil {
+		return
+	}
+	t.mu.Lock()
+	t.attached++
+	t.mu.Unlock()
+	defer func() {
+		t.mu.Lock()
+		t.attached--
+		t.lastActivity = time.Now().UTC()
+		t.mu.Unlock()
+	}()
+	tt.rn.log.Info("terminal attached", "id", t.id)
+	inputDone := make(chan struct{})
+	go func() {
+		defer close(inputDone)
+		t.copyInput(brw.Reader)
+	}()
+	t.copyOutput(conn, pos, inputDone)
+	// Ends the input side too, if it is still reading.
+	_ = conn.Close()
+	<-inputDone
+	tt.rn.log.Info("terminal detached", "id", t.id)
+}
+
+// copyInput types what the host sends until it stops or the terminal ends.
+func (t *terminal) copyInput(r *bufio.Reader) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			if _, werr := t.write(buf[:n], time.Now().Add(attachWriteTimeout)); werr != nil {
+				return
+			}
+			t.touch()
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// copyOutput sends output from pos on until the terminal ends, the host
+// stops reading, or stop is closed. If the host falls more than the buffer
+// behind, the lost part is skipped.
+func (t *terminal) copyOutput(conn net.Conn, pos int64, stop <-chan struct{}) {
+	for {
+		st := t.out.state()
+		if st.total > pos {
+			rd, err := t.out.read(pos, 32<<10)
+			if err != nil {
+				return
+			}
+			_ = conn.SetWriteDeadline(time.Now().Add(attachWriteTimeout))
+			if _, err := conn.Write(rd.data); err != nil {
+				return
+			}
+			pos = rd.next
+			continue
+		}
+		if st.eof {
+			return
+		}
+		select {
+		case <-st.changed:
+		case <-stop:
+			return
+		}
+	}
+}
+
+// headerHasToken reports whether a comma-separated header lists token.
+func headerHasToken(h http.Header, name, token string) bool {
+	for _, v := range h.Values(name) {
+		for _, f := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(f), token) {
+				return true
+			}
+		}
+	}
+	return false
+}

@@ -1,0 +1,98 @@
+package workspace
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"sync"
+
+	"github.com/berth-dev/berth/internal/agent"
+	"github.com/berth-dev/berth/internal/runtime"
+	"github.com/containerd/errdefs"
+)
+
+// agentClients keeps one agent client (and its idle connections) per
+// running workspace, so a tool call costs one round trip on the socket and
+// nothing in containerd. Starting, stopping or deleting a workspace drops
+// its client.
+type agentClients struct {
+	mu      sync.Mutex
+	clients map[string]*agent.Client
+}
+
+func (a *agentClients) get(bot string) *agent.Client {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.clients[bot]
+}
+
+func (a *agentClients) put(bot string, c *agent.Client) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.clients == nil {
+		a.clients = map[string]*agent.Client{}
+	}
+	if old := a.clients[bot]; old != nil && old != c {
+		old.Close()
+	}
+	a.clients[bot] = c
+}
+
+func (a *agentClients) drop(bot string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if c := a.clients[bot]; c != nil {
+		c.Close()
+		delete(a.clients, bot)
+	}
+}
+
+// Agent returns a client for the agent of the bot's running workspace.
+// The first call per workspace checks that the agent speaks this berth's
+// protocol; later calls reuse the client.
+func (m *Manager) Agent(ctx context.Context, bot string) (*agent.Client, error) {
+	if err := ValidateBotID(bot); err != nil {
+		return nil, err
+	}
+	if c := m.agents.get(bot); c != nil {
+		return c, nil
+	}
+	ctr, err := m.rt.Container(ctx, bot)
+	if isNotFound(err) {
+		return nil, notFound(bot)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if ctr.Status != runtime.TaskRunning {
+		return nil, fmt.Errorf("%w: workspace %s is %s; start it with workspace_start", errdefs.ErrFailedPrecondition, bot, statusOf(ctr.Status))
+	}
+	c := agent.NewClient(m.socketPath(bot))
+	if _, err := c.Health(ctx); err != nil {
+		c.Close()
+		var mismatch *agent.ProtocolMismatchError
+		if errors.As(err, &mismatch) {
+			return nil, fmt.Errorf("%w: %v", errdefs.ErrFailedPrecondition, err)
+		}
+		return nil, fmt.Errorf("%w: the agent of workspace %s does not answer (%v); workspace_stop then workspace_start restarts it", errdefs.ErrUnavailable, bot, err)
+	}
+	m.agents.put(bot, c)
+	return c, nil
+}
+
+// AgentError explains a failed agent call: when the connection to the
+// agent failed because the workspace stopped under the call, it says so
+// instead of a bare connection error. Answers of the agent (and the
+// client's own validation errors) pass through unchanged.
+func (m *Manager) AgentError(ctx context.Context, bot string, err error) error {
+	var transport *url.Error
+	if err == nil || !errors.As(err, &transport) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	m.agents.drop(bot)
+	if ctr, cerr := m.rt.Container(context.WithoutCancel(ctx), bot); cerr == nil && ctr.Status != runtime.TaskRunning {
+		return fmt.Errorf("workspace %s is %s (it stopped during the call); start it with workspace_start", bot, statusOf(ctr.Status))
+	}
+	return err
+}

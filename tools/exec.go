@@ -1,0 +1,289 @@
+package tools
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/berth-dev/berth/internal/agent"
+	"github.com/berth-dev/berth/internal/auth"
+	"github.com/berth-dev/berth/internal/workspace"
+	"github.com/mark3labs/mcp-go/server"
+)
+
+// ExecInput is a command to run in the workspace.
+type ExecInput struct {
+	BotID          string            `json:"bot_id" jsonschema:"description=the bot whose workspace runs the command"`
+	Command        string            `json:"command,omitempty" jsonschema:"description=shell command line, run with /bin/sh -c (give this or argv)"`
+	Argv           []string          `json:"argv,omitempty" jsonschema:"description=program and arguments, run without a shell (give this or command)"`
+	Cwd            string            `json:"cwd,omitempty" jsonschema:"description=working directory (default /data, created if missing; relative paths are under /data)"`
+	Env            map[string]string `json:"env,omitempty" jsonschema:"description=extra environment variables"`
+	Stdin          string            `json:"stdin,omitempty" jsonschema:"description=text fed to the command's standard input"`
+	TimeoutSeconds *float64          `json:"timeout_seconds,omitempty" jsonschema:"minimum=0,description=kill the command (its whole process group) after this many seconds; default 60; 0 = no timeout"`
+	MaxOutputBytes int               `json:"max_output_bytes,omitempty" jsonschema:"minimum=0,maximum=16777216,description=cap on stdout and on stderr returned (default 65536)"`
+	Background     bool              `json:"background,omitempty" jsonschema:"description=start the command and return a process_id at once; read its output with process_output"`
+}
+
+func (e ExecInput) bot() string { return e.BotID }
+
+// ExecOutput is what a command did.
+type ExecOutput struct {
+	ExitCode        int    `json:"exit_code" jsonschema:"description=the exit status; 128+N when killed by signal N"`
+	Signal          string `json:"signal,omitempty"`
+	TimedOut        bool   `json:"timed_out,omitempty"`
+	Stdout          string `json:"stdout"`
+	Stderr          string `json:"stderr"`
+	StdoutBytes     int64  `json:"stdout_bytes" jsonschema:"description=total bytes the command wrote to stdout"`
+	StderrBytes     int64  `json:"stderr_bytes"`
+	StdoutTruncated bool   `json:"stdout_truncated,omitempty"`
+	StderrTruncated bool   `json:"stderr_truncated,omitempty"`
+	DurationMillis  int64  `json:"duration_ms"`
+	ProcessID       string `json:"process_id,omitempty" jsonschema:"description=for background commands: the id for process_output, process_signal and process_kill"`
+	PID             int    `json:"pid,omitempty"`
+}
+
+// ProcessInput names a background process.
+type ProcessInput struct {
+	BotID     string `json:"bot_id"`
+	ProcessID string `json:"process_id"`
+}
+
+func (p ProcessInput) bot() string { return p.BotID }
+
+// ProcessOutputInput reads a background process's output from an offset.
+type ProcessOutputInput struct {
+	BotID     string `json:"bot_id"`
+	ProcessID string `json:"process_id"`
+	Stream    string `json:"stream,omitempty" jsonschema:"enum=stdout,enum=stderr,description=default stdout"`
+	Offset    int64  `json:"offset,omitempty" jsonschema:"minimum=0,description=byte offset to read from: next_offset of the previous read"`
+	Limit     int    `json:"limit,omitempty" jsonschema:"minimum=0,maximum=1048576,description=bytes at most (default 65536)"`
+}
+
+func (p ProcessOutputInput) bot() string { return p.BotID }
+
+// SignalInput sends a signal to a background process's group.
+type SignalInput struct {
+	BotID     string `json:"bot_id"`
+	ProcessID string `json:"process_id"`
+	Signal    string `json:"signal" jsonschema:"description=signal name or number, e.g. SIGTERM, INT, 9"`
+}
+
+func (s SignalInput) bot() string { return s.BotID }
+
+// ProcessListOutput lists background processes.
+type ProcessListOutput struct {
+	Processes []agent.ProcessInfo `json:"processes"`
+}
+
+// OutputChunkOutput is a piece of a process's or terminal's output.
+type OutputChunkOutput struct {
+	Output     string `json:"output"`
+	Offset     int64  `json:"offset" jsonschema:"description=offset of the first byte returned"`
+	NextOffset int64  `json:"next_offset" jsonschema:"description=pass as offset to read on"`
+	Total      int64  `json:"total" jsonschema:"description=bytes produced so far"`
+	Dropped    int64  `json:"dropped,omitempty" jsonschema:"description=bytes lost before offset because the bounded history overflowed"`
+	Running    bool   `json:"running"`
+	ExitCode   *int   `json:"exit_code,omitempty"`
+	Matched    bool   `json:"matched,omitempty" jsonschema:"description=terminal_send: wait_pattern matched"`
+	TimedOut   bool   `json:"timed_out,omitempty" jsonschema:"description=terminal_send: the wait ended at its timeout"`
+}
+
+func execTools(d Deps) []server.ServerTool {
+	m := d.Manager
+	return []server.ServerTool{
+		define("exec", "Run a command",
+			"Run a command in the bot's workspace and return its exit code, stdout and stderr (kept apart, each capped). Long commands stream output as progress notifications; cancelling the call or the timeout kills the whole process group. With background=true it returns a process_id at once.",
+			hints{openWorld: true}, auth.ScopeExec,
+			func(ctx context.Context, c *call, in ExecInput) (ExecOutput, string, error) {
+				req, err := d.execRequest(in)
+				if err != nil {
+					return ExecOutput{}, "", err
+				}
+				client, err := m.Agent(ctx, in.BotID)
+				if err != nil {
+					return ExecOutput{}, "", err
+				}
+				if in.Background {
+					p, err := client.StartProcess(ctx, req)
+					if err != nil {
+						return ExecOutput{}, "", m.AgentError(ctx, in.BotID, err)
+					}
+					return ExecOutput{ProcessID: p.ID, PID: p.PID},
+						fmt.Sprintf("started background process %s (pid %d); read its output with process_output", p.ID, p.PID), nil
+				}
+				res, err := client.Exec(ctx, req, outputProgress(ctx, c))
+				if err != nil {
+					return ExecOutput{}, "", m.AgentError(ctx, in.BotID, err)
+				}
+				out := ExecOutput{
+					ExitCode: res.ExitCode, Signal: res.Signal, TimedOut: res.TimedOut,
+					Stdout: text(res.Stdout), Stderr: text(res.Stderr),
+					StdoutBytes: res.StdoutTotal, StderrBytes: res.StderrTotal,
+					StdoutTruncated: res.StdoutTruncated, StderrTruncated: res.StderrTruncated,
+					DurationMillis: res.DurationMillis, PID: res.PID,
+				}
+				return out, execSummary(out), nil
+			}),
+		define("process_list", "List background processes",
+			"List the background processes started with exec background=true in the bot's workspace, running or exited.",
+			hints{readOnly: true, idempotent: true}, auth.ScopeExec,
+			func(ctx context.Context, _ *call, in BotInput) (ProcessListOutput, string, error) {
+				client, err := m.Agent(ctx, in.BotID)
+				if err != nil {
+					return ProcessListOutput{}, "", err
+				}
+				ps, err := client.Processes(ctx)
+				if err != nil {
+					return ProcessListOutput{}, "", m.AgentError(ctx, in.BotID, err)
+				}
+				return ProcessListOutput{Processes: ps}, fmt.Sprintf("%d background process(es)", len(ps)), nil
+			}),
+		define("process_output", "Read process output",
+			"Read a background process's stdout or stderr from a byte offset; pass next_offset to continue.",
+			hints{readOnly: true, idempotent: true}, auth.ScopeExec,
+			func(ctx context.Context, _ *call, in ProcessOutputInput) (OutputChunkOutput, string, error) {
+				stream := in.Stream
+				if stream == "" {
+					stream = "stdout"
+				}
+				if stream != "stdout" && stream != "stderr" {
+					return OutputChunkOutput{}, "", fmt.Errorf("stream must be stdout or stderr")
+				}
+				client, err := m.Agent(ctx, in.BotID)
+				if err != nil {
+					return OutputChunkOutput{}, "", err
+				}
+				chunk, err := client.ProcessOutput(ctx, in.ProcessID, stream, in.Offset, in.Limit)
+				if err != nil {
+					return OutputChunkOutput{}, "", m.AgentError(ctx, in.BotID, err)
+				}
+				out := chunkOutput(chunk)
+				return out, chunkSummary(in.ProcessID, out), nil
+			}),
+		define("process_signal", "Signal a process",
+			"Send a signal to a background process and its process group.",
+			hints{destructive: true}, auth.ScopeExec,
+			func(ctx context.Context, _ *call, in SignalInput) (ProcessInput, string, error) {
+				return signalProcess(ctx, m, in)
+			}),
+		define("process_kill", "Kill a process",
+			"Kill a background process and its process group with SIGKILL.",
+			hints{destructive: true, idempotent: true}, auth.ScopeExec,
+			func(ctx context.Context, _ *call, in ProcessInput) (ProcessInput, string, error) {
+				return signalProcess(ctx, m, SignalInput{BotID: in.BotID, ProcessID: in.ProcessID, Signal: "SIGKILL"})
+			}),
+	}
+}
+
+func signalProcess(ctx context.Context, m *workspace.Manager, in SignalInput) (ProcessInput, string, error) {
+	client, err := m.Agent(ctx, in.BotID)
+	if err != nil {
+		return ProcessInput{}, "", err
+	}
+	if err := client.SignalProcess(ctx, in.ProcessID, in.Signal); err != nil {
+		return ProcessInput{}, "", m.AgentError(ctx, in.BotID, err)
+	}
+	return ProcessInput{BotID: in.BotID, ProcessID: in.ProcessID}, fmt.Sprintf("sent %s to process %s", in.Signal, in.ProcessID), nil
+}
+
+func (d Deps) execRequest(in ExecInput) (agent.ExecRequest, error) {
+	if (in.Command == "") == (len(in.Argv) == 0) {
+		return agent.ExecRequest{}, errors.New("give exactly one of command (a shell command line) or argv (a program and its arguments)")
+	}
+	timeout := d.Limits.ExecTimeout
+	if in.TimeoutSeconds != nil {
+		if *in.TimeoutSeconds < 0 {
+			return agent.ExecRequest{}, errors.New("timeout_seconds must not be negative")
+		}
+		timeout = time.Duration(*in.TimeoutSeconds * float64(time.Second))
+	}
+	maxOut := d.Limits.ExecMaxOutput
+	if in.MaxOutputBytes > 0 {
+		maxOut = in.MaxOutputBytes
+	}
+	return agent.ExecRequest{
+		Argv: in.Argv, Command: in.Command, Cwd: in.Cwd, Env: in.Env, Stdin: []byte(in.Stdin),
+		TimeoutMillis: timeout.Milliseconds(), MaxOutput: maxOut,
+	}, nil
+}
+
+// outputProgress streams a command's output to the client as progress
+// notifications, when the client asked for progress.
+func outputProgress(ctx context.Context, c *call) func(stream string, data []byte) {
+	report := c.progress(ctx)
+	if report == nil {
+		return nil
+	}
+	var total float64
+	return func(stream string, data []byte) {
+		total += float64(len(data))
+		const maxMessage = 4 << 10
+		msg := text(data)
+		if len(msg) > maxMessage {
+			msg = msg[:maxMessage] + "…"
+		}
+		report(workspace.Progress{Done: total, Message: stream + ": " + msg})
+	}
+}
+
+// text makes command output safe for JSON text: invalid UTF-8 is replaced.
+func text(b []byte) string { return strings.ToValidUTF8(string(b), "\uFFFD") }
+
+func execSummary(o ExecOutput) string {
+	var b strings.Builder
+	switch {
+	case o.TimedOut:
+		fmt.Fprintf(&b, "timed out after %d ms and was killed (exit code %d)", o.DurationMillis, o.ExitCode)
+	case o.Signal != "":
+		fmt.Fprintf(&b, "killed by %s (exit code %d)", o.Signal, o.ExitCode)
+	default:
+		fmt.Fprintf(&b, "exit code %d", o.ExitCode)
+	}
+	section := func(name, body string, total int64, truncated bool) {
+		if body == "" && total == 0 {
+			return
+		}
+		fmt.Fprintf(&b, "\n--- %s ---\n%s", name, body)
+		if truncated {
+			fmt.Fprintf(&b, "\n[… truncated: %d bytes in all, first %d shown; raise max_output_bytes or redirect to a file]", total, len(body))
+		}
+	}
+	section("stdout", o.Stdout, o.StdoutBytes, o.StdoutTruncated)
+	section("stderr", o.Stderr, o.StderrBytes, o.StderrTruncated)
+	return b.String()
+}
+
+// chunkOutput shapes a piece of a process's or terminal's output.
+func chunkOutput(c agent.OutputChunk) OutputChunkOutput {
+	out := OutputChunkOutput{
+		Output: text(c.Data), Offset: c.Offset, NextOffset: c.NextOffset, Total: c.Total, Dropped: c.Dropped,
+		Matched: c.Matched, TimedOut: c.TimedOut,
+	}
+	switch {
+	case c.Process != nil:
+		out.Running, out.ExitCode = c.Process.Running, c.Process.ExitCode
+	case c.Terminal != nil:
+		out.Running, out.ExitCode = c.Terminal.Running, c.Terminal.ExitCode
+	}
+	return out
+}
+
+func chunkSummary(id string, o OutputChunkOutput) string {
+	state := "running"
+	if !o.Running {
+		state = "exited"
+		if o.ExitCode != nil {
+			state = fmt.Sprintf("exited with %d", *o.ExitCode)
+		}
+	}
+	s := fmt.Sprintf("%s (%s): bytes %d-%d of %d", id, state, o.Offset, o.NextOffset, o.Total)
+	if o.Dropped > 0 {
+		s += fmt.Sprintf("; %d earlier bytes were dropped from the bounded history", o.Dropped)
+	}
+	if o.NextOffset < o.Total {
+		s += "; more follows: pass next_offset"
+	}
+	return s + "\n" + o.Output
+}

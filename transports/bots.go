@@ -1,0 +1,199 @@
+package transports
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/berth-dev/berth/internal/agent"
+	"github.com/berth-dev/berth/internal/auth"
+	"github.com/berth-dev/berth/internal/workspace"
+	"github.com/coder/websocket"
+	"github.com/containerd/errdefs"
+)
+
+// botRoutes serves the per-bot HTTP endpoints for what does not fit MCP
+// messages: streamed file downloads and uploads of any size, and a
+// terminal WebSocket for people. They use the same auth as /mcp.
+type botRoutes struct {
+	m       *workspace.Manager
+	origins []string
+}
+
+func (b botRoutes) register(mux *http.ServeMux, wrap func(http.Handler) http.Handler) {
+	mux.Handle("GET /bots/{bot_id}/files", wrap(http.HandlerFunc(b.download)))
+	mux.Handle("PUT /bots/{bot_id}/files", wrap(http.HandlerFunc(b.upload)))
+	mux.Handle("GET /bots/{bot_id}/terminal/ws", wrap(http.HandlerFunc(b.terminal)))
+}
+
+// agentFor authorizes the caller for scope on the request's bot and
+// returns the bot's agent, or writes the error.
+func (b botRoutes) agentFor(w http.ResponseWriter, r *http.Request, scope auth.Scope) (string, *agent.Client, bool) {
+	bot := r.PathValue("bot_id")
+	if err := auth.FromContext(r.Context()).Allow(scope, bot); err != nil {
+		httpError(w, http.StatusForbidden, err)
+		return "", nil, false
+	}
+	client, err := b.m.Agent(r.Context(), bot)
+	if err != nil {
+		httpError(w, statusOf(err), err)
+		return "", nil, false
+	}
+	return bot, client, true
+}
+
+// download streams a file out of the workspace without buffering it.
+func (b botRoutes) download(w http.ResponseWriter, r *http.Request) {
+	bot, client, ok := b.agentFor(w, r, auth.ScopeRead)
+	if !ok {
+		return
+	}
+	path := r.URL.Query().Get("path")
+	rc, fi, err := client.ReadRange(r.Context(), path, 0, -1)
+	if err != nil {
+		err = b.m.AgentError(r.Context(), bot, err)
+		httpError(w, statusOf(err), err)
+		return
+	}
+	defer rc.Close()
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Length", strconv.FormatInt(fi.Size, 10))
+	w.Header().Set("Content-Disposition", fmt.Sprintf("attachment; filename=%q", fi.Name))
+	if _, err := io.Copy(w, rc); err != nil {
+		// Headers are gone; the short body tells the client.
+		return
+	}
+}
+
+// upload streams a request body into a file, atomically.
+func (b botRoutes) upload(w http.ResponseWriter, r *http.Request) {
+	bot, client, ok := b.agentFor(w, r, auth.ScopeWrite)
+	if !ok {
+		return
+	}
+	q := r.URL.Query()
+	res, err := client.Write(r.Context(), agent.WriteRequest{
+		Path: q.Get("path"), Mode: q.Get("mode"), ExpectedRevision: q.Get("expected_revision"), MakeParents: true,
+	}, r.Body)
+	if err != nil {
+		err = b.m.AgentError(r.Context(), bot, err)
+		httpError(w, statusOf(err), err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(res)
+}
+
+// terminalResize is the JSON text frame a WebSocket client sends to resize.
+type terminalResize struct {
+	Type string `json:"type"`
+	Rows uint16 `json:"rows"`
+	Cols uint16 `json:"cols"`
+}
+
+// terminal bridges a WebSocket to a terminal: binary frames carry bytes
+// both ways, JSON text frames carry resizes.
+func (b botRoutes) terminal(w http.ResponseWriter, r *http.Request) {
+	bot, client, ok := b.agentFor(w, r, auth.ScopeExec)
+	if !ok {
+		return
+	}
+	id := r.URL.Query().Get("terminal_id")
+	if id == "" {
+		httpError(w, http.StatusBadRequest, errors.New("terminal_id is required (terminal_open returns it)"))
+		return
+	}
+	pty, err := client.AttachTerminal(r.Context(), id)
+	if err != nil {
+		err = b.m.AgentError(r.Context(), bot, err)
+		httpError(w, statusOf(err), err)
+		return
+	}
+	defer pty.Close()
+	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{OriginPatterns: originPatterns(b.origins)})
+	if err != nil {
+		return // Accept wrote the error
+	}
+	defer ws.CloseNow()
+	ws.SetReadLimit(1 << 20)
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	go func() {
+		defer cancel()
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := pty.Read(buf)
+			if n > 0 {
+				if werr := ws.Write(ctx, websocket.MessageBinary, buf[:n]); werr != nil {
+					return
+				}
+			}
+			if err != nil {
+				ws.Close(websocket.StatusNormalClosure, "terminal closed")
+				return
+			}
+		}
+	}()
+	for {
+		typ, data, err := ws.Read(ctx)
+		if err != nil {
+			return
+		}
+		if typ == websocket.MessageBinary {
+			if _, err := pty.Write(data); err != nil {
+				return
+			}
+			continue
+		}
+		var msg terminalResize
+		if json.Unmarshal(data, &msg) != nil || msg.Type != "resize" {
+			ws.Close(websocket.StatusUnsupportedData, `text frames must be {"type":"resize","rows":R,"cols":C}`)
+			return
+		}
+		rctx, rcancel := context.WithTimeout(ctx, 5*time.Second)
+		err = client.ResizeTerminal(rctx, id, msg.Rows, msg.Cols)
+		rcancel()
+		if err != nil {
+			ws.Close(websocket.StatusPolicyViolation, "resize: "+err.Error())
+			return
+		}
+	}
+}
+
+// originPatterns turns allowed origins into coder/websocket host patterns;
+// same-host requests are always allowed by it.
+func originPatterns(origins []string) []string {
+	var out []string
+	for _, o := range origins {
+		if u, err := parseOrigin(o); err == nil {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+func statusOf(err error) int {
+	var remote *agent.RemoteError
+	switch {
+	case errors.As(err, &remote) && remote.StatusCode >= 400 && remote.StatusCode < 600:
+		return remote.StatusCode
+	case errdefs.IsNotFound(err):
+		return http.StatusNotFound
+	case errdefs.IsInvalidArgument(err):
+		return http.StatusBadRequest
+	case errdefs.IsFailedPrecondition(err), errdefs.IsConflict(err):
+		return http.StatusConflict
+	case errdefs.IsUnavailable(err):
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
+}
+
+func httpError(w http.ResponseWriter, status int, err error) {
+	http.Error(w, err.Error(), status)
+}
