@@ -104,8 +104,8 @@ func BenchmarkExec(b *testing.B) {
 }
 
 // BenchmarkFile10MB compares writing and reading 10 MB through berth
-// (fs_write over MCP; the streamed HTTP download) with `cat` through
-// `ctr task exec`.
+// (fs_write over MCP, the streamed HTTP upload and download) with `cat`
+// through `ctr task exec`.
 func BenchmarkFile10MB(b *testing.B) {
 	e := newEnv(b)
 	srv := e.serveHTTP()
@@ -123,6 +123,35 @@ func BenchmarkFile10MB(b *testing.B) {
 		}
 		reportPercentiles(b, lat)
 	})
+	fileURL := strings.TrimSuffix(srv.URL, "/mcp") + "/bots/bench/files?path=/data/f"
+	b.Run("write-http/berth", func(b *testing.B) {
+		var lat []time.Duration
+		for b.Loop() {
+			start := time.Now()
+			req, _ := http.NewRequest(http.MethodPut, fileURL, strings.NewReader(content))
+			req.Header.Set("Authorization", "Bearer "+srv.Token)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				b.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				b.Fatalf("upload: %d", resp.StatusCode)
+			}
+			lat = append(lat, time.Since(start))
+		}
+		reportPercentiles(b, lat)
+	})
+	b.Run("write-http/ctr", func(b *testing.B) {
+		var lat []time.Duration
+		for i := 0; b.Loop(); i++ {
+			start := time.Now()
+			e.ctr(b, strings.NewReader(content), "task", "exec", "--exec-id", fmt.Sprintf("h%d", i), "bench", "sh", "-c", "cat > /data/g")
+			lat = append(lat, time.Since(start))
+		}
+		reportPercentiles(b, lat)
+	})
 	b.Run("write/ctr", func(b *testing.B) {
 		var lat []time.Duration
 		for i := 0; b.Loop(); i++ {
@@ -132,12 +161,11 @@ func BenchmarkFile10MB(b *testing.B) {
 		}
 		reportPercentiles(b, lat)
 	})
-	url := strings.TrimSuffix(srv.URL, "/mcp") + "/bots/bench/files?path=/data/f"
 	b.Run("read/berth", func(b *testing.B) {
 		var lat []time.Duration
 		for b.Loop() {
 			start := time.Now()
-			req, _ := http.NewRequest(http.MethodGet, url, nil)
+			req, _ := http.NewRequest(http.MethodGet, fileURL, nil)
 			req.Header.Set("Authorization", "Bearer "+srv.Token)
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {

@@ -155,7 +155,7 @@ func TestFiles(t *testing.T) {
 					t.Errorf("fs_read %v: want %q, got %+v", want, args, res)
 				}
 			}
-			if res := call("fs_read", map[string]any{"path": "x", "max_bytes": 1 << 30}); !res.IsError {
+			if res := call("fs_read", map[string]any{"path": "notes/a.txt", "max_bytes": 1 << 30}); !res.IsError || !strings.Contains(res.Text, "max_bytes") {
 				t.Errorf("oversized max_bytes accepted: %+v", res)
 			}
 

@@ -199,6 +199,9 @@ func fsTools(d Deps) []server.ServerTool {
 			"Read a text file by line window (offset/limit, or tail), with its revision for fs_write/fs_edit. Binary files come back as an embedded blob, images as image content, both capped.",
 			ro, auth.ScopeRead,
 			func(ctx context.Context, _ *call, in FsReadInput) (FsReadOutput, string, error) {
+				if in.MaxBytes < 0 || in.MaxBytes > maxBlobBytes {
+					return FsReadOutput{}, "", fmt.Errorf("max_bytes must be between 0 and %d; download bigger files from /bots/%s/files", maxBlobBytes, in.BotID)
+				}
 				client, err := m.Agent(ctx, in.BotID)
 				if err != nil {
 					return FsReadOutput{}, "", err

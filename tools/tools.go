@@ -93,7 +93,7 @@ func define[In, Out any](name, title, description string, h hints, scope auth.Sc
 	tool.InputSchema = mcp.ToolInputSchema{}
 	handler := func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 		var in In
-		if err := decodeArgs(req.GetRawArguments(), &in); err != nil {
+		if err := decodeArgs(req.Params, &in); err != nil {
 			return mcp.NewToolResultError(fmt.Sprintf("invalid arguments for %s: %v", name, err)), nil
 		}
 		if err := auth.FromContext(ctx).Allow(scope, botOf(in)); err != nil {
@@ -117,11 +117,16 @@ func define[In, Out any](name, title, description string, h hints, scope auth.Sc
 type withContent interface{ content() []mcp.Content }
 
 // decodeArgs binds arguments strictly: unknown fields are errors, so a
-// misspelt setting is never silently ignored.
-func decodeArgs(raw any, into any) error {
-	data, err := json.Marshal(raw)
-	if err != nil {
-		return err
+// misspelt setting is never silently ignored. It decodes the arguments'
+// original JSON when the transport kept it (a 10 MB fs_write must not be
+// re-encoded just to be decoded again).
+func decodeArgs(params mcp.CallToolParams, into any) error {
+	data := []byte(params.RawArguments)
+	if len(data) == 0 {
+		var err error
+		if data, err = json.Marshal(params.Arguments); err != nil {
+			return err
+		}
 	}
 	if string(data) == "null" {
 		data = []byte("{}")

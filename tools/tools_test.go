@@ -108,13 +108,16 @@ func FuzzParseSize(f *testing.F) {
 
 func TestDecodeArgsRefusesUnknownFields(t *testing.T) {
 	var in CreateInput
-	if err := decodeArgs(map[string]any{"bot_id": "a", "colour": "blue"}, &in); err == nil {
+	if err := decodeArgs(mcp.CallToolParams{Arguments: map[string]any{"bot_id": "a", "colour": "blue"}}, &in); err == nil {
 		t.Fatal("unknown field accepted")
 	}
-	if err := decodeArgs(nil, &in); err != nil {
+	if err := decodeArgs(mcp.CallToolParams{RawArguments: []byte(`{"bot_id":"a","colour":"blue"}`)}, &in); err == nil {
+		t.Fatal("unknown field accepted from raw arguments")
+	}
+	if err := decodeArgs(mcp.CallToolParams{}, &in); err != nil {
 		t.Fatalf("no arguments: %v", err)
 	}
-	if err := decodeArgs(map[string]any{"bot_id": "a", "cpus": 1.5}, &in); err != nil || in.CPUs != 1.5 {
+	if err := decodeArgs(mcp.CallToolParams{RawArguments: []byte(`{"bot_id":"a","cpus":1.5}`)}, &in); err != nil || in.CPUs != 1.5 {
 		t.Fatalf("decode: %v %+v", err, in)
 	}
 }

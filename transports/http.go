@@ -34,7 +34,7 @@ type HTTPOptions struct {
 
 // Limits of the HTTP transport.
 const (
-	maxRequestBytes   = 8 << 20
+	maxRequestBytes   = 32 << 20 // fs_write of a 10+ MB file fits; bigger files use PUT /bots/{bot}/files
 	eventsPerSession  = 1024
 	readHeaderTimeout = 10 * time.Second
 )
