@@ -54,16 +54,20 @@ func (e *env) tryExec(t *testing.T, bot string, args ...string) (string, error) 
 	if err != nil {
 		return "", err
 	}
-	// No WithProcessKill: it would kill every process in the container.
-	defer proc.Delete(ctx)
 	status, err := proc.Wait(ctx)
 	if err != nil {
 		return "", err
 	}
 	if err := proc.Start(ctx); err != nil {
+		proc.Delete(ctx)
 		return "", err
 	}
 	st := <-status
+	// Deleting the process waits for the shim to finish copying its output.
+	// (No WithProcessKill: it would kill every process in the container.)
+	if _, err := proc.Delete(ctx); err != nil {
+		return "", err
+	}
 	out, _ := os.ReadFile(logPath)
 	if st.ExitCode() != 0 {
 		return string(out), fmt.Errorf("exit code %d", st.ExitCode())

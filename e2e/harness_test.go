@@ -6,6 +6,7 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -324,8 +325,15 @@ func (m *mcpgoClient) readResource(ctx context.Context, uri string) (string, err
 	}
 	var b strings.Builder
 	for _, c := range res.Contents {
-		if tc, ok := c.(mcpgo.TextResourceContents); ok {
-			b.WriteString(tc.Text)
+		switch c := c.(type) {
+		case mcpgo.TextResourceContents:
+			b.WriteString(c.Text)
+		case mcpgo.BlobResourceContents:
+			data, err := base64.StdEncoding.DecodeString(c.Blob)
+			if err != nil {
+				return "", err
+			}
+			b.Write(data)
 		}
 	}
 	return b.String(), nil
@@ -426,6 +434,7 @@ func (s *sdkClient) readResource(ctx context.Context, uri string) (string, error
 	var b strings.Builder
 	for _, c := range res.Contents {
 		b.WriteString(c.Text)
+		b.Write(c.Blob)
 	}
 	return b.String(), nil
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/berth-dev/berth/internal/agent"
 
 	"github.com/berth-dev/berth/internal/auth"
+	"github.com/berth-dev/berth/internal/skills"
 	"github.com/berth-dev/berth/internal/workspace"
 	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
@@ -25,6 +26,10 @@ const (
 	// FilesTemplate reads a file by its absolute container path without the
 	// leading slash: berth://bots/b/files/data/notes.md is /data/notes.md.
 	FilesTemplate = "berth://bots/{bot_id}/files/{+path}"
+	// ExportTemplate is an archive data_export made.
+	ExportTemplate = "berth://bots/{bot_id}/exports/{export_id}"
+	// SkillTemplate is a skill's SKILL.md.
+	SkillTemplate = "berth://bots/{bot_id}/skills/{name}"
 )
 
 // Caps on a file read through the files resource.
@@ -34,7 +39,7 @@ const (
 )
 
 // Register adds every resource template to s.
-func Register(s *server.MCPServer, m *workspace.Manager) {
+func Register(s *server.MCPServer, m *workspace.Manager, skillsCfg skills.Config) {
 	s.AddResourceTemplate(
 		mcp.NewResourceTemplate(WorkspaceTemplate, "workspace",
 			mcp.WithTemplateDescription("The bot's workspace, as workspace_get returns it."),
@@ -62,6 +67,58 @@ func Register(s *server.MCPServer, m *workspace.Manager) {
 		),
 		readFile(m),
 	)
+	s.AddResourceTemplate(
+		mcp.NewResourceTemplate(ExportTemplate, "export",
+			mcp.WithTemplateDescription("A tar.gz that data_export made, as a blob (up to 8 MiB; bigger ones: the download path data_export returned)."),
+			mcp.WithTemplateMIMEType("application/gzip"),
+		),
+		readExport(m),
+	)
+	s.AddResourceTemplate(
+		mcp.NewResourceTemplate(SkillTemplate, "skill",
+			mcp.WithTemplateDescription("The SKILL.md of the bot's effective skill of that name."),
+			mcp.WithTemplateMIMEType("text/markdown"),
+		),
+		func(ctx context.Context, req mcp.ReadResourceRequest) ([]mcp.ResourceContents, error) {
+			bot, _ := argument(req, "bot_id")
+			name, _ := argument(req, "name")
+			if err := auth.FromContext(ctx).Allow(auth.ScopeRead, bot); err != nil {
+				return nil, err
+			}
+			client, err := m.Agent(ctx, bot)
+			if err != nil {
+				return nil, err
+			}
+			text, err := skills.Read(ctx, client, skillsCfg, name)
+			if err != nil {
+				return nil, m.AgentError(ctx, bot, err)
+			}
+			return []mcp.ResourceContents{mcp.TextResourceContents{URI: req.Params.URI, MIMEType: "text/markdown", Text: text}}, nil
+		},
+	)
+}
+
+func readExport(m *workspace.Manager) server.ResourceTemplateHandlerFunc {
+	return func(ctx context.Context, req mcp.ReadResourceRequest) ([]mcp.ResourceContents, error) {
+		bot, _ := argument(req, "bot_id")
+		id, _ := argument(req, "export_id")
+		if err := auth.FromContext(ctx).Allow(auth.ScopeRead, bot); err != nil {
+			return nil, err
+		}
+		f, err := m.OpenExport(bot, id)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		if st, err := f.Stat(); err == nil && st.Size() > maxBlobResource {
+			return nil, fmt.Errorf("export %s is %d bytes, more than a resource returns (%d): download it from /bots/%s/data/export?export_id=%s", id, st.Size(), maxBlobResource, bot, id)
+		}
+		data, err := io.ReadAll(io.LimitReader(f, maxBlobResource))
+		if err != nil {
+			return nil, err
+		}
+		return []mcp.ResourceContents{mcp.BlobResourceContents{URI: req.Params.URI, MIMEType: "application/gzip", Blob: base64.StdEncoding.EncodeToString(data)}}, nil
+	}
 }
 
 func readFile(m *workspace.Manager) server.ResourceTemplateHandlerFunc {

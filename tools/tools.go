@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/internal/auth"
+	"github.com/berth-dev/berth/internal/skills"
 	"github.com/berth-dev/berth/internal/workspace"
 	"github.com/invopop/jsonschema"
 	"github.com/mark3labs/mcp-go/mcp"
@@ -27,6 +28,7 @@ type Deps struct {
 	Manager *workspace.Manager
 	Logger  *slog.Logger
 	Limits  Limits
+	Skills  skills.Config
 }
 
 // Limits are the defaults and caps of the exec, terminal and file tools.
@@ -56,6 +58,8 @@ func Register(s *server.MCPServer, d Deps) {
 	s.AddTools(execTools(d)...)
 	s.AddTools(terminalTools(d)...)
 	s.AddTools(fsTools(d)...)
+	s.AddTools(dataTools(d)...)
+	s.AddTools(skillTools(d)...)
 }
 
 // hints are a tool's annotations. Every tool states all four, because

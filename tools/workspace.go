@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/berth-dev/berth/internal/agent"
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/runtime"
 	"github.com/berth-dev/berth/internal/workspace"
@@ -30,6 +31,7 @@ type CreateInput struct {
 	CPUs        float64           `json:"cpus,omitempty" jsonschema:"minimum=0,description=CPU limit in cores, e.g. 1.5; 0 = unlimited"`
 	Memory      string            `json:"memory,omitempty" jsonschema:"description=memory limit such as 512M or 2G (bytes if no unit); empty = unlimited"`
 	Pids        int64             `json:"pids,omitempty" jsonschema:"minimum=0,description=maximum number of processes; 0 = unlimited"`
+	RestoreData bool              `json:"restore_data,omitempty" jsonschema:"description=bring back the /data that workspace_delete preserve_data kept"`
 }
 
 func (c CreateInput) bot() string { return c.BotID }
@@ -40,7 +42,17 @@ type CreateOutput struct {
 	Created    bool                `json:"created" jsonschema:"description=false when the workspace already existed"`
 	Pulled     bool                `json:"pulled,omitempty" jsonschema:"description=true when the image was pulled from a registry"`
 	NotApplied []string            `json:"not_applied,omitempty" jsonschema:"description=requested settings that the existing workspace kept"`
+	Restored   *agent.ImportResult `json:"restored,omitempty" jsonschema:"description=what restore_data brought back"`
 }
+
+// DeleteInput names a workspace to delete.
+type DeleteInput struct {
+	BotID        string `json:"bot_id" jsonschema:"description=the bot whose workspace this is"`
+	GraceSeconds int    `json:"grace_seconds,omitempty" jsonschema:"minimum=0,maximum=3600,description=seconds between SIGTERM and SIGKILL; default from berth's config"`
+	PreserveData bool   `json:"preserve_data,omitempty" jsonschema:"description=keep a backup of /data on berth's host for workspace_create restore_data"`
+}
+
+func (d DeleteInput) bot() string { return d.BotID }
 
 // StopInput names a workspace and how long its processes get to exit.
 type StopInput struct {
@@ -59,8 +71,9 @@ func (s StopInput) grace() (time.Duration, error) {
 
 // DeleteOutput confirms a deletion.
 type DeleteOutput struct {
-	BotID   string `json:"bot_id"`
-	Deleted bool   `json:"deleted"`
+	BotID         string `json:"bot_id"`
+	Deleted       bool   `json:"deleted"`
+	PreservedData bool   `json:"preserved_data,omitempty"`
 }
 
 // PageInput pages through a list.
@@ -98,13 +111,13 @@ func workspaceTools(d Deps) []server.ServerTool {
 				}
 				res, err := m.Create(ctx, workspace.CreateRequest{
 					BotID: in.BotID, Image: in.Image, PullPolicy: in.PullPolicy, Devices: in.Devices,
-					Snapshotter: in.Snapshotter, Env: in.Env,
+					Snapshotter: in.Snapshotter, Env: in.Env, RestoreData: in.RestoreData,
 					Limits: runtime.Limits{CPUs: in.CPUs, MemoryBytes: mem, Pids: in.Pids},
 				}, c.progress(ctx))
 				if err != nil {
 					return CreateOutput{}, "", err
 				}
-				out := CreateOutput{Workspace: res.Workspace, Created: res.Created, Pulled: res.Pulled, NotApplied: res.NotApplied}
+				out := CreateOutput{Workspace: res.Workspace, Created: res.Created, Pulled: res.Pulled, NotApplied: res.NotApplied, Restored: res.Restored}
 				summary := fmt.Sprintf("created workspace %s from %s; it is %s", in.BotID, res.Workspace.Image, res.Workspace.Status)
 				if !res.Created {
 					summary = fmt.Sprintf("workspace %s already exists (%s, %s)", in.BotID, res.Workspace.Image, res.Workspace.Status)
@@ -168,17 +181,21 @@ func workspaceTools(d Deps) []server.ServerTool {
 				return ws, fmt.Sprintf("workspace %s is %s", ws.BotID, ws.Status), nil
 			}),
 		define("workspace_delete", "Delete workspace",
-			"Stop and delete the bot's workspace with all its files. This cannot be undone.",
+			"Stop and delete the bot's workspace with all its files. This cannot be undone, except for /data with preserve_data=true.",
 			hints{destructive: true, idempotent: true}, auth.ScopeManage,
-			func(ctx context.Context, _ *call, in StopInput) (DeleteOutput, string, error) {
-				grace, err := in.grace()
+			func(ctx context.Context, _ *call, in DeleteInput) (DeleteOutput, string, error) {
+				grace, err := StopInput{GraceSeconds: in.GraceSeconds}.grace()
 				if err != nil {
 					return DeleteOutput{}, "", err
 				}
-				if err := m.Delete(ctx, in.BotID, grace); err != nil {
+				if err := m.Delete(ctx, in.BotID, grace, in.PreserveData); err != nil {
 					return DeleteOutput{}, "", err
 				}
-				return DeleteOutput{BotID: in.BotID, Deleted: true}, fmt.Sprintf("deleted workspace %s", in.BotID), nil
+				summary := fmt.Sprintf("deleted workspace %s", in.BotID)
+				if in.PreserveData {
+					summary += "; /data is preserved for workspace_create restore_data"
+				}
+				return DeleteOutput{BotID: in.BotID, Deleted: true, PreservedData: in.PreserveData}, summary, nil
 			}),
 		define("workspace_metrics", "Workspace metrics",
 			"CPU, memory, process count and storage used by the bot's running workspace. Cheap enough to poll every few seconds.",

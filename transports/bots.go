@@ -29,6 +29,8 @@ func (b botRoutes) register(mux *http.ServeMux, wrap func(http.Handler) http.Han
 	mux.Handle("GET /bots/{bot_id}/files", wrap(http.HandlerFunc(b.download)))
 	mux.Handle("PUT /bots/{bot_id}/files", wrap(http.HandlerFunc(b.upload)))
 	mux.Handle("GET /bots/{bot_id}/terminal/ws", wrap(http.HandlerFunc(b.terminal)))
+	mux.Handle("GET /bots/{bot_id}/data/export", wrap(http.HandlerFunc(b.exportData)))
+	mux.Handle("PUT /bots/{bot_id}/data/import", wrap(http.HandlerFunc(b.importData)))
 }
 
 // agentFor authorizes the caller for scope on the request's bot and
@@ -82,6 +84,58 @@ func (b botRoutes) upload(w http.ResponseWriter, r *http.Request) {
 	}, r.Body)
 	if err != nil {
 		err = b.m.AgentError(r.Context(), bot, err)
+		httpError(w, statusOf(err), err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(res)
+}
+
+// exportData sends a saved export (export_id from data_export) or, without
+// one, streams a fresh tar.gz of ?path= (default /data) straight from the
+// agent. Neither is ever held in memory.
+func (b botRoutes) exportData(w http.ResponseWriter, r *http.Request) {
+	bot := r.PathValue("bot_id")
+	if err := auth.FromContext(r.Context()).Allow(auth.ScopeRead, bot); err != nil {
+		httpError(w, http.StatusForbidden, err)
+		return
+	}
+	var body io.ReadCloser
+	name := bot + "-data.tar.gz"
+	if id := r.URL.Query().Get("export_id"); id != "" {
+		f, err := b.m.OpenExport(bot, id)
+		if err != nil {
+			httpError(w, statusOf(err), err)
+			return
+		}
+		if st, err := f.Stat(); err == nil {
+			w.Header().Set("Content-Length", strconv.FormatInt(st.Size(), 10))
+		}
+		body, name = f, bot+"-"+id+".tar.gz"
+	} else {
+		live, err := b.m.ExportData(r.Context(), bot, r.URL.Query().Get("path"))
+		if err != nil {
+			httpError(w, statusOf(err), err)
+			return
+		}
+		body = live
+	}
+	defer body.Close()
+	w.Header().Set("Content-Type", "application/gzip")
+	w.Header().Set("Content-Disposition", fmt.Sprintf("attachment; filename=%q", name))
+	_, _ = io.Copy(w, body)
+}
+
+// importData extracts the streamed request body into ?path= (default /data).
+func (b botRoutes) importData(w http.ResponseWriter, r *http.Request) {
+	bot := r.PathValue("bot_id")
+	if err := auth.FromContext(r.Context()).Allow(auth.ScopeWrite, bot); err != nil {
+		httpError(w, http.StatusForbidden, err)
+		return
+	}
+	q := r.URL.Query()
+	res, err := b.m.ImportData(r.Context(), bot, q.Get("path"), q.Get("format"), r.Body)
+	if err != nil {
 		httpError(w, statusOf(err), err)
 		return
 	}

@@ -5,9 +5,6 @@
 package transports
 
 import (
-	"log/slog"
-
-	"github.com/berth-dev/berth/internal/workspace"
 	"github.com/berth-dev/berth/resources"
 	"github.com/berth-dev/berth/tools"
 	"github.com/mark3labs/mcp-go/server"
@@ -17,7 +14,7 @@ const instructions = `berth gives each bot its own long-lived Linux workspace (a
 Start with workspace_create for your bot_id (it is idempotent), then use the other workspace_* tools.`
 
 // NewMCPServer builds the MCP server with every tool and resource.
-func NewMCPServer(version string, m *workspace.Manager, limits tools.Limits, log *slog.Logger) *server.MCPServer {
+func NewMCPServer(version string, d tools.Deps) *server.MCPServer {
 	s := server.NewMCPServer("berth", version,
 		server.WithToolCapabilities(true),
 		server.WithResourceCapabilities(false, true),
@@ -25,7 +22,7 @@ func NewMCPServer(version string, m *workspace.Manager, limits tools.Limits, log
 		server.WithRecovery(),
 		server.WithResourceRecovery(),
 	)
-	tools.Register(s, tools.Deps{Manager: m, Logger: log, Limits: limits})
-	resources.Register(s, m)
+	tools.Register(s, d)
+	resources.Register(s, d.Manager, d.Skills)
 	return s
 }

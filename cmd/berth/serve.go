@@ -12,6 +12,7 @@ import (
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/config"
 	"github.com/berth-dev/berth/internal/runtime"
+	"github.com/berth-dev/berth/internal/skills"
 	"github.com/berth-dev/berth/internal/workspace"
 	"github.com/berth-dev/berth/tools"
 	"github.com/berth-dev/berth/transports"
@@ -61,9 +62,14 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 	}()
 
-	srv := transports.NewMCPServer(version, mgr, tools.Limits{
-		ExecTimeout: cfg.ExecTimeout, ExecMaxOutput: cfg.ExecMaxOutput, TerminalIdleTimeout: cfg.TerminalIdleTimeout,
-	}, log)
+	srv := transports.NewMCPServer(version, tools.Deps{
+		Manager: mgr,
+		Logger:  log,
+		Limits: tools.Limits{
+			ExecTimeout: cfg.ExecTimeout, ExecMaxOutput: cfg.ExecMaxOutput, TerminalIdleTimeout: cfg.TerminalIdleTimeout,
+		},
+		Skills: skills.Config{ReadOnlyRoots: cfg.SkillRoots},
+	})
 	if cfg.Stdio {
 		log.Info("serving MCP on stdio", "version", version, "containerd", cfg.ContainerdAddress, "namespace", cfg.Namespace)
 		return transports.ServeStdio(ctx, srv, os.Stdin, os.Stdout)

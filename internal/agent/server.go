@@ -368,6 +368,7 @@ func (s *server) handler() http.Handler {
 	route(mux, PathHealth, map[string]http.HandlerFunc{http.MethodGet: s.handleHealth})
 	s.routeProcesses(mux)
 	s.routeFiles(mux)
+	s.routeArchives(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, CodeNotFound, "no such endpoint: "+r.URL.Path)
 	})

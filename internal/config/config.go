@@ -39,6 +39,7 @@ type Config struct {
 	ExecTimeout         time.Duration
 	ExecMaxOutput       int
 	TerminalIdleTimeout time.Duration
+	SkillRoots          []string
 
 	Stdio          bool
 	HTTPAddr       string
@@ -66,6 +67,7 @@ func Defaults() Config {
 		ExecTimeout:         60 * time.Second,
 		ExecMaxOutput:       64 << 10,
 		TerminalIdleTimeout: time.Hour,
+		SkillRoots:          []string{"/data/.agents/skills"},
 		SessionIdleTTL:      30 * time.Minute,
 		LogLevel:            "info",
 	}
@@ -93,6 +95,7 @@ func Register(fs *flag.FlagSet, cfg *Config, serve bool) {
 	fs.DurationVar(&cfg.ExecTimeout, "exec-timeout", cfg.ExecTimeout, "default timeout of the exec tool (0 = none)")
 	fs.IntVar(&cfg.ExecMaxOutput, "exec-max-output", cfg.ExecMaxOutput, "default cap in bytes on each of stdout and stderr that exec returns")
 	fs.DurationVar(&cfg.TerminalIdleTimeout, "terminal-idle-timeout", cfg.TerminalIdleTimeout, "close terminals nobody used for this long (0 = never)")
+	fs.Var((*listValue)(&cfg.SkillRoots), "skill-roots", "comma-separated read-only skill roots inside workspaces, after the user root /data/skills")
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error (logs go to stderr)")
 	if !serve {
 		return

@@ -76,6 +76,8 @@ type CreateRequest struct {
 	Snapshotter string
 	Env         map[string]string
 	Limits      runtime.Limits
+	// RestoreData brings back the /data that workspace_delete preserved.
+	RestoreData bool
 }
 
 // CreateResult says what workspace_create did.
@@ -85,6 +87,8 @@ type CreateResult struct {
 	Pulled    bool
 	// NotApplied lists requested settings that an existing workspace kept.
 	NotApplied []string
+	// Restored says what RestoreData brought back.
+	Restored *agent.ImportResult
 }
 
 var envNamePattern = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
@@ -161,6 +165,9 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest, progress func(P
 	if !isNotFound(err) {
 		return CreateResult{}, err
 	}
+	if req.RestoreData && !m.HasPreservedData(req.BotID) {
+		return CreateResult{}, fmt.Errorf("%w: restore_data: bot %s has no preserved data", errdefs.ErrNotFound, req.BotID)
+	}
 	if err := m.rt.CheckDevices(req.Devices); err != nil {
 		return CreateResult{}, err
 	}
@@ -188,11 +195,21 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest, progress func(P
 		}
 		return CreateResult{}, fmt.Errorf("workspace %s was not created: %w", req.BotID, err)
 	}
+	result := CreateResult{Created: true, Pulled: img.Pulled}
+	if req.RestoreData {
+		report(progress, Progress{Message: "restoring preserved data of " + req.BotID})
+		res, err := m.RestoreData(mctx, req.BotID)
+		if err != nil {
+			return CreateResult{}, fmt.Errorf("workspace %s was created but its data was not restored (retry with data_restore): %w", req.BotID, err)
+		}
+		result.Restored = &res
+	}
 	ctr, err := m.rt.Container(mctx, req.BotID)
 	if err != nil {
 		return CreateResult{}, err
 	}
-	return CreateResult{Workspace: m.describe(mctx, ctr, true), Created: true, Pulled: img.Pulled}, nil
+	result.Workspace = m.describe(mctx, ctr, true)
+	return result, nil
 }
 
 func (m *Manager) containerSpec(req CreateRequest, ref string) runtime.ContainerSpec {
@@ -257,6 +274,9 @@ func notApplied(req CreateRequest, ref string, ctr runtime.Container) []string {
 	sort.Strings(names)
 	if len(req.Env) > 0 {
 		out = append(out, fmt.Sprintf("env %v (env is fixed at create; the workspace has %v)", names, splitList(ctr.Labels[labelEnvNames])))
+	}
+	if req.RestoreData {
+		out = append(out, "restore_data (the workspace exists: use data_restore)")
 	}
 	return out
 }
@@ -396,20 +416,33 @@ func (m *Manager) Stop(ctx context.Context, bot string, grace time.Duration) (Wo
 	return m.Get(mctx, bot)
 }
 
-// Delete stops and removes the workspace with its writable layer.
-func (m *Manager) Delete(ctx context.Context, bot string, grace time.Duration) error {
+// Delete stops and removes the workspace with its writable layer. With
+// preserve, /data is first archived under the state directory (starting a
+// stopped workspace for that); if that fails nothing is deleted.
+func (m *Manager) Delete(ctx context.Context, bot string, grace time.Duration, preserve bool) error {
 	if grace <= 0 {
 		grace = m.opts.StopGrace
 	}
-	mctx, done, err := m.mutate(ctx, bot, grace+time.Minute)
+	mctx, done, err := m.mutate(ctx, bot, grace+time.Hour)
 	if err != nil {
 		return err
 	}
 	defer done()
-	if _, err := m.rt.Container(mctx, bot); isNotFound(err) {
+	ctr, err := m.rt.Container(mctx, bot)
+	if isNotFound(err) {
 		return notFound(bot)
 	} else if err != nil {
 		return err
+	}
+	if preserve {
+		if ctr.Status != runtime.TaskRunning {
+			if err := m.start(mctx, bot); err != nil {
+				return fmt.Errorf("start the workspace to preserve its data: %w", err)
+			}
+		}
+		if _, err := m.exportTo(mctx, bot, agent.DefaultDataDir, m.preservedPath(bot), nil); err != nil {
+			return fmt.Errorf("preserve data (nothing was deleted): %w", err)
+		}
 	}
 	if err := m.rt.StopTask(mctx, bot, grace); err != nil && !isNotFound(err) {
 		return err
@@ -459,6 +492,8 @@ func (m *Manager) describe(ctx context.Context, c runtime.Container, withAgent b
 		Devices:     splitList(c.Labels[labelDevices]),
 		EnvNames:    splitList(c.Labels[labelEnvNames]),
 		CreatedBy:   c.Labels[labelCreatedBy],
+		// A backup from an earlier workspace of this bot waits for restore.
+		HasPreservedData: m.HasPreservedData(c.ID),
 	}
 	_ = json.Unmarshal([]byte(c.Labels[labelLimits]), &ws.Limits)
 	if c.Status == runtime.TaskRunning {

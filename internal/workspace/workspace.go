@@ -74,6 +74,10 @@ type Workspace struct {
 	PID         uint32         `json:"host_pid,omitempty"`
 	CreatedBy   string         `json:"created_by,omitempty" jsonschema:"description=berth version that created the workspace"`
 	Agent       *AgentStatus   `json:"agent,omitempty"`
+	// HasPreservedData: a backup of /data kept by workspace_delete
+	// preserve_data waits to be restored (workspace_create restore_data,
+	// data_restore).
+	HasPreservedData bool `json:"has_preserved_data"`
 }
 
 // AgentStatus is the health of a running workspace's agent.

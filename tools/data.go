@@ -1,0 +1,98 @@
+package tools
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"fmt"
+
+	"github.com/berth-dev/berth/internal/agent"
+	"github.com/berth-dev/berth/internal/auth"
+	"github.com/berth-dev/berth/internal/workspace"
+	"github.com/mark3labs/mcp-go/mcp"
+	"github.com/mark3labs/mcp-go/server"
+)
+
+// maxInlineArchive caps data_import's base64 archive; bigger archives go
+// through PUT /bots/{bot_id}/data/import.
+const maxInlineArchive = 16 << 20
+
+// DataExportInput archives part of the workspace.
+type DataExportInput struct {
+	BotID string `json:"bot_id"`
+	Path  string `json:"path,omitempty" jsonschema:"description=directory to archive (default /data)"`
+}
+
+func (d DataExportInput) bot() string { return d.BotID }
+
+// DataExportOutput describes the archive and where to get it.
+type DataExportOutput struct {
+	workspace.Export
+	ResourceURI string `json:"resource_uri" jsonschema:"description=read it as a blob resource (up to 8 MiB)"`
+	DownloadURL string `json:"download_path" jsonschema:"description=download it over berth's HTTP transport at any size (same bearer token)"`
+}
+
+func (o DataExportOutput) content() []mcp.Content {
+	return []mcp.Content{mcp.NewResourceLink(o.ResourceURI, "export-"+o.ID+".tar.gz",
+		fmt.Sprintf("tar.gz of %s in %s's workspace", o.Path, o.BotID), "application/gzip")}
+}
+
+// DataImportInput extracts an archive into the workspace.
+type DataImportInput struct {
+	BotID         string `json:"bot_id"`
+	ArchiveBase64 string `json:"archive_base64" jsonschema:"description=the archive (tar, tar.gz or zip), base64; up to 16 MiB, bigger ones: PUT /bots/{bot_id}/data/import"`
+	Path          string `json:"path,omitempty" jsonschema:"description=directory to extract into (default /data)"`
+	Format        string `json:"format,omitempty" jsonschema:"enum=auto,enum=tar,enum=tar.gz,enum=zip,description=default auto"`
+}
+
+func (d DataImportInput) bot() string { return d.BotID }
+
+func dataTools(d Deps) []server.ServerTool {
+	m := d.Manager
+	return []server.ServerTool{
+		define("data_export", "Export data",
+			"Archive /data (or a directory in it) as tar.gz while the workspace keeps running; modes, empty directories and symlinks (as links) are kept. Returns a resource link, and a download path on the HTTP transport for any size.",
+			hints{readOnly: true}, auth.ScopeRead,
+			func(ctx context.Context, c *call, in DataExportInput) (DataExportOutput, string, error) {
+				exp, err := m.SaveExport(ctx, in.BotID, in.Path, c.progress(ctx))
+				if err != nil {
+					return DataExportOutput{}, "", err
+				}
+				out := DataExportOutput{
+					Export:      exp,
+					ResourceURI: fmt.Sprintf("berth://bots/%s/exports/%s", in.BotID, exp.ID),
+					DownloadURL: fmt.Sprintf("/bots/%s/data/export?export_id=%s", in.BotID, exp.ID),
+				}
+				return out, fmt.Sprintf("exported %s (%d entries, %d bytes of files) to a %d-byte tar.gz: read %s or download %s",
+					exp.Path, exp.Stats.Entries, exp.Stats.Bytes, exp.Size, out.ResourceURI, out.DownloadURL), nil
+			}),
+		define("data_import", "Import data",
+			"Extract a tar, tar.gz or zip archive under /data (or a directory in it). Absolute paths, '..', links out of the target, devices and archives past the entry or size caps are refused; a refused or failed import changes nothing. setuid/setgid bits are dropped.",
+			hints{destructive: true}, auth.ScopeWrite,
+			func(ctx context.Context, _ *call, in DataImportInput) (agent.ImportResult, string, error) {
+				if base64.StdEncoding.DecodedLen(len(in.ArchiveBase64)) > maxInlineArchive {
+					return agent.ImportResult{}, "", fmt.Errorf("archive_base64 is larger than %d bytes: upload it with PUT /bots/%s/data/import", maxInlineArchive, in.BotID)
+				}
+				archive, err := base64.StdEncoding.DecodeString(in.ArchiveBase64)
+				if err != nil {
+					return agent.ImportResult{}, "", fmt.Errorf("archive_base64: %v", err)
+				}
+				res, err := m.ImportData(ctx, in.BotID, in.Path, in.Format, bytes.NewReader(archive))
+				if err != nil {
+					return res, "", err
+				}
+				return res, fmt.Sprintf("imported %d entries (%d files, %d directories, %d symlinks, %d bytes) into %s",
+					res.Entries, res.Files, res.Dirs, res.Symlinks, res.Bytes, res.Path), nil
+			}),
+		define("data_restore", "Restore preserved data",
+			"Bring back into the running workspace the /data that workspace_delete preserve_data kept. The backup is removed only after the restore succeeded.",
+			hints{destructive: true}, auth.ScopeWrite,
+			func(ctx context.Context, _ *call, in BotInput) (agent.ImportResult, string, error) {
+				res, err := m.RestoreData(ctx, in.BotID)
+				if err != nil {
+					return res, "", err
+				}
+				return res, fmt.Sprintf("restored %d entries (%d bytes) into %s", res.Entries, res.Bytes, res.Path), nil
+			}),
+	}
+}
