@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -171,6 +172,40 @@ func TestDataImportRefusesHostileArchives(t *testing.T) {
 				t.Fatalf("something was written next to the host canary: %v", entries)
 			}
 		})
+	}
+}
+
+// TestDataImportRefusesMillionEntries streams a tar of a million empty
+// files over HTTP: berth refuses it at the entry cap without storing it.
+func TestDataImportRefusesMillionEntries(t *testing.T) {
+	e := newEnv(t)
+	b := e.serveHTTP()
+	c := e.httpMcpgo(b)
+	mustCall(t, c, "workspace_create", map[string]any{"bot_id": "million"})
+	pr, pw := io.Pipe()
+	go func() {
+		tw := tar.NewWriter(pw)
+		for i := range 1_000_000 {
+			if err := tw.WriteHeader(&tar.Header{Name: "f" + strconv.Itoa(i), Typeflag: tar.TypeReg, Mode: 0o644}); err != nil {
+				pw.CloseWithError(err)
+				return
+			}
+		}
+		pw.CloseWithError(tw.Close())
+	}()
+	req, _ := http.NewRequest(http.MethodPut, strings.TrimSuffix(b.URL, "/mcp")+"/bots/million/data/import", pr)
+	req.Header.Set("Authorization", "Bearer "+b.Token)
+	resp, err := http.DefaultClient.Do(req)
+	if err == nil {
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode < 400 || !strings.Contains(string(body), "entries") {
+			t.Fatalf("a million entries: %d %s", resp.StatusCode, body)
+		}
+	}
+	pr.Close()
+	if got := e.execIn(t, "million", "sh", "-c", "ls -A /data | wc -l"); strings.TrimSpace(got) != "0" {
+		t.Fatalf("refused import left %s entries in /data", got)
 	}
 }
 
