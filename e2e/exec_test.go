@@ -17,6 +17,7 @@ type execOut struct {
 	StderrBytes     int64  `json:"stderr_bytes"`
 	StdoutTruncated bool   `json:"stdout_truncated"`
 	ProcessID       string `json:"process_id"`
+	PID             int    `json:"pid"`
 }
 
 func execute(t *testing.T, c mcpClient, bot string, args map[string]any) execOut {

@@ -28,6 +28,9 @@ const (
 	FilesTemplate = "berth://bots/{bot_id}/files/{+path}"
 	// ExportTemplate is an archive data_export made.
 	ExportTemplate = "berth://bots/{bot_id}/exports/{export_id}"
+	// SnapshotsTemplate and SnapshotTemplate are a workspace's lineage and one version.
+	SnapshotsTemplate = "berth://bots/{bot_id}/snapshots"
+	SnapshotTemplate  = "berth://bots/{bot_id}/snapshots/{version}"
 	// SkillTemplate is a skill's SKILL.md.
 	SkillTemplate = "berth://bots/{bot_id}/skills/{name}"
 )
@@ -75,6 +78,20 @@ func Register(s *server.MCPServer, m *workspace.Manager, skillsCfg skills.Config
 		readExport(m),
 	)
 	s.AddResourceTemplate(
+		mcp.NewResourceTemplate(SnapshotsTemplate, "snapshots",
+			mcp.WithTemplateDescription("The workspace's lineage, as snapshot_list returns it."),
+			mcp.WithTemplateMIMEType("application/json"),
+		),
+		readSnapshots(m, false),
+	)
+	s.AddResourceTemplate(
+		mcp.NewResourceTemplate(SnapshotTemplate, "snapshot",
+			mcp.WithTemplateDescription("One version of the workspace."),
+			mcp.WithTemplateMIMEType("application/json"),
+		),
+		readSnapshots(m, true),
+	)
+	s.AddResourceTemplate(
 		mcp.NewResourceTemplate(SkillTemplate, "skill",
 			mcp.WithTemplateDescription("The SKILL.md of the bot's effective skill of that name."),
 			mcp.WithTemplateMIMEType("text/markdown"),
@@ -96,6 +113,37 @@ func Register(s *server.MCPServer, m *workspace.Manager, skillsCfg skills.Config
 			return []mcp.ResourceContents{mcp.TextResourceContents{URI: req.Params.URI, MIMEType: "text/markdown", Text: text}}, nil
 		},
 	)
+}
+
+func readSnapshots(m *workspace.Manager, one bool) server.ResourceTemplateHandlerFunc {
+	return func(ctx context.Context, req mcp.ReadResourceRequest) ([]mcp.ResourceContents, error) {
+		bot, _ := argument(req, "bot_id")
+		if err := auth.FromContext(ctx).Allow(auth.ScopeRead, bot); err != nil {
+			return nil, err
+		}
+		lineage, err := m.ListSnapshots(ctx, bot)
+		if err != nil {
+			return nil, err
+		}
+		var v any = lineage
+		if one {
+			want, _ := argument(req, "version")
+			v = nil
+			for _, s := range lineage.Versions {
+				if fmt.Sprint(s.Version) == want {
+					v = s
+				}
+			}
+			if v == nil {
+				return nil, fmt.Errorf("%s has no snapshot version %q", bot, want)
+			}
+		}
+		data, err := json.MarshalIndent(v, "", "  ")
+		if err != nil {
+			return nil, err
+		}
+		return []mcp.ResourceContents{mcp.TextResourceContents{URI: req.Params.URI, MIMEType: "application/json", Text: string(data)}}, nil
+	}
 }
 
 func readExport(m *workspace.Manager) server.ResourceTemplateHandlerFunc {

@@ -60,6 +60,7 @@ func Register(s *server.MCPServer, d Deps) {
 	s.AddTools(fsTools(d)...)
 	s.AddTools(dataTools(d)...)
 	s.AddTools(skillTools(d)...)
+	s.AddTools(snapshotTools(d)...)
 }
 
 // hints are a tool's annotations. Every tool states all four, because

@@ -47,9 +47,10 @@ type CreateOutput struct {
 
 // DeleteInput names a workspace to delete.
 type DeleteInput struct {
-	BotID        string `json:"bot_id" jsonschema:"description=the bot whose workspace this is"`
-	GraceSeconds int    `json:"grace_seconds,omitempty" jsonschema:"minimum=0,maximum=3600,description=seconds between SIGTERM and SIGKILL; default from berth's config"`
-	PreserveData bool   `json:"preserve_data,omitempty" jsonschema:"description=keep a backup of /data on berth's host for workspace_create restore_data"`
+	BotID         string `json:"bot_id" jsonschema:"description=the bot whose workspace this is"`
+	GraceSeconds  int    `json:"grace_seconds,omitempty" jsonschema:"minimum=0,maximum=3600,description=seconds between SIGTERM and SIGKILL; default from berth's config"`
+	PreserveData  bool   `json:"preserve_data,omitempty" jsonschema:"description=keep a backup of /data on berth's host for workspace_create restore_data"`
+	KeepSnapshots bool   `json:"keep_snapshots,omitempty" jsonschema:"description=keep the workspace's snapshot versions (default: deleted with it)"`
 }
 
 func (d DeleteInput) bot() string { return d.BotID }
@@ -188,7 +189,7 @@ func workspaceTools(d Deps) []server.ServerTool {
 				if err != nil {
 					return DeleteOutput{}, "", err
 				}
-				if err := m.Delete(ctx, in.BotID, grace, in.PreserveData); err != nil {
+				if err := m.Delete(ctx, in.BotID, workspace.DeleteOptions{Grace: grace, PreserveData: in.PreserveData, KeepSnapshots: in.KeepSnapshots}); err != nil {
 					return DeleteOutput{}, "", err
 				}
 				summary := fmt.Sprintf("deleted workspace %s", in.BotID)

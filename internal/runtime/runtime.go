@@ -50,6 +50,20 @@ type Runtime interface {
 	StorageUsage(ctx context.Context, id string) (int64, error)
 	// CheckDevices reports device names the runtime cannot inject.
 	CheckDevices(names []string) error
+
+	// SnapshotContainer commits the container's writable layer as
+	// snapshot key while its task keeps running, and says how long the
+	// task was paused.
+	SnapshotContainer(ctx context.Context, id, key string, labels map[string]string) (SnapshotInfo, time.Duration, error)
+	// ListSnapshots lists committed snapshots carrying labelKey=labelValue.
+	ListSnapshots(ctx context.Context, snapshotter, labelKey, labelValue string) ([]SnapshotInfo, error)
+	// RollbackContainer rebases the stopped container's writable layer on
+	// the committed snapshot key.
+	RollbackContainer(ctx context.Context, id, key string) error
+	// DeleteSnapshot removes a committed snapshot nothing builds on.
+	DeleteSnapshot(ctx context.Context, snapshotter, key string) error
+	// ReconcileSnapshots finishes or undoes snapshot work a crash interrupted.
+	ReconcileSnapshots(ctx context.Context) error
 }
 
 // PullPolicy says when EnsureImage contacts the registry.

@@ -416,10 +416,19 @@ func (m *Manager) Stop(ctx context.Context, bot string, grace time.Duration) (Wo
 	return m.Get(mctx, bot)
 }
 
-// Delete stops and removes the workspace with its writable layer. With
-// preserve, /data is first archived under the state directory (starting a
-// stopped workspace for that); if that fails nothing is deleted.
-func (m *Manager) Delete(ctx context.Context, bot string, grace time.Duration, preserve bool) error {
+// DeleteOptions say how to delete a workspace.
+type DeleteOptions struct {
+	Grace         time.Duration // SIGTERM → SIGKILL; 0 means the configured one
+	PreserveData  bool          // back up /data first, for RestoreData
+	KeepSnapshots bool          // leave the workspace's snapshot versions in place
+}
+
+// Delete stops and removes the workspace with its writable layer and its
+// snapshots. With PreserveData, /data is first archived under the state
+// directory (starting a stopped workspace for that); if that fails nothing
+// is deleted.
+func (m *Manager) Delete(ctx context.Context, bot string, o DeleteOptions) error {
+	grace, preserve := o.Grace, o.PreserveData
 	if grace <= 0 {
 		grace = m.opts.StopGrace
 	}
@@ -447,7 +456,13 @@ func (m *Manager) Delete(ctx context.Context, bot string, grace time.Duration, p
 	if err := m.rt.StopTask(mctx, bot, grace); err != nil && !isNotFound(err) {
 		return err
 	}
-	return m.remove(mctx, bot)
+	if err := m.remove(mctx, bot); err != nil {
+		return err
+	}
+	if o.KeepSnapshots {
+		return nil
+	}
+	return m.deleteSnapshots(mctx, bot, ctr.Snapshotter)
 }
 
 // remove deletes the container and berth's host files for it.
@@ -464,6 +479,9 @@ func (m *Manager) remove(ctx context.Context, bot string) error {
 // run but does not (after a host reboot or a crash) is started again; a
 // stopped one stays stopped; running ones are left untouched.
 func (m *Manager) Reconcile(ctx context.Context) error {
+	if err := m.rt.ReconcileSnapshots(ctx); err != nil {
+		m.log.Error("reconcile snapshots", "err", err)
+	}
 	ctrs, err := m.rt.Containers(ctx, LabelBot)
 	if err != nil {
 		return err

@@ -1,0 +1,259 @@
+package workspace
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/berth-dev/berth/internal/runtime"
+	"github.com/containerd/errdefs"
+)
+
+// Snapshot labels. Versions number a bot's snapshots 1..N; the live
+// workspace records which version it was rolled back to.
+const (
+	labelSnapVersion = labelPrefix + "snapshot.version"
+	labelSnapName    = labelPrefix + "snapshot.name"
+	labelSnapSource  = labelPrefix + "snapshot.source"
+	labelBasedOn     = labelPrefix + "based-on"
+)
+
+// Snapshot sources.
+const (
+	SourceManual      = "manual"
+	SourcePreRollback = "pre_rollback"
+)
+
+// Snapshot is one saved version of a workspace's files.
+type Snapshot struct {
+	Version    int       `json:"version"`
+	Name       string    `json:"name,omitempty"`
+	Source     string    `json:"source" jsonschema:"enum=manual,enum=pre_rollback"`
+	CreatedAt  time.Time `json:"created_at"`
+	SizeBytes  int64     `json:"size_bytes" jsonschema:"description=bytes of the version's layer (the changes it holds over its parent)"`
+	Parent     int       `json:"parent_version,omitempty" jsonschema:"description=the version this one builds on; absent: the image"`
+	PauseMilli int64     `json:"pause_ms,omitempty" jsonschema:"description=how long the workspace was paused to take it"`
+	key        string
+}
+
+// Lineage is a workspace's image and its versions.
+type Lineage struct {
+	BotID    string     `json:"bot_id"`
+	Image    string     `json:"image"`
+	BasedOn  int        `json:"live_based_on,omitempty" jsonschema:"description=the version the live workspace was rolled back to; absent: the image"`
+	Versions []Snapshot `json:"versions"`
+}
+
+func snapshotKey(bot string, version int) string {
+	return fmt.Sprintf("berth/%s/v%d", bot, version)
+}
+
+// versions lists the bot's snapshots, oldest first.
+func (m *Manager) versions(ctx context.Context, bot, snapshotter string) ([]Snapshot, error) {
+	infos, err := m.rt.ListSnapshots(ctx, snapshotter, LabelBot, bot)
+	if err != nil {
+		return nil, err
+	}
+	byKey := map[string]int{}
+	var kept []runtime.SnapshotInfo
+	for _, in := range infos {
+		if v, err := strconv.Atoi(in.Labels[labelSnapVersion]); err == nil && v > 0 {
+			byKey[in.Key] = v
+			kept = append(kept, in)
+		}
+	}
+	out := make([]Snapshot, 0, len(kept))
+	for _, in := range kept {
+		out = append(out, Snapshot{
+			Version: byKey[in.Key], Name: in.Labels[labelSnapName], Source: in.Labels[labelSnapSource],
+			CreatedAt: in.Created, SizeBytes: in.LayerSize, Parent: byKey[in.Parent], key: in.Key,
+		})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Version < out[j].Version })
+	return out, nil
+}
+
+// ListSnapshots returns the workspace's lineage.
+func (m *Manager) ListSnapshots(ctx context.Context, bot string) (Lineage, error) {
+	if err := ValidateBotID(bot); err != nil {
+		return Lineage{}, err
+	}
+	ctr, err := m.rt.Container(ctx, bot)
+	if isNotFound(err) {
+		return Lineage{}, notFound(bot)
+	} else if err != nil {
+		return Lineage{}, err
+	}
+	vs, err := m.versions(ctx, bot, ctr.Snapshotter)
+	if err != nil {
+		return Lineage{}, err
+	}
+	based, _ := strconv.Atoi(ctr.Labels[labelBasedOn])
+	return Lineage{BotID: bot, Image: ctr.Image, BasedOn: based, Versions: vs}, nil
+}
+
+// CreateSnapshot saves the workspace's whole writable filesystem as the
+// next version while it keeps running.
+func (m *Manager) CreateSnapshot(ctx context.Context, bot, name string, progress func(Progress)) (Snapshot, error) {
+	if len(name) > 128 {
+		return Snapshot{}, fmt.Errorf("%w: snapshot name longer than 128 bytes", errdefs.ErrInvalidArgument)
+	}
+	mctx, done, err := m.mutate(ctx, bot, 30*time.Minute)
+	if err != nil {
+		return Snapshot{}, err
+	}
+	defer done()
+	return m.snapshot(mctx, bot, name, SourceManual, progress)
+}
+
+// snapshot takes the next version; callers hold the bot's lock.
+func (m *Manager) snapshot(ctx context.Context, bot, name, source string, progress func(Progress)) (Snapshot, error) {
+	ctr, err := m.rt.Container(ctx, bot)
+	if isNotFound(err) {
+		return Snapshot{}, notFound(bot)
+	} else if err != nil {
+		return Snapshot{}, err
+	}
+	vs, err := m.versions(ctx, bot, ctr.Snapshotter)
+	if err != nil {
+		return Snapshot{}, err
+	}
+	version := 1
+	if len(vs) > 0 {
+		version = vs[len(vs)-1].Version + 1
+	}
+	report(progress, Progress{Done: 0, Total: 2, Message: fmt.Sprintf("snapshotting %s as version %d", bot, version)})
+	info, pause, err := m.rt.SnapshotContainer(ctx, bot, snapshotKey(bot, version), map[string]string{
+		LabelBot:         bot,
+		labelSnapVersion: strconv.Itoa(version),
+		labelSnapName:    name,
+		labelSnapSource:  source,
+	})
+	if err != nil {
+		return Snapshot{}, fmt.Errorf("snapshot %s: %w", bot, err)
+	}
+	report(progress, Progress{Done: 2, Total: 2, Message: fmt.Sprintf("version %d of %s saved (paused %s)", version, bot, pause.Round(time.Millisecond))})
+	based, _ := strconv.Atoi(ctr.Labels[labelBasedOn])
+	return Snapshot{
+		Version: version, Name: name, Source: source, CreatedAt: info.Created, SizeBytes: info.LayerSize,
+		Parent: based, PauseMilli: pause.Milliseconds(), key: info.Key,
+	}, nil
+}
+
+// find returns version v of the bot's snapshots.
+func find(vs []Snapshot, bot string, v int) (Snapshot, error) {
+	for _, s := range vs {
+		if s.Version == v {
+			return s, nil
+		}
+	}
+	known := make([]int, len(vs))
+	for i, s := range vs {
+		known[i] = s.Version
+	}
+	return Snapshot{}, fmt.Errorf("%w: %s has no snapshot version %d (versions: %v)", errdefs.ErrNotFound, bot, v, known)
+}
+
+// Rollback makes the workspace's files those of version v: it first saves
+// the current state as a pre_rollback version, then restarts the workspace
+// on v. The agent answers again before it returns.
+func (m *Manager) Rollback(ctx context.Context, bot string, v int, progress func(Progress)) (Workspace, Snapshot, error) {
+	mctx, done, err := m.mutate(ctx, bot, 30*time.Minute)
+	if err != nil {
+		return Workspace{}, Snapshot{}, err
+	}
+	defer done()
+	ctr, err := m.rt.Container(mctx, bot)
+	if isNotFound(err) {
+		return Workspace{}, Snapshot{}, notFound(bot)
+	} else if err != nil {
+		return Workspace{}, Snapshot{}, err
+	}
+	vs, err := m.versions(mctx, bot, ctr.Snapshotter)
+	if err != nil {
+		return Workspace{}, Snapshot{}, err
+	}
+	target, err := find(vs, bot, v)
+	if err != nil {
+		return Workspace{}, Snapshot{}, err
+	}
+	pre, err := m.snapshot(mctx, bot, fmt.Sprintf("before rollback to %d", v), SourcePreRollback, progress)
+	if err != nil {
+		return Workspace{}, Snapshot{}, fmt.Errorf("safety snapshot before rollback (nothing changed): %w", err)
+	}
+	report(progress, Progress{Done: 2, Total: 4, Message: fmt.Sprintf("stopping %s to roll back to version %d", bot, v)})
+	m.agents.drop(bot)
+	if err := m.rt.StopTask(mctx, bot, m.opts.StopGrace); err != nil {
+		return Workspace{}, pre, err
+	}
+	if err := m.rt.RollbackContainer(mctx, bot, target.key); err != nil {
+		return Workspace{}, pre, fmt.Errorf("rollback (the pre-rollback state is version %d): %w", pre.Version, err)
+	}
+	if err := m.rt.SetLabels(mctx, bot, map[string]string{labelBasedOn: strconv.Itoa(v)}); err != nil {
+		return Workspace{}, pre, err
+	}
+	report(progress, Progress{Done: 3, Total: 4, Message: fmt.Sprintf("starting %s on version %d", bot, v)})
+	if ctr.Labels[labelDesired] != desiredStopped {
+		if err := m.start(mctx, bot); err != nil {
+			return Workspace{}, pre, err
+		}
+	}
+	ws, err := m.Get(mctx, bot)
+	return ws, pre, err
+}
+
+// DeleteSnapshot removes version v; versions or the live workspace that
+// build on it keep it alive.
+func (m *Manager) DeleteSnapshot(ctx context.Context, bot string, v int) error {
+	mctx, done, err := m.mutate(ctx, bot, 5*time.Minute)
+	if err != nil {
+		return err
+	}
+	defer done()
+	ctr, err := m.rt.Container(mctx, bot)
+	if isNotFound(err) {
+		return notFound(bot)
+	} else if err != nil {
+		return err
+	}
+	vs, err := m.versions(mctx, bot, ctr.Snapshotter)
+	if err != nil {
+		return err
+	}
+	target, err := find(vs, bot, v)
+	if err != nil {
+		return err
+	}
+	var children []int
+	for _, s := range vs {
+		if s.Parent == v {
+			children = append(children, s.Version)
+		}
+	}
+	if based, _ := strconv.Atoi(ctr.Labels[labelBasedOn]); based == v {
+		return fmt.Errorf("%w: the live workspace builds on version %d; roll back to another version first", errdefs.ErrFailedPrecondition, v)
+	}
+	if len(children) > 0 {
+		return fmt.Errorf("%w: versions %v build on version %d; delete them first", errdefs.ErrFailedPrecondition, children, v)
+	}
+	return m.rt.DeleteSnapshot(mctx, ctr.Snapshotter, target.key)
+}
+
+// deleteSnapshots removes every version of a deleted workspace, newest
+// first (children are always newer than their parents).
+func (m *Manager) deleteSnapshots(ctx context.Context, bot, snapshotter string) error {
+	vs, err := m.versions(ctx, bot, snapshotter)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for i := len(vs) - 1; i >= 0; i-- {
+		if err := m.rt.DeleteSnapshot(ctx, snapshotter, vs[i].key); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
