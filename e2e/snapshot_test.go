@@ -123,3 +123,65 @@ func TestSnapshots(t *testing.T) {
 		t.Fatalf("snapshots outlived their workspace: %+v", lineage.Versions)
 	}
 }
+
+// TestSnapshotDiffAndFork: diff contents between versions and against the
+// live workspace, and a fork that is independent of its source.
+func TestSnapshotDiffAndFork(t *testing.T) {
+	e := newEnv(t)
+	c := e.httpSDK(e.serveHTTP())
+	mustCall(t, c, "workspace_create", map[string]any{"bot_id": "src"})
+	e.execIn(t, "src", "sh", "-c", "echo a > /data/keep; echo b > /data/change; echo c > /data/remove")
+	mustCall(t, c, "snapshot_create", map[string]any{"bot_id": "src"})
+	e.execIn(t, "src", "sh", "-c", "echo B >> /data/change; rm /data/remove; echo new > /data/added")
+	mustCall(t, c, "snapshot_create", map[string]any{"bot_id": "src"})
+	e.execIn(t, "src", "sh", "-c", "echo live > /data/live")
+
+	type diffOut struct {
+		Changes []struct {
+			Path string `json:"path"`
+			Kind string `json:"kind"`
+		} `json:"changes"`
+		Total int `json:"total"`
+	}
+	changes := func(d diffOut) string {
+		var parts []string
+		for _, ch := range d.Changes {
+			if strings.HasPrefix(ch.Path, "/data/") {
+				parts = append(parts, ch.Kind+" "+ch.Path)
+			}
+		}
+		return strings.Join(parts, ", ")
+	}
+	var d diffOut
+	mustCall(t, c, "snapshot_diff", map[string]any{"bot_id": "src", "from_version": 1, "to_version": 2}).decode(t, &d)
+	if got := changes(d); got != "added /data/added, modified /data/change, deleted /data/remove" {
+		t.Fatalf("diff 1→2: %s", got)
+	}
+	mustCall(t, c, "snapshot_diff", map[string]any{"bot_id": "src", "from_version": 2}).decode(t, &d)
+	if got := changes(d); got != "added /data/live" {
+		t.Fatalf("diff 2→live: %s", got)
+	}
+
+	var fork workspaceOut
+	mustCall(t, c, "workspace_fork", map[string]any{"bot_id": "src", "version": 1, "new_bot_id": "fork"}).decode(t, &fork)
+	if fork.Status != "running" || fork.Agent == nil || fork.Agent.Status != "ready" {
+		t.Fatalf("fork: %+v", fork)
+	}
+	if got := e.execIn(t, "fork", "sh", "-c", "cat /data/change /data/remove; ls /data"); got != "b\nc\nchange\nkeep\nremove\n" {
+		t.Fatalf("fork starts from version 1: %q", got)
+	}
+	e.execIn(t, "fork", "sh", "-c", "echo fork-only > /data/forked")
+	e.execIn(t, "src", "sh", "-c", "echo src-only > /data/sourced")
+	if _, err := e.tryExec(t, "src", "test", "-e", "/data/forked"); err == nil {
+		t.Fatal("a write in the fork shows in the source")
+	}
+	if _, err := e.tryExec(t, "fork", "test", "-e", "/data/sourced"); err == nil {
+		t.Fatal("a write in the source shows in the fork")
+	}
+	if res := mustCall(t, c, "snapshot_delete", map[string]any{"bot_id": "src", "version": 1}); !res.IsError {
+		t.Fatalf("deleting the version a fork builds on: %+v", res)
+	}
+	if res := mustCall(t, c, "workspace_fork", map[string]any{"bot_id": "src", "version": 1, "new_bot_id": "fork"}); !res.IsError || !strings.Contains(res.Text, "already has a workspace") {
+		t.Fatalf("fork onto an existing bot: %+v", res)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/berth-dev/berth/internal/auth"
+	"github.com/berth-dev/berth/internal/runtime"
 	"github.com/berth-dev/berth/internal/workspace"
 	"github.com/mark3labs/mcp-go/server"
 )
@@ -30,6 +31,26 @@ type RollbackOutput struct {
 	Workspace   workspace.Workspace `json:"workspace"`
 	PreRollback workspace.Snapshot  `json:"pre_rollback" jsonschema:"description=the automatic snapshot of the state before the rollback: roll back to it to undo"`
 }
+
+// SnapshotDiffInput compares two versions, or a version and the live workspace.
+type SnapshotDiffInput struct {
+	BotID  string `json:"bot_id"`
+	From   int    `json:"from_version" jsonschema:"minimum=1"`
+	To     int    `json:"to_version,omitempty" jsonschema:"minimum=0,description=absent or 0: the live workspace"`
+	Offset int    `json:"offset,omitempty" jsonschema:"minimum=0,description=next_offset of the previous page"`
+	Limit  int    `json:"limit,omitempty" jsonschema:"minimum=0,maximum=5000,description=changes per page (default 200)"`
+}
+
+func (s SnapshotDiffInput) bot() string { return s.BotID }
+
+// ForkInput makes a new workspace from a version of another.
+type ForkInput struct {
+	BotID    string `json:"bot_id" jsonschema:"description=the workspace to fork from"`
+	Version  int    `json:"version" jsonschema:"minimum=1"`
+	NewBotID string `json:"new_bot_id" jsonschema:"description=the bot that gets the new workspace"`
+}
+
+func (f ForkInput) bot() string { return f.BotID }
 
 func snapshotTools(d Deps) []server.ServerTool {
 	m := d.Manager
@@ -68,6 +89,46 @@ func snapshotTools(d Deps) []server.ServerTool {
 				}
 				return RollbackOutput{Workspace: ws, PreRollback: pre},
 					fmt.Sprintf("%s now runs version %d; the state before is version %d", in.BotID, in.Version, pre.Version), nil
+			}),
+		define("snapshot_diff", "Diff snapshots",
+			"Files added, modified and deleted between two versions, or from a version to the live workspace, sorted and paged.",
+			hints{readOnly: true, idempotent: true}, auth.ScopeRead,
+			func(ctx context.Context, _ *call, in SnapshotDiffInput) (runtime.SnapshotDiff, string, error) {
+				if in.Offset < 0 || in.Limit < 0 || in.Limit > runtime.DiffMaxLimit {
+					return runtime.SnapshotDiff{}, "", fmt.Errorf("offset must not be negative and limit must be between 0 and %d", runtime.DiffMaxLimit)
+				}
+				diff, err := m.DiffSnapshots(ctx, in.BotID, in.From, in.To, runtime.Page{Offset: in.Offset, Limit: in.Limit})
+				if err != nil {
+					return diff, "", err
+				}
+				to := "the live workspace"
+				if in.To > 0 {
+					to = fmt.Sprintf("version %d", in.To)
+				}
+				summary := fmt.Sprintf("%d change(s) from version %d to %s", diff.Total, in.From, to)
+				if diff.NextOffset > 0 {
+					summary += fmt.Sprintf("; more follow: pass offset %d", diff.NextOffset)
+				}
+				if diff.Truncated {
+					summary += "; capped: compare narrower versions"
+				}
+				for _, ch := range diff.Changes {
+					summary += fmt.Sprintf("\n%s %s (%s)", ch.Kind, ch.Path, ch.Type)
+				}
+				return diff, summary, nil
+			}),
+		define("workspace_fork", "Fork workspace",
+			"Create a new workspace for new_bot_id whose files start as a version of bot_id's workspace (same image, limits and devices; env is not copied). The two are independent afterwards.",
+			hints{idempotent: false}, auth.ScopeManage,
+			func(ctx context.Context, c *call, in ForkInput) (workspace.Workspace, string, error) {
+				if err := auth.FromContext(ctx).Allow(auth.ScopeManage, in.NewBotID); err != nil {
+					return workspace.Workspace{}, "", err
+				}
+				ws, err := m.Fork(ctx, in.BotID, in.Version, in.NewBotID, c.progress(ctx))
+				if err != nil {
+					return ws, "", err
+				}
+				return ws, fmt.Sprintf("forked %s version %d as %s (%s)", in.BotID, in.Version, in.NewBotID, ws.Status), nil
 			}),
 		define("snapshot_delete", "Delete snapshot",
 			"Delete a version and free its space. Refused while another version or the live workspace builds on it.",

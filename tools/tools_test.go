@@ -37,8 +37,8 @@ func TestToolDefinitions(t *testing.T) {
 	want := []string{"data_export", "data_import", "data_restore", "exec", "fs_copy", "fs_delete", "fs_edit", "fs_find", "fs_grep", "fs_list", "fs_mkdir",
 		"fs_move", "fs_read", "fs_stat", "fs_write", "image_import", "image_list", "process_kill", "process_list",
 		"process_output", "process_signal", "skills_action", "skills_delete", "skills_list", "skills_upsert",
-		"snapshot_create", "snapshot_delete", "snapshot_list", "snapshot_rollback", "terminal_close", "terminal_list", "terminal_open", "terminal_read",
-		"terminal_resize", "terminal_send", "workspace_create", "workspace_delete", "workspace_get",
+		"snapshot_create", "snapshot_delete", "snapshot_diff", "snapshot_list", "snapshot_rollback", "terminal_close", "terminal_list", "terminal_open", "terminal_read",
+		"terminal_resize", "terminal_send", "workspace_create", "workspace_delete", "workspace_fork", "workspace_get",
 		"workspace_list", "workspace_metrics", "workspace_start", "workspace_stop"}
 	var got []string
 	for _, tool := range res.Tools {

@@ -84,6 +84,7 @@ type archiveExtractor struct {
 	// A name found here is known to be a real directory, which is what
 	// makes the check against entries through symlinks cheap.
 	dirs     map[string]*archiveDirMeta
+	implied  int64
 	retained int64
 	buf      []byte
 }
@@ -205,7 +206,18 @@ func (x *archiveExtractor) count() error {
 }
 
 // add creates one entry in the staging tree; content is a file's data.
+// A failure of the file system (no space, a name too long) is reported
+// with the entry it happened at.
 func (x *archiveExtractor) add(e *archiveEntry, content io.Reader) error {
+	err := x.create(e, content)
+	var fe *fsError
+	if err == nil || errors.As(err, &fe) || x.ctx.Err() != nil {
+		return err
+	}
+	return fmt.Errorf("entry %q: %w; nothing was imported", fsShort(e.name), err)
+}
+
+func (x *archiveExtractor) create(e *archiveEntry, content io.Reader) error {
 	if e.kind == archiveOther {
 		return x.invalid(e, "it is %s; only directories, regular files, symlinks and hard links can be imported", e.what)
 	}
@@ -259,38 +271,45 @@ func archiveKindName(k archiveKind) string {
 }
 
 // parents makes sure every directory above name exists in the staging tree
-// and is a real directory, creating the missing ones.
+// and is a real directory, creating the missing ones. Directories only
+// implied by names count against their own max_entries budget: one entry
+// with a thousand components must not create a thousand directories for
+// free.
 func (x *archiveExtractor) parents(e *archiveEntry, name string) error {
-	dir := path.Dir(name)
-	if dir == "." {
-		return nil
-	}
-	if _, ok := x.dirs[dir]; ok {
-		return nil
-	}
-	for i := 0; i <= len(dir); i++ {
-		if i < len(dir) && dir[i] != '/' {
-			continue
+	// Up to the deepest directory already made, which is usually the
+	// parent itself.
+	var missing []string
+	for dir := path.Dir(name); dir != "."; dir = path.Dir(dir) {
+		if _, ok := x.dirs[dir]; ok {
+			break
 		}
-		p := dir[:i]
-		if _, ok := x.dirs[p]; ok {
-			continue
-		}
-		fi, err := x.root.Lstat(p)
+		missing = append(missing, dir)
+	}
+	for i := len(missing) - 1; i >= 0; i-- {
+		p := missing[i]
+		err := x.root.Mkdir(p, 0o700)
 		switch {
-		case errors.Is(err, fs.ErrNotExist):
-			if err := x.root.Mkdir(p, 0o700); err != nil {
+		case errors.Is(err, fs.ErrExist):
+			// Not in dirs, so an earlier entry made it something else.
+			fi, err := x.root.Lstat(p)
+			switch {
+			case err != nil:
 				return err
-			}
-			if err := x.chown(p); err != nil {
-				return err
+			case fi.Mode()&fs.ModeSymlink != 0:
+				return x.invalid(e, "it would be created through %q, a symlink of the archive", p)
+			case !fi.IsDir():
+				return x.invalid(e, "it needs %q to be a directory, but an earlier entry made it a file", p)
 			}
 		case err != nil:
 			return err
-		case fi.Mode()&fs.ModeSymlink != 0:
-			return x.invalid(e, "it would be created through %q, a symlink of the archive", p)
-		case !fi.IsDir():
-			return x.invalid(e, "it needs %q to be a directory, but an earlier entry made it a file", p)
+		default:
+			if err := x.chown(p); err != nil {
+				return err
+			}
+		}
+		x.implied++
+		if x.implied > x.maxEntries {
+			return fsErrorf(CodeLimit, "the archive's names imply more than %d directories that it has no entries for (max_entries); nothing was imported", x.maxEntries)
 		}
 		if err := x.addDir(p, nil); err != nil {
 			return err
@@ -496,8 +515,9 @@ func (x *archiveExtractor) symlink(e *archiveEntry, name string) error {
 		return err
 	}
 	if !e.mtime.IsZero() {
-		// os.Root has no lutimes; the parent, opened through the root,
-		// stands in for it. A failure here costs a timestamp only.
+		// Root.Chtimes follows a final symlink and os.Root has no
+		// lutimes, so the parent, opened through the root, stands in.
+		// A failure here costs a timestamp, not the import.
 		if d, err := x.root.Open(path.Dir(name)); err == nil {
 			ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, unix.NsecToTimespec(e.mtime.UnixNano())}
 			_ = unix.UtimesNanoAt(int(d.Fd()), path.Base(name), ts, unix.AT_SYMLINK_NOFOLLOW)

@@ -141,7 +141,7 @@ func (s *server) archiveImport(ctx context.Context, q url.Values, body io.Reader
 	keep := false
 	defer func() {
 		if !keep {
-			if err := os.RemoveAll(staging); err != nil {
+			if err := archiveRemoveAll(staging); err != nil {
 				s.log.Warn("import: removing the staging directory", "path", staging, "err", err)
 			}
 		}
@@ -198,6 +198,23 @@ func (s *server) archiveImport(ctx context.Context, q url.Values, body io.Reader
 	res.Replaced = m.replaced
 	s.log.Info("import done", "path", real, "format", format, "entries", res.Entries, "bytes", res.Bytes, "replaced", res.Replaced)
 	return res, nil
+}
+
+// archiveRemoveAll removes a staging directory. Its directories carry the
+// archive's modes by now; an agent that is not root (tests, rootless
+// setups) cannot empty a read-only one until it makes it writable.
+func archiveRemoveAll(dir string) error {
+	err := os.RemoveAll(dir)
+	if err == nil || os.Geteuid() == 0 {
+		return err
+	}
+	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			_ = os.Chmod(p, 0o700)
+		}
+		return nil
+	})
+	return os.RemoveAll(dir)
 }
 
 // archiveSniff tells the format from the first bytes.

@@ -517,6 +517,10 @@ func TestArchiveImportEntryLimits(t *testing.T) {
 		})
 		env.refused(t, ImportRequest{}, body, CodeLimit, strconv.Itoa(ImportDefaultMaxEntries)+" entries")
 	})
+	t.Run("implied directories", func(t *testing.T) {
+		deep := strings.Repeat("d/", 50) + "f"
+		env.refused(t, ImportRequest{MaxEntries: 10}, bytes.NewReader(buildTar(t, tarFile(deep, "x"))), CodeLimit, "imply more than 10 directories")
+	})
 	t.Run("zip entries", func(t *testing.T) {
 		var entries []zipEntry
 		for i := range 20 {
@@ -1035,4 +1039,52 @@ func TestArchiveImportRefusesEarly(t *testing.T) {
 	}()
 	defer pr.Close()
 	env.refused(t, ImportRequest{}, pr, CodeInvalid, `"../escape"`)
+}
+
+// TestArchiveMergeUndo changes the target between the check and the moves,
+// as the running workspace may, and checks that the moves already made are
+// undone.
+func TestArchiveMergeUndo(t *testing.T) {
+	real := t.TempDir()
+	const staging = archiveStagingPrefix + "test"
+	tree := filepath.Join(real, staging, archiveStagingTree)
+	mustWrite(t, filepath.Join(real, "a.txt"), "old a")
+	mustWrite(t, filepath.Join(real, "dir", "x"), "old x")
+	for p, content := range map[string]string{"a.txt": "new a", "dir/x": "new x", "dir/y": "new y", "zz.txt": "new zz"} {
+		mustWrite(t, filepath.Join(tree, p), content)
+	}
+	m := &archiveMerge{realP: real, staging: staging}
+	root, err := os.OpenRoot(real)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	m.root = root
+	fi, err := root.Lstat(m.staged(""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.dev = archiveDev(fi)
+	if err := m.plan(context.Background(), ""); err != nil {
+		t.Fatal(err)
+	}
+	if len(m.ops) != 4 || m.replaced != 2 {
+		t.Fatalf("plan %+v, %d replaced", m.ops, m.replaced)
+	}
+	// zz.txt is moved last; something else takes its name first.
+	mustWrite(t, filepath.Join(real, "zz.txt"), "sneaky")
+	if err := m.apply(); err == nil || !errors.Is(err, syscall.EEXIST) {
+		t.Fatalf("apply: %v, want EEXIST", err)
+	}
+	for p, want := range map[string]string{
+		"a.txt": "old a", "dir/x": "old x", "zz.txt": "sneaky",
+		staging + "/tree/a.txt": "new a", staging + "/tree/dir/x": "new x", staging + "/tree/dir/y": "new y",
+	} {
+		if got := mustRead(t, filepath.Join(real, p)); got != want {
+			t.Errorf("%s = %q after undo, want %q", p, got, want)
+		}
+	}
+	if _, err := os.Lstat(filepath.Join(real, "dir", "y")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("dir/y still in the target after undo: %v", err)
+	}
 }

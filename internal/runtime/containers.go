@@ -11,7 +11,6 @@ import (
 
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/containers"
-	ctrcdi "github.com/containerd/containerd/v2/pkg/cdi"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
@@ -35,33 +34,11 @@ func (r *Containerd) CreateContainer(ctx context.Context, spec ContainerSpec) er
 	if err := r.CheckDevices(spec.Devices); err != nil {
 		return err
 	}
-	specOpts := []oci.SpecOpts{
-		oci.WithImageConfig(img),
-		oci.WithProcessArgs(spec.Args...),
-		oci.WithEnv(spec.Env),
-		oci.WithHostname(spec.Hostname),
-		oci.WithMounts(ociMounts(spec.Mounts)),
-	}
-	if spec.RunAsRoot {
-		specOpts = append(specOpts, recordImageUser, oci.WithUIDGID(0, 0), oci.WithAdditionalGIDs("root"))
-	}
-	if l := spec.Limits; l.CPUs > 0 {
-		specOpts = append(specOpts, oci.WithCPUCFS(int64(l.CPUs*cpuPeriod), cpuPeriod))
-	}
-	if l := spec.Limits; l.MemoryBytes > 0 {
-		specOpts = append(specOpts, oci.WithMemoryLimit(uint64(l.MemoryBytes)))
-	}
-	if l := spec.Limits; l.Pids > 0 {
-		specOpts = append(specOpts, oci.WithPidsLimit(l.Pids))
-	}
-	if len(spec.Devices) > 0 {
-		specOpts = append(specOpts, ctrcdi.WithCDIDevices(spec.Devices...))
-	}
 	_, err = c.NewContainer(ctx, spec.ID,
 		containerd.WithImage(img),
 		containerd.WithSnapshotter(spec.Snapshotter),
 		containerd.WithNewSnapshot(spec.ID, img),
-		containerd.WithNewSpec(specOpts...),
+		containerd.WithNewSpec(containerSpecOpts(img, spec)...),
 		containerd.WithContainerLabels(spec.Labels),
 	)
 	if err != nil {
@@ -129,23 +106,37 @@ func (r *Containerd) StartTask(ctx context.Context, id, logPath string) (uint32,
 	if err != nil {
 		return 0, err
 	}
-	if task, err := ctr.Task(ctx, nil); err == nil {
-		st, err := task.Status(ctx)
-		if err != nil {
+	// A task left behind by a berth killed mid-stop may still be
+	// registered for a moment after its removal, so creating the new one
+	// is retried a few times.
+	var task containerd.Task
+	for attempt := 0; ; attempt++ {
+		if old, err := ctr.Task(ctx, nil); err == nil {
+			st, err := old.Status(ctx)
+			if err != nil {
+				return 0, r.wrap(err)
+			}
+			if st.Status == containerd.Running || st.Status == containerd.Paused {
+				return old.Pid(), nil
+			}
+			if _, err := old.Delete(ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+				return 0, fmt.Errorf("remove old task: %w", r.wrap(err))
+			}
+		} else if !errdefs.IsNotFound(err) {
 			return 0, r.wrap(err)
 		}
-		if st.Status == containerd.Running || st.Status == containerd.Paused {
-			return task.Pid(), nil
+		task, err = ctr.NewTask(ctx, cio.LogFile(logPath))
+		if err == nil {
+			break
 		}
-		if _, err := task.Delete(ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
-			return 0, fmt.Errorf("remove old task: %w", r.wrap(err))
+		if !errdefs.IsAlreadyExists(err) || attempt == 4 {
+			return 0, fmt.Errorf("create task: %w", r.wrap(err))
 		}
-	} else if !errdefs.IsNotFound(err) {
-		return 0, r.wrap(err)
-	}
-	task, err := ctr.NewTask(ctx, cio.LogFile(logPath))
-	if err != nil {
-		return 0, fmt.Errorf("create task: %w", r.wrap(err))
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(time.Duration(attempt+1) * 200 * time.Millisecond):
+		}
 	}
 	if err := task.Start(ctx); err != nil {
 		_, _ = task.Delete(context.WithoutCancel(ctx), containerd.WithProcessKill)

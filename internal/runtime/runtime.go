@@ -64,6 +64,12 @@ type Runtime interface {
 	DeleteSnapshot(ctx context.Context, snapshotter, key string) error
 	// ReconcileSnapshots finishes or undoes snapshot work a crash interrupted.
 	ReconcileSnapshots(ctx context.Context) error
+	// DiffSnapshots lists what changed from one snapshot (committed or a
+	// container's live layer) to another, a page at a time.
+	DiffSnapshots(ctx context.Context, snapshotter, fromKey, toKey string, page Page) (SnapshotDiff, error)
+	// CreateContainerFromSnapshot creates a container whose writable layer
+	// starts from the committed snapshot parentKey.
+	CreateContainerFromSnapshot(ctx context.Context, spec ContainerSpec, parentKey string) error
 }
 
 // PullPolicy says when EnsureImage contacts the registry.

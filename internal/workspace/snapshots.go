@@ -2,6 +2,7 @@ package workspace
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
@@ -251,9 +252,111 @@ func (m *Manager) deleteSnapshots(ctx context.Context, bot, snapshotter string) 
 	}
 	var errs []error
 	for i := len(vs) - 1; i >= 0; i-- {
-		if err := m.rt.DeleteSnapshot(ctx, snapshotter, vs[i].key); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
+		err := m.rt.DeleteSnapshot(ctx, snapshotter, vs[i].key)
+		switch {
+		case err == nil, errors.Is(err, errdefs.ErrNotFound):
+		case errors.Is(err, errdefs.ErrFailedPrecondition):
+			// A fork builds on it: it stays until that fork is gone.
+			m.log.Info("keeping a snapshot a fork builds on", "bot", bot, "version", vs[i].Version)
+		default:
 			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// DiffSnapshots lists the files added, modified and deleted from version
+// from to version to (0: the live workspace), a page at a time.
+func (m *Manager) DiffSnapshots(ctx context.Context, bot string, from, to int, page runtime.Page) (runtime.SnapshotDiff, error) {
+	if err := ValidateBotID(bot); err != nil {
+		return runtime.SnapshotDiff{}, err
+	}
+	ctr, err := m.rt.Container(ctx, bot)
+	if isNotFound(err) {
+		return runtime.SnapshotDiff{}, notFound(bot)
+	} else if err != nil {
+		return runtime.SnapshotDiff{}, err
+	}
+	vs, err := m.versions(ctx, bot, ctr.Snapshotter)
+	if err != nil {
+		return runtime.SnapshotDiff{}, err
+	}
+	fromSnap, err := find(vs, bot, from)
+	if err != nil {
+		return runtime.SnapshotDiff{}, err
+	}
+	toKey := bot // the live writable layer is keyed by the container id
+	if to > 0 {
+		toSnap, err := find(vs, bot, to)
+		if err != nil {
+			return runtime.SnapshotDiff{}, err
+		}
+		toKey = toSnap.key
+	}
+	return m.rt.DiffSnapshots(ctx, ctr.Snapshotter, fromSnap.key, toKey, page)
+}
+
+// Fork creates a new workspace for newBot whose files start as version v
+// of bot's workspace; image, limits and devices are bot's (env is not
+// copied: its values are not kept outside the container). The two are
+// independent afterwards; v cannot be deleted while the fork builds on it.
+func (m *Manager) Fork(ctx context.Context, bot string, v int, newBot string, progress func(Progress)) (Workspace, error) {
+	if err := ValidateBotID(newBot); err != nil {
+		return Workspace{}, err
+	}
+	if newBot == bot {
+		return Workspace{}, fmt.Errorf("%w: the fork needs a new bot id", errdefs.ErrInvalidArgument)
+	}
+	// Lock both bots, in a fixed order so crossing forks cannot deadlock.
+	first, second := bot, newBot
+	if second < first {
+		first, second = second, first
+	}
+	mctx, done1, err := m.mutate(ctx, first, m.opts.AgentTimeout+10*time.Minute)
+	if err != nil {
+		return Workspace{}, err
+	}
+	defer done1()
+	_, done2, err := m.mutate(ctx, second, time.Minute)
+	if err != nil {
+		return Workspace{}, err
+	}
+	defer done2()
+
+	src, err := m.rt.Container(mctx, bot)
+	if isNotFound(err) {
+		return Workspace{}, notFound(bot)
+	} else if err != nil {
+		return Workspace{}, err
+	}
+	if _, err := m.rt.Container(mctx, newBot); err == nil {
+		return Workspace{}, fmt.Errorf("%w: bot %s already has a workspace", errdefs.ErrAlreadyExists, newBot)
+	} else if !isNotFound(err) {
+		return Workspace{}, err
+	}
+	vs, err := m.versions(mctx, bot, src.Snapshotter)
+	if err != nil {
+		return Workspace{}, err
+	}
+	target, err := find(vs, bot, v)
+	if err != nil {
+		return Workspace{}, err
+	}
+	if err := checkAgentBinary(m.opts.AgentBinary); err != nil {
+		return Workspace{}, err
+	}
+	req := CreateRequest{BotID: newBot, Snapshotter: src.Snapshotter, Devices: splitList(src.Labels[labelDevices])}
+	_ = json.Unmarshal([]byte(src.Labels[labelLimits]), &req.Limits)
+	report(progress, Progress{Done: 1, Total: 3, Message: fmt.Sprintf("forking %s version %d as %s", bot, v, newBot)})
+	if err := m.rt.CreateContainerFromSnapshot(mctx, m.containerSpec(req, src.Image), target.key); err != nil {
+		return Workspace{}, err
+	}
+	report(progress, Progress{Done: 2, Total: 3, Message: "starting " + newBot})
+	if err := m.start(mctx, newBot); err != nil {
+		if rbErr := m.remove(mctx, newBot); rbErr != nil {
+			m.log.Error("roll back failed fork", "bot", newBot, "err", rbErr)
+		}
+		return Workspace{}, fmt.Errorf("fork %s was not created: %w", newBot, err)
+	}
+	return m.Get(mctx, newBot)
 }

@@ -1,0 +1,103 @@
+package runtime
+
+// Forking a workspace from one of its snapshots.
+
+import (
+	"context"
+	"fmt"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/containerd/v2/core/snapshots"
+	ctrcdi "github.com/containerd/containerd/v2/pkg/cdi"
+	"github.com/containerd/containerd/v2/pkg/oci"
+	"github.com/containerd/errdefs"
+)
+
+// CreateContainerFromSnapshot creates (but does not start) a container from
+// spec like CreateContainer, except that its writable layer (snapshot key
+// spec.ID, in spec.Snapshotter) is prepared on the committed snapshot
+// parentKey instead of on the image's top layer. The image still provides
+// the process configuration (env, user, working directory...).
+//
+// The new container shares nothing writable with the snapshot's source:
+// each has its own active snapshot on top of read-only layers. While the
+// fork exists, parentKey is the base of its writable layer, so
+// DeleteSnapshot refuses to remove it (errdefs.ErrFailedPrecondition), as
+// for a rolled-back workspace; snapshots of the fork are incremental on
+// parentKey. parentKey should come from an image compatible with
+// spec.Image (the user and paths of the image config must exist in it).
+func (r *Containerd) CreateContainerFromSnapshot(ctx context.Context, spec ContainerSpec, parentKey string) error {
+	if parentKey == "" {
+		return fmt.Errorf("%w: parent snapshot key is required", errdefs.ErrInvalidArgument)
+	}
+	c, ctx, err := r.connect(ctx)
+	if err != nil {
+		return err
+	}
+	parent, err := c.SnapshotService(spec.Snapshotter).Stat(ctx, parentKey)
+	if err != nil {
+		return fmt.Errorf("snapshot %s: %w", parentKey, r.wrap(err))
+	}
+	if parent.Kind != snapshots.KindCommitted {
+		return fmt.Errorf("%w: snapshot %s is not committed", errdefs.ErrInvalidArgument, parentKey)
+	}
+	img, err := c.GetImage(ctx, spec.Image)
+	if err != nil {
+		return fmt.Errorf("image %s: %w", spec.Image, r.wrap(err))
+	}
+	if err := r.CheckDevices(spec.Devices); err != nil {
+		return err
+	}
+	_, err = c.NewContainer(ctx, spec.ID,
+		containerd.WithImage(img),
+		containerd.WithSnapshotter(spec.Snapshotter),
+		withSnapshotOn(spec.ID, parentKey),
+		containerd.WithNewSpec(containerSpecOpts(img, spec)...),
+		containerd.WithContainerLabels(spec.Labels),
+	)
+	if err != nil {
+		return fmt.Errorf("create container %s: %w", spec.ID, r.wrap(err))
+	}
+	return nil
+}
+
+// withSnapshotOn prepares the container's writable layer key on parent.
+// NewContainer runs it under a lease, so a failed creation leaves nothing.
+func withSnapshotOn(key, parent string) containerd.NewContainerOpts {
+	return func(ctx context.Context, client *containerd.Client, c *containers.Container) error {
+		if _, err := client.SnapshotService(c.Snapshotter).Prepare(ctx, key, parent); err != nil {
+			return fmt.Errorf("prepare writable layer on %s: %w", parent, err)
+		}
+		c.SnapshotKey = key
+		return nil
+	}
+}
+
+// containerSpecOpts builds the OCI spec options of a container from spec,
+// for CreateContainer and CreateContainerFromSnapshot alike.
+func containerSpecOpts(img containerd.Image, spec ContainerSpec) []oci.SpecOpts {
+	specOpts := []oci.SpecOpts{
+		oci.WithImageConfig(img),
+		oci.WithProcessArgs(spec.Args...),
+		oci.WithEnv(spec.Env),
+		oci.WithHostname(spec.Hostname),
+		oci.WithMounts(ociMounts(spec.Mounts)),
+	}
+	if spec.RunAsRoot {
+		specOpts = append(specOpts, recordImageUser, oci.WithUIDGID(0, 0), oci.WithAdditionalGIDs("root"))
+	}
+	if l := spec.Limits; l.CPUs > 0 {
+		specOpts = append(specOpts, oci.WithCPUCFS(int64(l.CPUs*cpuPeriod), cpuPeriod))
+	}
+	if l := spec.Limits; l.MemoryBytes > 0 {
+		specOpts = append(specOpts, oci.WithMemoryLimit(uint64(l.MemoryBytes)))
+	}
+	if l := spec.Limits; l.Pids > 0 {
+		specOpts = append(specOpts, oci.WithPidsLimit(l.Pids))
+	}
+	if len(spec.Devices) > 0 {
+		specOpts = append(specOpts, ctrcdi.WithCDIDevices(spec.Devices...))
+	}
+	return specOpts
+}
