@@ -203,3 +203,49 @@ func (e *env) ctr(b testing.TB, stdin io.Reader, args ...string) {
 		b.Fatalf("ctr %v: %v\n%s", args, err, stderr.String())
 	}
 }
+
+// BenchmarkSnapshot measures snapshot_create of a running workspace with
+// 1 MB and 100 MB changed (total time, and how long the workspace was
+// paused), and snapshot_rollback.
+func BenchmarkSnapshot(b *testing.B) {
+	e := newEnv(b)
+	c := e.stdioMcpgo()
+	mustCall(b, c, "workspace_create", map[string]any{"bot_id": "snap"})
+	for _, size := range []int{1, 100} {
+		b.Run(fmt.Sprintf("create-%dMB", size), func(b *testing.B) {
+			var lat []time.Duration
+			var pauses []time.Duration
+			for i := 0; b.Loop(); i++ {
+				b.StopTimer()
+				if res := mustCall(b, c, "exec", map[string]any{"bot_id": "snap", "command": fmt.Sprintf("head -c %d /dev/urandom > /data/changed-%d", size<<20, i)}); res.IsError {
+					b.Fatal(res.Text)
+				}
+				b.StartTimer()
+				start := time.Now()
+				var s struct {
+					PauseMs int64 `json:"pause_ms"`
+				}
+				mustCall(b, c, "snapshot_create", map[string]any{"bot_id": "snap"}).decode(b, &s)
+				lat = append(lat, time.Since(start))
+				pauses = append(pauses, time.Duration(s.PauseMs)*time.Millisecond)
+				b.StopTimer()
+				mustCall(b, c, "exec", map[string]any{"bot_id": "snap", "command": "rm -f /data/changed-*"})
+				b.StartTimer()
+			}
+			reportPercentiles(b, lat)
+			slices.Sort(pauses)
+			b.ReportMetric(float64(pauses[len(pauses)/2].Milliseconds()), "pause-p50-ms")
+		})
+	}
+	b.Run("rollback", func(b *testing.B) {
+		var lat []time.Duration
+		for b.Loop() {
+			start := time.Now()
+			if res := mustCall(b, c, "snapshot_rollback", map[string]any{"bot_id": "snap", "version": 1}); res.IsError {
+				b.Fatal(res.Text)
+			}
+			lat = append(lat, time.Since(start))
+		}
+		reportPercentiles(b, lat)
+	})
+}
