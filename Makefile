@@ -25,10 +25,21 @@ bench: build
 run: build
 	scripts/run.sh
 
-# Short fuzzing of the input parsers; the seed corpora also run in `make test`.
+# Short fuzzing of the input parsers (paths, archives, protocol input); the
+# seed corpora also run in `make test`. FUZZTIME sets the time per target.
+FUZZTIME ?= 15s
+FUZZ = $(GO) test -run '^$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 3s
 fuzz:
-	$(GO) test ./tools/ -run '^$$' -fuzz FuzzParseSize -fuzztime 20s
-	$(GO) test ./internal/workspace/ -run '^$$' -fuzz FuzzValidateBotID -fuzztime 20s
+	$(FUZZ) -fuzz '^FuzzParseSize$$' ./tools/
+	$(FUZZ) -fuzz '^FuzzValidateBotID$$' ./internal/workspace/
+	$(FUZZ) -fuzz '^FuzzResolvePath$$' ./internal/agent/
+	$(FUZZ) -fuzz '^FuzzArchiveName$$' ./internal/agent/
+	$(FUZZ) -fuzz '^FuzzArchiveSymlink$$' ./internal/agent/
+	$(FUZZ) -fuzz '^FuzzImportTar$$' ./internal/agent/
+	$(FUZZ) -fuzz '^FuzzReadExecEvents$$' ./internal/agent/
+	$(FUZZ) -fuzz '^FuzzDecodeHealth$$' ./internal/agent/
+	$(FUZZ) -fuzz '^FuzzParse$$' ./internal/skills/
+	$(FUZZ) -fuzz '^FuzzValidateName$$' ./internal/skills/
 
 clean:
 	rm -rf bin
