@@ -12,6 +12,7 @@ import (
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/runtime-spec/specs-go"
@@ -108,7 +109,8 @@ func (r *Containerd) StartTask(ctx context.Context, id, logPath string) (uint32,
 	}
 	// A task left behind by a berth killed mid-stop may still be
 	// registered for a moment after its removal, so creating the new one
-	// is retried a few times.
+	// is retried a few times; a shim orphaned by an interrupted delete is
+	// cleared (see reapOrphanShim).
 	var task containerd.Task
 	for attempt := 0; ; attempt++ {
 		if old, err := ctr.Task(ctx, nil); err == nil {
@@ -131,6 +133,14 @@ func (r *Containerd) StartTask(ctx context.Context, id, logPath string) (uint32,
 		}
 		if !errdefs.IsAlreadyExists(err) || attempt == 4 {
 			return 0, fmt.Errorf("create task: %w", r.wrap(err))
+		}
+		if attempt == 1 {
+			ns, _ := namespaces.Namespace(ctx)
+			if reaped, rerr := r.reapOrphanShim(ns, id); rerr != nil {
+				return 0, fmt.Errorf("create task: %w (and clearing an orphaned shim failed: %v)", r.wrap(err), rerr)
+			} else if reaped {
+				continue
+			}
 		}
 		select {
 		case <-ctx.Done():
