@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"os/exec"
 	"strings"
@@ -14,7 +15,7 @@ import (
 )
 
 // TestSnapshotCrashSafety kills berth with SIGKILL at random points of
-// snapshots and rollbacks, again and again. After each restart the
+// snapshots, rollbacks and forks, again and again. After each restart the
 // workspace runs, its agent answers, every completed version is intact (a
 // rollback to it works, also after containerd's garbage collection) and
 // new snapshots work.
@@ -25,15 +26,22 @@ func TestSnapshotCrashSafety(t *testing.T) {
 	mustCall(t, c, "workspace_create", map[string]any{"bot_id": "crashy"})
 	e.execIn(t, "crashy", "sh", "-c", "head -c 20000000 /dev/urandom > /data/payload")
 	rng := rand.New(rand.NewPCG(1, 2))
-	for round := range 6 {
+	var forks []string
+	for round := range 9 {
 		tool, args := "snapshot_create", map[string]any{"bot_id": "crashy", "name": "round"}
-		if round%2 == 1 {
+		if round%3 != 0 {
 			var l struct {
 				Versions []snapOut `json:"versions"`
 			}
 			mustCall(t, c, "snapshot_list", map[string]any{"bot_id": "crashy"}).decode(t, &l)
 			if len(l.Versions) > 0 {
-				tool, args = "snapshot_rollback", map[string]any{"bot_id": "crashy", "version": l.Versions[rng.IntN(len(l.Versions))].Version}
+				v := l.Versions[rng.IntN(len(l.Versions))].Version
+				tool, args = "snapshot_rollback", map[string]any{"bot_id": "crashy", "version": v}
+				if round%3 == 2 {
+					fork := fmt.Sprintf("fork-%d", round)
+					forks = append(forks, fork)
+					tool, args = "workspace_fork", map[string]any{"bot_id": "crashy", "version": v, "new_bot_id": fork}
+				}
 			}
 		}
 		done := make(chan struct{})
@@ -60,10 +68,22 @@ func TestSnapshotCrashSafety(t *testing.T) {
 			t.Fatalf("round %d: snapshot after restart: %s", round, res.Text)
 		}
 	}
+	// A fork cut short is either absent or a whole, running workspace.
+	for _, fork := range forks {
+		if res := mustCall(t, c, "workspace_get", map[string]any{"bot_id": fork}); !res.IsError {
+			e.waitHealthy(t, c, fork)
+		} else if !strings.Contains(res.Text, "has no workspace") {
+			t.Fatalf("fork %s: %s", fork, res.Text)
+		}
+	}
 	// Every completed version survives containerd's garbage collection
 	// and can be rolled back to.
 	cl := testenv.Client(t)
 	ctx := namespaces.WithNamespace(context.Background(), e.namespace)
+	// Reconcile at start removed the leases of interrupted work.
+	if left, err := cl.LeasesService().List(ctx); err != nil || len(left) != 0 {
+		t.Fatalf("leases left after reconcile: %v %v", left, err)
+	}
 	l, err := cl.LeasesService().Create(ctx, leases.WithRandomID())
 	if err != nil {
 		t.Fatal(err)

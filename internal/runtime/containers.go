@@ -131,12 +131,13 @@ func (r *Containerd) StartTask(ctx context.Context, id, logPath string) (uint32,
 		if err == nil {
 			break
 		}
-		if !errdefs.IsAlreadyExists(err) || attempt == 4 {
+		leftover := errdefs.IsAlreadyExists(err) || strings.Contains(err.Error(), "file exists")
+		if !leftover || attempt == 4 {
 			return 0, fmt.Errorf("create task: %w", r.wrap(err))
 		}
-		if attempt == 1 {
+		if attempt >= 1 {
 			ns, _ := namespaces.Namespace(ctx)
-			if reaped, rerr := r.reapOrphanShim(ns, id); rerr != nil {
+			if reaped, rerr := r.reapOrphanShim(ns, id, err); rerr != nil {
 				return 0, fmt.Errorf("create task: %w (and clearing an orphaned shim failed: %v)", r.wrap(err), rerr)
 			} else if reaped {
 				continue

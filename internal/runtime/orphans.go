@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -19,9 +20,11 @@ import (
 // reboots. berth runs as root beside containerd, so it can finish the
 // deletion itself: kill that one shim (matched by namespace, container id
 // and this containerd's address), detach its rootfs mount and remove the
-// bundle, which is the shim's working directory. Only called when
-// containerd lists no task for the container.
-func (r *Containerd) reapOrphanShim(namespace, id string) (bool, error) {
+// bundle, which is the shim's working directory. A client that dies while
+// the shim starts leaves the bundle without a shim; containerd's error
+// then names the bundle, and that is removed the same way. Only called
+// when containerd lists no task for the container.
+func (r *Containerd) reapOrphanShim(namespace, id string, createErr error) (bool, error) {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return false, err
@@ -55,10 +58,23 @@ func (r *Containerd) reapOrphanShim(namespace, id string) (bool, error) {
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
-		_ = unix.Unmount(filepath.Join(bundle, "rootfs"), unix.MNT_DETACH)
-		return true, os.RemoveAll(bundle)
+		return true, removeBundle(bundle)
+	}
+	if m := bundleExists.FindStringSubmatch(createErr.Error()); m != nil {
+		bundle := m[1]
+		if filepath.Base(bundle) == id && filepath.Base(filepath.Dir(bundle)) == namespace {
+			return true, removeBundle(bundle)
+		}
 	}
 	return false, nil
+}
+
+// bundleExists matches containerd's error for a leftover bundle directory.
+var bundleExists = regexp.MustCompile(`mkdir (/\S*/io\.containerd\.runtime\.v2\.task/[^/\s]+/[^/\s:]+): file exists`)
+
+func removeBundle(bundle string) error {
+	_ = unix.Unmount(filepath.Join(bundle, "rootfs"), unix.MNT_DETACH)
+	return os.RemoveAll(bundle)
 }
 
 // hasArgs reports whether args holds each flag of want followed by its value.
