@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -109,57 +109,57 @@ func checkHealth(h Health) error {
 }
 
 // call performs one request, with in (if not nil) as its JSON body, and
-// decodes a 2xx JSON answer into out.
+// decodes a 2xx JSON answer of at most MaxResponseBytes into out.
 func (c *Client) call(ctx context.Context, method, path string, in, out any) error {
-	if _, ok := ctx.Deadline(); !ok {
+	return c.doJSON(ctx, method, path, nil, in, out, MaxResponseBytes, defaultCallTimeout)
+}
+
+// request is one round trip to the agent with a JSON answer.
+type request struct {
+	method, path string
+	query        url.Values
+	body         io.Reader // nil: none
+	contentType  string
+	maxBody      int64         // cap on the answer
+	timeout      time.Duration // applied when ctx has no deadline; 0: none
+}
+
+// do performs r and decodes a 2xx answer into out. Every JSON endpoint
+// goes through here, so all share the same caps and checks.
+func (c *Client) do(ctx context.Context, r request, out any) error {
+	if _, ok := ctx.Deadline(); !ok && r.timeout > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, defaultCallTimeout)
+		ctx, cancel = context.WithTimeout(ctx, r.timeout)
 		defer cancel()
 	}
-	var reqBody io.Reader
-	if in != nil {
-		data, err := json.Marshal(in)
-		if err != nil {
-			return err
-		}
-		reqBody = bytes.NewReader(data)
+	u := "http://berth-agent" + r.path
+	if len(r.query) > 0 {
+		u += "?" + r.query.Encode()
 	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://berth-agent"+path, reqBody)
+	req, err := http.NewRequestWithContext(ctx, r.method, u, r.body)
 	if err != nil {
 		return err
 	}
 	req.Header.Set("Accept", "application/json")
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
+	if r.contentType != "" {
+		req.Header.Set("Content-Type", r.contentType)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return fmt.Errorf("berth agent: %w", err)
 	}
 	defer func() { _ = resp.Body.Close() }()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, MaxResponseBytes+1))
+	body, err := io.ReadAll(io.LimitReader(resp.Body, r.maxBody+1))
 	if err != nil {
 		return fmt.Errorf("berth agent: reading response: %w", err)
 	}
-	return decodeResponse(resp.StatusCode, resp.Header, body, out)
+	return decodeLimited(resp.StatusCode, resp.Header, body, out, r.maxBody)
 }
 
 // decodeResponse interprets one complete (size-capped) answer from the agent.
 // It is apart from call so that fuzzing can feed it arbitrary input.
 func decodeResponse(status int, h http.Header, body []byte, out any) error {
-	if len(body) > MaxResponseBytes {
-		return fmt.Errorf("%w: response larger than %d bytes", ErrBadResponse, MaxResponseBytes)
-	}
-	if err := checkProtocolHeader(h, body); err != nil {
-		return err
-	}
-	if status < 200 || status > 299 {
-		return remoteError(status, body)
-	}
-	if err := json.Unmarshal(body, out); err != nil {
-		return fmt.Errorf("%w: %v", ErrBadResponse, err)
-	}
-	return nil
+	return decodeLimited(status, h, body, out, MaxResponseBytes)
 }
 
 // checkProtocolHeader runs before any body is interpreted: the shape of the

@@ -31,44 +31,19 @@ const (
 // doJSON is Client.call with a response cap of its own, query parameters and
 // a default timeout for contexts without a deadline (0: none).
 func (c *Client) doJSON(ctx context.Context, method, path string, query url.Values, in, out any, maxBody int64, timeout time.Duration) error {
-	if _, ok := ctx.Deadline(); !ok && timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, timeout)
-		defer cancel()
-	}
-	var reqBody io.Reader
+	r := request{method: method, path: path, query: query, maxBody: maxBody, timeout: timeout}
 	if in != nil {
 		data, err := json.Marshal(in)
 		if err != nil {
 			return err
 		}
-		reqBody = bytes.NewReader(data)
+		r.body, r.contentType = bytes.NewReader(data), "application/json"
 	}
-	u := "http://berth-agent" + path
-	if len(query) > 0 {
-		u += "?" + query.Encode()
-	}
-	req, err := http.NewRequestWithContext(ctx, method, u, reqBody)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Accept", "application/json")
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return fmt.Errorf("berth agent: %w", err)
-	}
-	defer func() { _ = resp.Body.Close() }()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
-	if err != nil {
-		return fmt.Errorf("berth agent: reading response: %w", err)
-	}
-	return decodeLimited(resp.StatusCode, resp.Header, body, out, maxBody)
+	return c.do(ctx, r, out)
 }
 
-// decodeLimited is decodeResponse with another size cap.
+// decodeLimited interprets one complete answer from the agent, refusing
+// one larger than maxBody.
 func decodeLimited(status int, h http.Header, body []byte, out any, maxBody int64) error {
 	if int64(len(body)) > maxBody {
 		return fmt.Errorf("%w: response larger than %d bytes", ErrBadResponse, maxBody)

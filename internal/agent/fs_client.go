@@ -304,45 +304,7 @@ func (c *Client) fsPost(ctx context.Context, p string, in, out any, timeout time
 // (a page of text or of a listing is more than MaxResponseBytes), any
 // request body, and a per-operation default timeout (none if 0).
 func (c *Client) fsCall(ctx context.Context, method, p string, q url.Values, body io.Reader, contentType string, timeout time.Duration, out any) error {
-	if _, ok := ctx.Deadline(); !ok && timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, timeout)
-		defer cancel()
-	}
-	u := "http://berth-agent" + p
-	if len(q) > 0 {
-		u += "?" + q.Encode()
-	}
-	req, err := http.NewRequestWithContext(ctx, method, u, body)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Accept", "application/json")
-	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return fmt.Errorf("berth agent: %w", err)
-	}
-	defer func() { _ = resp.Body.Close() }()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, fsMaxResponseBytes+1))
-	if err != nil {
-		return fmt.Errorf("berth agent: reading response: %w", err)
-	}
-	if len(data) > fsMaxResponseBytes {
-		return fmt.Errorf("%w: response larger than %d bytes", ErrBadResponse, fsMaxResponseBytes)
-	}
-	if err := checkProtocolHeader(resp.Header, data); err != nil {
-		return err
-	}
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return remoteError(resp.StatusCode, data)
-	}
-	if err := json.Unmarshal(data, out); err != nil {
-		return fmt.Errorf("%w: %v", ErrBadResponse, err)
-	}
-	return nil
+	return c.do(ctx, request{method: method, path: p, query: q, body: body, contentType: contentType, maxBody: fsMaxResponseBytes, timeout: timeout}, out)
 }
 
 // fsCheckPath accepts what fsResolvePath produces: absolute, clean, no NUL,
