@@ -178,7 +178,7 @@ func TestProcessSignalTimeoutForget(t *testing.T) {
 		t.Errorf("after SIGTERM: %+v", info)
 	}
 	// The signal went to the whole group, the background sleep included.
-	waitFor(t, "the group's sleep to die", 5*time.Second, func() bool { return procGone(pids[0]) })
+	waitFor(t, "the group's sleep to die", 15*time.Second, func() bool { return procGone(pids[0]) })
 	if got, _ := readProcUntil(t, c, p.ID, StreamStdout, 0, "got-term"); !strings.HasSuffix(got, "got-term\n") {
 		t.Errorf("output %q", got)
 	}

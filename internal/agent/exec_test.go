@@ -105,9 +105,15 @@ func remoteErrCode(t *testing.T, err error) string {
 }
 
 // procGone reports whether pid no longer exists (reaped, not a zombie).
+// procGone reports whether pid has ended: its /proc entry is gone, or it is
+// a zombie waiting for whichever subreaper of the test process adopts it.
 func procGone(pid int) bool {
-	_, err := os.Stat("/proc/" + strconv.Itoa(pid))
-	return errors.Is(err, fs.ErrNotExist)
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if errors.Is(err, fs.ErrNotExist) {
+		return true
+	}
+	p, perr := parseStat(b)
+	return err == nil && perr == nil && !p.live()
 }
 
 func pidsFrom(t *testing.T, out []byte) []int {
