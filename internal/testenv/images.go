@@ -66,17 +66,41 @@ func BusyboxArchive(t testing.TB) string {
 }
 
 func buildBusyboxArchive() (string, error) {
+	return buildArchive(archiveFormat, "busybox", BusyboxRef, nil)
+}
+
+// imageFile is a host file to copy into a test image.
+type imageFile struct {
+	path string // absolute path in the image
+	src  string // path on the host
+	mode os.FileMode
+}
+
+// buildArchive builds an OCI archive of the busybox root filesystem plus
+// extra, named ref, and caches it in the temp directory as prefix-KEY.tar.
+// KEY covers format (which names what the caller puts in the image), the
+// busybox binary and the extra files, so an archive is reused exactly when
+// the same build would give the same image.
+func buildArchive(format, prefix, ref string, extra []imageFile) (string, error) {
 	bin := BusyboxPath()
 	sum, err := fileDigest(bin)
 	if err != nil {
 		return "", err
 	}
+	keyText := format + "\x00" + sum
+	for _, f := range extra {
+		d, err := fileDigest(f.src)
+		if err != nil {
+			return "", err
+		}
+		keyText += fmt.Sprintf("\x00%s\x00%o\x00%s", f.path, f.mode, d)
+	}
 	dir := filepath.Join(os.TempDir(), "berth-testenv")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
-	key := sha256.Sum256([]byte(archiveFormat + "\x00" + sum))
-	path := filepath.Join(dir, "busybox-"+hex.EncodeToString(key[:8])+".tar")
+	key := sha256.Sum256([]byte(keyText))
+	path := filepath.Join(dir, prefix+"-"+hex.EncodeToString(key[:8])+".tar")
 	if _, err := os.Stat(path); err == nil {
 		return path, nil
 	}
@@ -89,14 +113,19 @@ func buildBusyboxArchive() (string, error) {
 	if err := imagebuild.BusyboxRootfs(rootfs, bin); err != nil {
 		return "", err
 	}
+	for _, f := range extra {
+		if err := copyIntoRootfs(rootfs, f); err != nil {
+			return "", err
+		}
+	}
 	// Test binaries run in parallel, one process per package: build under a
 	// private name and rename, so a reader never sees half an archive.
-	tmp, err := os.CreateTemp(dir, "busybox-*.tar.tmp")
+	tmp, err := os.CreateTemp(dir, prefix+"-*.tar.tmp")
 	if err != nil {
 		return "", err
 	}
 	defer os.Remove(tmp.Name())
-	err = imagebuild.WriteArchive(context.Background(), tmp, rootfs, BusyboxRef, imagebuild.Config{
+	err = imagebuild.WriteArchive(context.Background(), tmp, rootfs, ref, imagebuild.Config{
 		Env:     []string{imagebuild.DefaultPathEnv},
 		Created: busyboxCreated,
 	})
@@ -110,6 +139,50 @@ func buildBusyboxArchive() (string, error) {
 		return "", err
 	}
 	return path, nil
+}
+
+// copyIntoRootfs copies f into the root filesystem at rootfs, creating the
+// parent directories it lacks with mode 0755.
+func copyIntoRootfs(rootfs string, f imageFile) error {
+	if !filepath.IsAbs(f.path) || filepath.Clean(f.path) != f.path || f.path == "/" {
+		return fmt.Errorf("image path %q is not a clean absolute file path", f.path)
+	}
+	dst := filepath.Join(rootfs, f.path)
+	var missing []string
+	for d := filepath.Dir(dst); d != rootfs; d = filepath.Dir(d) {
+		if _, err := os.Lstat(d); err == nil {
+			break
+		}
+		missing = append(missing, d)
+	}
+	for i := len(missing) - 1; i >= 0; i-- {
+		// Chmod too: Mkdir is subject to the umask, and a tight one would
+		// hide the file from the image's non-root users.
+		if err := os.Mkdir(missing[i], 0o755); err != nil {
+			return err
+		}
+		if err := os.Chmod(missing[i], 0o755); err != nil {
+			return err
+		}
+	}
+	in, err := os.Open(f.src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, f.mode)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	if err := out.Close(); err != nil {
+		return err
+	}
+	// OpenFile's mode is subject to the umask.
+	return os.Chmod(dst, f.mode)
 }
 
 func fileDigest(path string) (string, error) {
