@@ -164,8 +164,30 @@ type piped struct {
 }
 
 // startPiped starts spec in its own process group with stdout and stderr
-// copied into the writers, which must not block for long.
+// copied into the writers, which must not block for long, and stdin fed
+// from the bytes given (or /dev/null without any).
 func (rn *runner) startPiped(spec *procSpec, stdin []byte, stdout, stderr io.Writer) (*piped, error) {
+	p, err := rn.startPipes(spec, len(stdin) > 0, stdout, stderr)
+	if err != nil {
+		return nil, err
+	}
+	if inW := p.stdin; inW != nil {
+		go func() {
+			// Fails with EPIPE if the command exits without reading it
+			// all, and is cut short by finishIO's Close.
+			_, _ = inW.Write(stdin)
+			_ = inW.Close()
+		}()
+	}
+	return p, nil
+}
+
+// startPipes starts spec in its own process group with stdout and stderr
+// copied into the writers. A write that blocks holds up that stream's pump,
+// and so, once the pipe is full, the process. With withStdin the process
+// reads a pipe whose write end is p.stdin, which the caller feeds and
+// closes; without it, /dev/null.
+func (rn *runner) startPipes(spec *procSpec, withStdin bool, stdout, stderr io.Writer) (*piped, error) {
 	cmd := rn.command(spec)
 	// Its own group, so that stopping it reaches what it started.
 	cmd.SysProcAttr.Setpgid = true
@@ -187,7 +209,7 @@ func (rn *runner) startPiped(spec *procSpec, stdin []byte, stdout, stderr io.Wri
 	}
 	toClose = append(toClose, errR, errW)
 	var inR, inW *os.File
-	if len(stdin) > 0 {
+	if withStdin {
 		if inR, inW, err = os.Pipe(); err != nil {
 			closeAll()
 			return nil, err
@@ -217,14 +239,6 @@ func (rn *runner) startPiped(spec *procSpec, stdin []byte, stdout, stderr io.Wri
 	p := &piped{child: c, started: time.Now(), outDone: make(chan struct{}), errDone: make(chan struct{}), stdin: inW}
 	go pump(outR, stdout, p.outDone)
 	go pump(errR, stderr, p.errDone)
-	if inW != nil {
-		go func() {
-			// Fails with EPIPE if the command exits without reading it
-			// all, and is cut short by finishIO's Close.
-			_, _ = inW.Write(stdin)
-			_ = inW.Close()
-		}()
-	}
 	return p, nil
 }
 

@@ -23,10 +23,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Commands, background processes and terminals: the endpoints in exec*.go
-// and terminal*.go share what is here, which is how a request becomes a
-// process (validation, working directory, environment, user) and how that
-// process is stopped.
+// Commands, background processes, terminals and stdio processes: the
+// endpoints in exec*.go, terminal*.go and stdio*.go share what is here,
+// which is how a request becomes a process (validation, working directory,
+// environment, user) and how that process is stopped.
 
 // CodeTimeout says the agent gave up waiting on the workspace: a terminal
 // that does not read its input, say. Retrying later may work.
@@ -68,6 +68,7 @@ func (s *server) routeProcesses(mux *http.ServeMux) {
 	rn.routeExec(mux)
 	newProcTable(rn).route(mux)
 	newTermTable(rn).route(mux)
+	newStdioTable(rn).route(mux)
 }
 
 // runner turns requests into processes. It holds nothing but the server's
@@ -595,11 +596,14 @@ func signalGroup(c *child, sig unix.Signal) error {
 // only hit a stranger if the group emptied and the whole pid space cycled
 // within the grace period. If the leader is already gone when killGroup
 // starts, it finished on its own and what it left behind is left alone.
-func killGroup(c *child) {
+func killGroup(c *child) { killGroupAfter(c, killGrace) }
+
+// killGroupAfter is killGroup with another grace period.
+func killGroupAfter(c *child, grace time.Duration) {
 	if signalGroup(c, unix.SIGTERM) == os.ErrProcessDone {
 		return
 	}
-	t := time.NewTimer(killGrace)
+	t := time.NewTimer(grace)
 	defer t.Stop()
 	select {
 	case <-c.done:

@@ -1,15 +1,11 @@
 package agent
 
 import (
-	"bufio"
 	"context"
-	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 	"time"
 )
 
@@ -153,83 +149,14 @@ func (c *Client) AttachTerminal(ctx context.Context, id string) (io.ReadWriteClo
 	if err := checkID("terminal", id); err != nil {
 		return nil, err
 	}
-	hctx := ctx
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		hctx, cancel = context.WithTimeout(ctx, defaultCallTimeout)
-		defer cancel()
-	}
-	conn, err := c.transport.DialContext(hctx, "unix", c.socketPath)
-	if err != nil {
-		return nil, fmt.Errorf("berth agent: %w", err)
-	}
-	ok := false
-	defer func() {
-		if !ok {
-			_ = conn.Close()
-		}
-	}()
-	// Reading the answer blocks in the network stack, where only a
-	// deadline reaches it.
-	if dl, has := hctx.Deadline(); has {
-		_ = conn.SetDeadline(dl)
-	}
-	stop := context.AfterFunc(hctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
-
-	req, err := http.NewRequest(http.MethodGet, "http://berth-agent"+PathTerminals+"/"+id+"/attach", nil)
+	conn, err := c.upgrade(ctx, upgradeRequest{
+		method:   http.MethodGet,
+		path:     PathTerminals + "/" + id + "/attach",
+		protocol: TerminalUpgrade,
+		what:     "attaching",
+	}, nil)
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set("Connection", "Upgrade")
-	req.Header.Set("Upgrade", TerminalUpgrade)
-	if err := req.Write(conn); err != nil {
-		return nil, c.attachErr(hctx, err)
-	}
-	br := bufio.NewReaderSize(conn, 32<<10)
-	resp, err := http.ReadResponse(br, req)
-	if err != nil {
-		return nil, c.attachErr(hctx, err)
-	}
-	if resp.StatusCode != http.StatusSwitchingProtocols {
-		body, err := io.ReadAll(io.LimitReader(resp.Body, MaxResponseBytes+1))
-		_ = resp.Body.Close()
-		if err != nil {
-			return nil, c.attachErr(hctx, err)
-		}
-		var unused struct{}
-		if err := decodeResponse(resp.StatusCode, resp.Header, body, &unused); err != nil {
-			return nil, err
-		}
-		return nil, badResponse("attach answered HTTP %d instead of 101", resp.StatusCode)
-	}
-	if err := checkProtocolHeader(resp.Header, nil); err != nil {
-		return nil, err
-	}
-	if !strings.EqualFold(resp.Header.Get("Upgrade"), TerminalUpgrade) {
-		return nil, badResponse("attach switched to %q", truncateInfo(resp.Header.Get("Upgrade"), 32))
-	}
-	if !stop() {
-		// ctx ended just as the handshake finished.
-		return nil, c.attachErr(hctx, hctx.Err())
-	}
-	_ = conn.SetDeadline(time.Time{})
-	ok = true
-	return &attachedConn{Conn: conn, r: br}, nil
+	return conn, nil
 }
-
-func (c *Client) attachErr(ctx context.Context, err error) error {
-	if ctx.Err() != nil {
-		return fmt.Errorf("berth agent: attaching: %w", ctx.Err())
-	}
-	return fmt.Errorf("berth agent: attaching: %w", err)
-}
-
-// attachedConn reads through the buffer that read the 101 answer, which may
-// already hold the first output.
-type attachedConn struct {
-	net.Conn
-	r *bufio.Reader
-}
-
-func (a *attachedConn) Read(p []byte) (int, error) { return a.r.Read(p) }
