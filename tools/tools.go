@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/internal/auth"
+	"github.com/berth-dev/berth/internal/mcpproxy"
 	"github.com/berth-dev/berth/internal/skills"
 	"github.com/berth-dev/berth/internal/workspace"
 	"github.com/invopop/jsonschema"
@@ -29,6 +30,9 @@ type Deps struct {
 	Logger  *slog.Logger
 	Limits  Limits
 	Skills  skills.Config
+	// MCP runs the bots' own MCP servers; nil leaves the mcp_server_*
+	// tools out.
+	MCP *mcpproxy.Supervisor
 }
 
 // Limits are the defaults and caps of the exec, terminal and file tools.
@@ -61,6 +65,9 @@ func Register(s *server.MCPServer, d Deps) {
 	s.AddTools(dataTools(d)...)
 	s.AddTools(skillTools(d)...)
 	s.AddTools(snapshotTools(d)...)
+	if d.MCP != nil {
+		s.AddTools(mcpServerTools(d)...)
+	}
 }
 
 // hints are a tool's annotations. Every tool states all four, because

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/internal/auth"
+	"github.com/berth-dev/berth/internal/mcpproxy"
 	"github.com/berth-dev/berth/internal/workspace"
 	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
@@ -30,6 +31,8 @@ type HTTPOptions struct {
 	Logger *slog.Logger
 	// Manager serves the per-bot file and terminal endpoints.
 	Manager *workspace.Manager
+	// MCPProxy serves /bots/{bot_id}/mcp/{name}, the bots' own MCP servers.
+	MCPProxy *mcpproxy.Endpoint
 }
 
 // Limits of the HTTP transport.
@@ -106,11 +109,20 @@ func NewHTTPHandler(s *server.MCPServer, o HTTPOptions) (http.Handler, func(cont
 		}),
 	)
 	mux := http.NewServeMux()
-	mux.Handle("/mcp", o.checkOrigin(o.authenticate(http.MaxBytesHandler(mcpHandler, maxRequestBytes))))
+	mux.Handle("/mcp", o.checkOrigin(o.authenticate(pinBot(http.MaxBytesHandler(mcpHandler, maxRequestBytes)))))
+	wrap := func(h http.Handler) http.Handler { return o.checkOrigin(o.authenticate(h)) }
 	if o.Manager != nil {
-		botRoutes{m: o.Manager, origins: o.AllowedOrigins}.register(mux, func(h http.Handler) http.Handler {
-			return o.checkOrigin(o.authenticate(h))
-		})
+		botRoutes{m: o.Manager, origins: o.AllowedOrigins}.register(mux, wrap)
+	}
+	if o.MCPProxy != nil {
+		mux.Handle("/bots/{bot_id}/mcp/{name}", wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			bot := r.PathValue("bot_id")
+			if err := auth.FromContext(r.Context()).Allow(auth.ScopeExec, bot); err != nil {
+				httpError(w, http.StatusForbidden, err)
+				return
+			}
+			o.MCPProxy.Serve(w, r, bot, r.PathValue("name"))
+		})))
 	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
@@ -155,6 +167,28 @@ func (o HTTPOptions) authenticate(next http.Handler) http.Handler {
 			p = auth.Local("admin token")
 		}
 		next.ServeHTTP(w, r.WithContext(auth.WithPrincipal(r.Context(), p)))
+	})
+}
+
+// pinBot limits a session of /mcp?bot=ID to that bot: its tools act on
+// it only, and the tools of that bot's own MCP servers join its list.
+func pinBot(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		bot := r.URL.Query().Get("bot")
+		if bot == "" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		p := auth.FromContext(r.Context())
+		if err := workspace.ValidateBotID(bot); err != nil {
+			httpError(w, http.StatusBadRequest, err)
+			return
+		}
+		if err := p.Allow(auth.ScopeRead, bot); err != nil {
+			httpError(w, http.StatusForbidden, err)
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(auth.WithPrincipal(r.Context(), p.Only(bot))))
 	})
 }
 

@@ -13,16 +13,27 @@ import (
 const instructions = `berth gives each bot its own long-lived Linux workspace (a container whose files persist).
 Start with workspace_create for your bot_id (it is idempotent), then use the other workspace_* tools.`
 
-// NewMCPServer builds the MCP server with every tool and resource.
-func NewMCPServer(version string, d tools.Deps) *server.MCPServer {
-	s := server.NewMCPServer("berth", version,
+// NewMCPServer builds the MCP server with every tool and resource. With
+// d.MCP, the tools of bots' own MCP servers join the tool lists: on stdio
+// those of stdioBot, over HTTP those of the one bot a session is limited to.
+func NewMCPServer(version string, d tools.Deps, stdioBot string) *server.MCPServer {
+	opts := []server.ServerOption{
 		server.WithToolCapabilities(true),
 		server.WithResourceCapabilities(false, true),
 		server.WithInstructions(instructions),
 		server.WithRecovery(),
 		server.WithResourceRecovery(),
-	)
+	}
+	var fed *federation
+	if d.MCP != nil {
+		fed = newFederation(d, stdioBot)
+		opts = append(opts, server.WithHooks(fed.hooks()))
+	}
+	s := server.NewMCPServer("berth", version, opts...)
 	tools.Register(s, d)
 	resources.Register(s, d.Manager, d.Skills)
+	if fed != nil {
+		fed.start(s)
+	}
 	return s
 }

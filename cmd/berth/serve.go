@@ -11,6 +11,7 @@ import (
 
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/config"
+	"github.com/berth-dev/berth/internal/mcpproxy"
 	"github.com/berth-dev/berth/internal/runtime"
 	"github.com/berth-dev/berth/internal/skills"
 	"github.com/berth-dev/berth/internal/workspace"
@@ -62,6 +63,23 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 	}()
 
+	if cfg.Bot != "" && !cfg.Stdio {
+		return errors.New("--bot is for --stdio; over HTTP a session sees the MCP server tools of the one bot its token or /mcp?bot=ID names")
+	}
+	if cfg.Bot != "" {
+		if err := workspace.ValidateBotID(cfg.Bot); err != nil {
+			return fmt.Errorf("--bot: %w", err)
+		}
+	}
+	mcpSup := mcpproxy.NewSupervisor(ctx, mcpproxy.Options{
+		Manager: mgr, Logger: log, Version: version,
+		InitTimeout: cfg.MCPStartTimeout, CallTimeout: cfg.MCPCallTimeout, MaxResultBytes: cfg.MCPResultMax,
+	})
+	defer mcpSup.Close()
+	if err := mcpSup.Start(); err != nil {
+		log.Warn("could not bring back the bots' MCP servers", "err", err)
+	}
+
 	srv := transports.NewMCPServer(version, tools.Deps{
 		Manager: mgr,
 		Logger:  log,
@@ -69,13 +87,16 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 			ExecTimeout: cfg.ExecTimeout, ExecMaxOutput: cfg.ExecMaxOutput, TerminalIdleTimeout: cfg.TerminalIdleTimeout,
 		},
 		Skills: skills.Config{ReadOnlyRoots: cfg.SkillRoots},
-	})
+		MCP:    mcpSup,
+	}, cfg.Bot)
 	if cfg.Stdio {
 		log.Info("serving MCP on stdio", "version", version, "containerd", cfg.ContainerdAddress, "namespace", cfg.Namespace)
 		return transports.ServeStdio(ctx, srv, os.Stdin, os.Stdout)
 	}
 	httpOpts.Ready = rt.Ping
 	httpOpts.Manager = mgr
+	httpOpts.MCPProxy = mcpproxy.NewEndpoint(mcpSup, mcpproxy.EndpointOptions{IdleTTL: cfg.SessionIdleTTL})
+	defer httpOpts.MCPProxy.Close()
 	return transports.ServeHTTP(ctx, srv, httpOpts, func(addr string) {
 		log.Info("serving MCP over streamable HTTP", "url", "http://"+addr+"/mcp", "version", version,
 			"containerd", cfg.ContainerdAddress, "namespace", cfg.Namespace)

@@ -55,6 +55,11 @@ func (p *Principal) Allow(scope Scope, bot string) error {
 	return nil
 }
 
+// Only returns a copy of p limited to bot (which p must be allowed).
+func (p *Principal) Only(bot string) *Principal {
+	return &Principal{Name: p.Name + " for bot " + bot, Scopes: p.Scopes, Bots: map[string]bool{bot: true}}
+}
+
 type ctxKey struct{}
 
 // WithPrincipal returns ctx carrying p.

@@ -41,7 +41,12 @@ type Config struct {
 	TerminalIdleTimeout time.Duration
 	SkillRoots          []string
 
+	MCPStartTimeout time.Duration
+	MCPCallTimeout  time.Duration
+	MCPResultMax    int
+
 	Stdio          bool
+	Bot            string
 	HTTPAddr       string
 	Token          string
 	TokenFile      string
@@ -69,6 +74,9 @@ func Defaults() Config {
 		TerminalIdleTimeout: time.Hour,
 		SkillRoots:          []string{"/data/.agents/skills"},
 		SessionIdleTTL:      30 * time.Minute,
+		MCPStartTimeout:     2 * time.Minute,
+		MCPCallTimeout:      10 * time.Minute,
+		MCPResultMax:        1 << 20,
 		LogLevel:            "info",
 	}
 }
@@ -96,11 +104,15 @@ func Register(fs *flag.FlagSet, cfg *Config, serve bool) {
 	fs.IntVar(&cfg.ExecMaxOutput, "exec-max-output", cfg.ExecMaxOutput, "default cap in bytes on each of stdout and stderr that exec returns")
 	fs.DurationVar(&cfg.TerminalIdleTimeout, "terminal-idle-timeout", cfg.TerminalIdleTimeout, "close terminals nobody used for this long (0 = never)")
 	fs.Var((*listValue)(&cfg.SkillRoots), "skill-roots", "comma-separated read-only skill roots inside workspaces, after the user root /data/skills")
+	fs.DurationVar(&cfg.MCPStartTimeout, "mcp-start-timeout", cfg.MCPStartTimeout, "how long a bot's MCP server may take to start and list its tools (npx may download it first)")
+	fs.DurationVar(&cfg.MCPCallTimeout, "mcp-call-timeout", cfg.MCPCallTimeout, "timeout of one call of a federated tool of a bot's MCP server")
+	fs.IntVar(&cfg.MCPResultMax, "mcp-result-max", cfg.MCPResultMax, "cap in bytes on a federated tool's result; larger ones are cut with a marker")
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error (logs go to stderr)")
 	if !serve {
 		return
 	}
 	fs.BoolVar(&cfg.Stdio, "stdio", cfg.Stdio, "serve MCP over stdin/stdout for one local client")
+	fs.StringVar(&cfg.Bot, "bot", cfg.Bot, "with --stdio: the bot whose MCP servers' tools join the tool list as <server>__<tool>")
 	fs.StringVar(&cfg.HTTPAddr, "http", cfg.HTTPAddr, "serve MCP over streamable HTTP at ADDR/mcp, e.g. 127.0.0.1:8080")
 	fs.StringVar(&cfg.Token, "token", cfg.Token, "bearer token for HTTP clients (default: read or create the token file)")
 	fs.StringVar(&cfg.TokenFile, "token-file", cfg.TokenFile, "file holding the HTTP bearer token (default: STATE_DIR/token)")
@@ -199,6 +211,12 @@ func (c *Config) Validate() error {
 	}
 	if c.ExecMaxOutput < 1 || c.ExecMaxOutput > 16<<20 {
 		return fmt.Errorf("--exec-max-output must be between 1 and 16777216, got %d", c.ExecMaxOutput)
+	}
+	if c.MCPResultMax < 1024 || c.MCPResultMax > 16<<20 {
+		return fmt.Errorf("--mcp-result-max must be between 1024 and 16777216, got %d", c.MCPResultMax)
+	}
+	if c.MCPStartTimeout <= 0 || c.MCPCallTimeout <= 0 {
+		return errors.New("--mcp-start-timeout and --mcp-call-timeout must be positive")
 	}
 	if c.ExecTimeout < 0 || c.TerminalIdleTimeout < 0 {
 		return errors.New("--exec-timeout and --terminal-idle-timeout must not be negative")

@@ -42,6 +42,9 @@ type Manager struct {
 	locks  keyedMutex
 	agents agentClients
 
+	hooksMu   sync.Mutex
+	onStarted []func(bot string)
+
 	statsMu sync.Mutex
 	stats   map[string]statsCache
 }
@@ -389,6 +392,7 @@ func (m *Manager) start(ctx context.Context, bot string) error {
 	if _, err := agent.WaitReady(ctx, m.socketPath(bot), m.opts.AgentTimeout); err != nil {
 		return fmt.Errorf("%w%s", err, m.logTail(bot))
 	}
+	m.notifyStarted(bot)
 	return nil
 }
 
@@ -472,7 +476,7 @@ func (m *Manager) remove(ctx context.Context, bot string) error {
 		return err
 	}
 	m.forgetStats(bot)
-	return errors.Join(os.RemoveAll(m.runDir(bot)), removeIfExists(m.logPath(bot)))
+	return errors.Join(os.RemoveAll(m.runDir(bot)), removeIfExists(m.logPath(bot)), removeIfExists(m.mcpServersPath(bot)))
 }
 
 // Reconcile adopts the workspaces containerd holds: a workspace that should

@@ -1,0 +1,162 @@
+package mcpproxy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+)
+
+// rpcClient is berth's side of a conversation with one process of a bot's
+// server, as an MCP client: it numbers its requests, matches the answers,
+// and routes progress of its calls back to their callers.
+type rpcClient struct {
+	p *proc
+
+	nextID atomic.Int64
+
+	mu       sync.Mutex
+	pending  map[string]chan *message
+	progress map[string]func(json.RawMessage)
+	closed   error
+}
+
+func newRPCClient() *rpcClient {
+	return &rpcClient{pending: map[string]chan *message{}, progress: map[string]func(json.RawMessage){}}
+}
+
+// handle takes a message from the server; it returns false for messages
+// that are not answers to this client (requests and notifications).
+func (c *rpcClient) handle(m *message) bool {
+	switch {
+	case m.isResponse():
+		c.mu.Lock()
+		ch := c.pending[idKey(m.ID)]
+		delete(c.pending, idKey(m.ID))
+		c.mu.Unlock()
+		if ch != nil {
+			ch <- m
+		}
+		return true
+	case m.Method == "notifications/progress":
+		var p struct {
+			Token json.RawMessage `json:"progressToken"`
+		}
+		if json.Unmarshal(m.Params, &p) != nil {
+			return true
+		}
+		c.mu.Lock()
+		fn := c.progress[idKey(p.Token)]
+		c.mu.Unlock()
+		if fn != nil {
+			fn(m.Params)
+		}
+		return true
+	}
+	return false
+}
+
+// fail ends every waiting call with err and refuses new ones.
+func (c *rpcClient) fail(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closed = err
+	for k, ch := range c.pending {
+		ch <- errorResponse(nil, codeServerGone, err.Error())
+		delete(c.pending, k)
+	}
+}
+
+// call sends method with params and waits for the answer. With onProgress,
+// the request carries a progress token whose notifications reach it. If
+// ctx ends first, the server is told to cancel the request.
+func (c *rpcClient) call(ctx context.Context, method string, params map[string]any, onProgress func(json.RawMessage)) (json.RawMessage, error) {
+	id := c.nextID.Add(1)
+	rawID := json.RawMessage(strconv.FormatInt(id, 10))
+	ch := make(chan *message, 1)
+	token := json.RawMessage(strconv.Quote("berth-" + strconv.FormatInt(id, 10)))
+	c.mu.Lock()
+	if c.closed != nil {
+		c.mu.Unlock()
+		return nil, c.closed
+	}
+	c.pending[string(rawID)] = ch
+	if onProgress != nil {
+		c.progress[string(token)] = onProgress
+	}
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.pending, string(rawID))
+		delete(c.progress, string(token))
+		c.mu.Unlock()
+	}()
+	if onProgress != nil {
+		params = withProgressToken(params, token)
+	}
+	if err := c.p.sendMessage(map[string]any{"jsonrpc": "2.0", "id": id, "method": method, "params": params}); err != nil {
+		return nil, err
+	}
+	select {
+	case m := <-ch:
+		if m.Error != nil {
+			return nil, &RemoteError{Code: m.Error.Code, Message: m.Error.Message}
+		}
+		return m.Result, nil
+	case <-ctx.Done():
+		_ = c.notify("notifications/cancelled", map[string]any{"requestId": id, "reason": context.Cause(ctx).Error()})
+		return nil, ctx.Err()
+	}
+}
+
+// notify sends a notification.
+func (c *rpcClient) notify(method string, params any) error {
+	m := map[string]any{"jsonrpc": "2.0", "method": method}
+	if params != nil {
+		m["params"] = params
+	}
+	return c.p.sendMessage(m)
+}
+
+// respond answers a request of the server.
+func (c *rpcClient) respond(id json.RawMessage, result any, rerr *rpcError) error {
+	m := map[string]any{"jsonrpc": "2.0", "id": id}
+	if rerr != nil {
+		m["error"] = rerr
+	} else {
+		m["result"] = result
+	}
+	return c.p.sendMessage(m)
+}
+
+func withProgressToken(params map[string]any, token json.RawMessage) map[string]any {
+	out := make(map[string]any, len(params)+1)
+	for k, v := range params {
+		out[k] = v
+	}
+	meta := map[string]any{}
+	if m, ok := out["_meta"].(map[string]any); ok {
+		for k, v := range m {
+			meta[k] = v
+		}
+	}
+	meta["progressToken"] = token
+	out["_meta"] = meta
+	return out
+}
+
+// RemoteError is a JSON-RPC error answer of a bot's server.
+type RemoteError struct {
+	Code    int
+	Message string
+}
+
+func (e *RemoteError) Error() string {
+	return fmt.Sprintf("MCP server answered with error %d: %s", e.Code, e.Message)
+}
+
+// errServerGone marks calls that could not reach a server.
+var errServerGone = errors.New("MCP server not running")

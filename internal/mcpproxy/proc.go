@@ -1,0 +1,194 @@
+package mcpproxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/berth-dev/berth/internal/agent"
+	"github.com/berth-dev/berth/internal/workspace"
+)
+
+// proc is one process of a bot's stdio MCP server, running in its
+// workspace through the agent. Its stdout is read as JSON-RPC lines and
+// handed to onMessage one at a time; lines that are not JSON-RPC (banners,
+// stray prints) are logged and skipped. Closing the connection to the agent
+// kills the process, so a berth that dies leaves none behind.
+type proc struct {
+	label  string // "bot/name" for logs and errors
+	log    *slog.Logger
+	sp     *agent.StdioProcess
+	stderr *stderrTail
+
+	writeMu sync.Mutex
+	// done is closed once stdout has ended and the exit is known.
+	done chan struct{}
+	exit exitInfo
+}
+
+// exitInfo is how a process ended.
+type exitInfo struct {
+	Code   int
+	Signal string
+	// Err is set when the exit status could not be learned (the
+	// workspace stopped, the agent went away).
+	Err error
+	At  time.Time
+}
+
+func (e exitInfo) String() string {
+	switch {
+	case e.Err != nil:
+		return "ended: " + e.Err.Error()
+	case e.Signal != "":
+		return fmt.Sprintf("was killed by %s (exit code %d)", e.Signal, e.Code)
+	default:
+		return fmt.Sprintf("exited with code %d", e.Code)
+	}
+}
+
+// startProc starts spec in the bot's workspace. Nothing is read from it
+// until serve.
+func startProc(ctx context.Context, client *agent.Client, label string, spec workspace.MCPServerSpec,
+	stderr *stderrTail, log *slog.Logger) (*proc, error) {
+	sp, err := client.StartStdio(ctx, agent.StdioRequest{Argv: spec.Argv(), Cwd: spec.Cwd, Env: spec.Env}, stderr)
+	if err != nil {
+		return nil, fmt.Errorf("start MCP server %s: %w", label, err)
+	}
+	return &proc{label: label, log: log, sp: sp, stderr: stderr, done: make(chan struct{})}, nil
+}
+
+// serve reads the process's messages and hands them to onMessage, on one
+// goroutine: onMessage must not block for long.
+func (p *proc) serve(onMessage func(*message, []byte)) { go p.read(onMessage) }
+
+func (p *proc) pid() int { return p.sp.PID() }
+
+func (p *proc) read(onMessage func(*message, []byte)) {
+	defer close(p.done)
+	lr := newLineReader(p.sp)
+	for {
+		line, err := lr.next()
+		if errors.Is(err, errLineTooLong) {
+			p.log.Warn("MCP server wrote a line over the message cap; skipped", "server", p.label, "cap", MaxMessageBytes)
+			continue
+		}
+		if err != nil {
+			break
+		}
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue
+		}
+		msg, err := parseMessage(line)
+		if err != nil {
+			p.log.Info("MCP server wrote a line on stdout that is not JSON-RPC; skipped", "server", p.label, "line", preview(line), "why", err)
+			continue
+		}
+		onMessage(msg, line)
+	}
+	<-p.sp.Done()
+	st, err := p.sp.Exit()
+	p.exit = exitInfo{Code: st.ExitCode, Signal: st.Signal, Err: err, At: time.Now()}
+}
+
+// send writes one message line (with its newline) to the server's stdin.
+func (p *proc) send(line []byte) error {
+	p.writeMu.Lock()
+	defer p.writeMu.Unlock()
+	_, err := p.sp.Write(line)
+	if err != nil {
+		return fmt.Errorf("MCP server %s: write: %w", p.label, err)
+	}
+	return nil
+}
+
+// sendMessage encodes and sends m.
+func (p *proc) sendMessage(m any) error {
+	line, err := encodeLine(m)
+	if err != nil {
+		return err
+	}
+	return p.send(line)
+}
+
+// stop kills the process (through the agent) and waits for its end.
+func (p *proc) stop() {
+	_ = p.sp.Close()
+	<-p.done
+}
+
+// exitError describes the end of the process for a client: how it ended
+// and the last lines it wrote to stderr. Only valid after done.
+func (p *proc) exitError() error {
+	return fmt.Errorf("MCP server %s %s%s", p.label, p.exit, p.stderr.suffix())
+}
+
+// stderrTail keeps the last bytes a server wrote to stderr, across its
+// restarts, for mcp_server_logs and for error messages.
+type stderrTail struct {
+	mu    sync.Mutex
+	buf   []byte
+	limit int
+	total int64
+}
+
+// stderrTailBytes is how much stderr is kept per server.
+const stderrTailBytes = 64 << 10
+
+func newStderrTail() *stderrTail { return &stderrTail{limit: stderrTailBytes} }
+
+func (t *stderrTail) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.total += int64(len(p))
+	t.buf = append(t.buf, p...)
+	if over := len(t.buf) - t.limit; over > 0 {
+		t.buf = append(t.buf[:0], t.buf[over:]...)
+	}
+	return len(p), nil
+}
+
+// note adds a line of berth's own, such as a restart marker.
+func (t *stderrTail) note(format string, args ...any) {
+	_, _ = t.Write([]byte("[berth] " + fmt.Sprintf(format, args...) + "\n"))
+}
+
+// lines returns up to n of the last lines, oldest first, and the byte
+// count ever written.
+func (t *stderrTail) lines(n int) ([]string, int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	text := strings.TrimRight(strings.ToValidUTF8(string(t.buf), "\uFFFD"), "\n")
+	if text == "" || n <= 0 {
+		return nil, t.total
+	}
+	all := strings.Split(text, "\n")
+	if len(all) > n {
+		all = all[len(all)-n:]
+	}
+	return all, t.total
+}
+
+// suffix is the last stderr lines of the server (without berth's notes),
+// ready to append to an error message.
+func (t *stderrTail) suffix() string {
+	lines, _ := t.lines(20)
+	var own []string
+	for _, l := range lines {
+		if !strings.HasPrefix(l, "[berth] ") {
+			own = append(own, l)
+		}
+	}
+	if len(own) > 5 {
+		own = own[len(own)-5:]
+	}
+	if len(own) == 0 {
+		return ""
+	}
+	return "; last stderr lines:\n" + strings.Join(own, "\n")
+}
