@@ -212,6 +212,8 @@ type mcpClient interface {
 	call(ctx context.Context, tool string, args any, progress func(progressEvent)) (*toolResult, error)
 	readResource(ctx context.Context, uri string) (string, error)
 	toolNames(ctx context.Context) ([]string, error)
+	// listChanges counts the notifications/tools/list_changed received.
+	listChanges() int64
 	close()
 }
 
@@ -261,12 +263,16 @@ func (r *progressRouter) dispatch(token any, ev progressEvent) {
 type mcpgoClient struct {
 	c        *mcpclient.Client
 	progress progressRouter
+	changes  atomic.Int64
 }
 
 func newMcpgoClient(t testing.TB, c *mcpclient.Client) mcpClient {
 	t.Helper()
 	mc := &mcpgoClient{c: c, progress: progressRouter{prefix: "p"}}
 	c.OnNotification(func(n mcpgo.JSONRPCNotification) {
+		if n.Method == "notifications/tools/list_changed" {
+			mc.changes.Add(1)
+		}
 		if n.Method != "notifications/progress" {
 			return
 		}
@@ -351,6 +357,8 @@ func (m *mcpgoClient) toolNames(ctx context.Context) ([]string, error) {
 	return names, nil
 }
 
+func (m *mcpgoClient) listChanges() int64 { return m.changes.Load() }
+
 func (m *mcpgoClient) close() { m.c.Close() }
 
 // stdioMcpgo runs `berth serve --stdio` under mcp-go's stdio client.
@@ -381,17 +389,24 @@ func (e *env) httpMcpgo(b *berthHTTP) mcpClient {
 type sdkClient struct {
 	cs       *sdk.ClientSession
 	progress progressRouter
+	changes  atomic.Int64
 }
 
-func (e *env) connectSDK(tr sdk.Transport) mcpClient {
+// connectSDK connects the go-sdk client over tr; opts may add handlers.
+func (e *env) connectSDK(tr sdk.Transport, opts ...func(*sdk.ClientOptions)) mcpClient {
 	e.t.Helper()
 	sc := &sdkClient{progress: progressRouter{prefix: "s"}}
-	c := sdk.NewClient(&sdk.Implementation{Name: "berth-e2e-gosdk", Version: "1"}, &sdk.ClientOptions{
+	o := &sdk.ClientOptions{
 		ProgressNotificationHandler: func(_ context.Context, req *sdk.ProgressNotificationClientRequest) {
 			p := req.Params
 			sc.progress.dispatch(p.ProgressToken, progressEvent{Progress: p.Progress, Total: p.Total, Message: p.Message})
 		},
-	})
+		ToolListChangedHandler: func(context.Context, *sdk.ToolListChangedRequest) { sc.changes.Add(1) },
+	}
+	for _, opt := range opts {
+		opt(o)
+	}
+	c := sdk.NewClient(&sdk.Implementation{Name: "berth-e2e-gosdk", Version: "1"}, o)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cs, err := c.Connect(ctx, tr, nil)
@@ -450,6 +465,8 @@ func (s *sdkClient) toolNames(ctx context.Context) ([]string, error) {
 	}
 	return names, nil
 }
+
+func (s *sdkClient) listChanges() int64 { return s.changes.Load() }
 
 func (s *sdkClient) close() { s.cs.Close() }
 

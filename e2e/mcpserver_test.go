@@ -1,0 +1,456 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/berth-dev/berth/internal/testenv"
+	mcpclient "github.com/mark3labs/mcp-go/client"
+	"github.com/mark3labs/mcp-go/client/transport"
+	mcpgo "github.com/mark3labs/mcp-go/mcp"
+	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// newMCPEnv is an env whose default image holds the stdio MCP server
+// fixture at testenv.MCPFixturePath.
+func newMCPEnv(t *testing.T) *env {
+	e := newEnv(t)
+	e.image = testenv.ImportArchive(t, e.address, e.namespace, testenv.MCPArchive(t))
+	return e
+}
+
+// botURL is b's /mcp for a session limited to bot.
+func (b *berthHTTP) botURL(bot string) string { return b.URL + "?bot=" + bot }
+
+// proxyURL is the proxy endpoint of a bot's server.
+func (b *berthHTTP) proxyURL(bot, name string) string {
+	return strings.TrimSuffix(b.URL, "/mcp") + "/bots/" + bot + "/mcp/" + name
+}
+
+// mcpgoAt connects mcp-go's streamable HTTP client to url; it answers
+// elicitation requests with {"answer": answer}.
+func (e *env) mcpgoAt(url, token, answer string) mcpClient {
+	e.t.Helper()
+	tr, err := transport.NewStreamableHTTP(url, transport.WithHTTPHeaders(map[string]string{"Authorization": "Bearer " + token}))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	c := mcpclient.NewClient(tr, mcpclient.WithElicitationHandler(elicitAnswer(answer)))
+	return newMcpgoClient(e.t, c)
+}
+
+type elicitAnswer string
+
+func (a elicitAnswer) Elicit(context.Context, mcpgo.ElicitationRequest) (*mcpgo.ElicitationResult, error) {
+	return &mcpgo.ElicitationResult{ElicitationResponse: mcpgo.ElicitationResponse{
+		Action: mcpgo.ElicitationResponseActionAccept, Content: map[string]any{"answer": string(a)},
+	}}, nil
+}
+
+// sdkAt connects the go-sdk's streamable HTTP client to url; it answers
+// elicitation requests with {"answer": answer}.
+func (e *env) sdkAt(url, token, answer string) mcpClient {
+	e.t.Helper()
+	return e.connectSDK(&sdk.StreamableClientTransport{Endpoint: url, HTTPClient: &http.Client{Transport: bearer{token: token}}},
+		func(o *sdk.ClientOptions) {
+			o.ElicitationHandler = func(context.Context, *sdk.ElicitRequest) (*sdk.ElicitResult, error) {
+				return &sdk.ElicitResult{Action: "accept", Content: map[string]any{"answer": answer}}, nil
+			}
+		})
+}
+
+// mcpServerInfo is the part of mcp_server_list's entries the tests read.
+type mcpServerInfo struct {
+	Name      string   `json:"name"`
+	State     string   `json:"state"`
+	Reason    string   `json:"reason"`
+	PID       int      `json:"pid"`
+	Restarts  int      `json:"restarts"`
+	ToolCount int      `json:"tool_count"`
+	Tools     []string `json:"tools"`
+	Stderr    []string `json:"stderr_tail"`
+}
+
+func listServers(t *testing.T, c mcpClient, bot string) []mcpServerInfo {
+	t.Helper()
+	var out struct {
+		Servers []mcpServerInfo `json:"servers"`
+	}
+	mustCall(t, c, "mcp_server_list", map[string]any{"bot_id": bot}).decode(t, &out)
+	return out.Servers
+}
+
+// waitServer polls mcp_server_list until ok accepts the named server.
+func waitServer(t *testing.T, c mcpClient, bot, name string, ok func(mcpServerInfo) bool) mcpServerInfo {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	var last mcpServerInfo
+	for time.Now().Before(deadline) {
+		for _, s := range listServers(t, c, bot) {
+			if s.Name == name {
+				last = s
+				if ok(s) {
+					return s
+				}
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("MCP server %s never reached the expected state; last: %+v", name, last)
+	return last
+}
+
+// waitTools polls the tool list until ok accepts it.
+func waitTools(t *testing.T, c mcpClient, ok func([]string) bool) []string {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	var names []string
+	for time.Now().Before(deadline) {
+		var err error
+		names, err = c.toolNames(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok(names) {
+			return names
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("tool list never reached the expected state: %v", names)
+	return nil
+}
+
+// fixtureProcs counts the fixture processes running in the workspace.
+func (e *env) fixtureProcs(t *testing.T, bot string) int {
+	t.Helper()
+	out := e.execIn(t, bot, "sh", "-c", "cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' ' | tr '/' '\\n' | grep -c '^mcp-fixture' || true")
+	n, err := strconv.Atoi(strings.TrimSpace(out))
+	if err != nil {
+		t.Fatalf("count fixture processes: %q", out)
+	}
+	return n
+}
+
+var clientToolName = regexp.MustCompile(`^[a-zA-Z0-9_-]{1,64}$`)
+
+// TestMCPServerFederation registers the fixture as a bot's MCP server and
+// drives its federated tools through both clients: names, calls inside the
+// workspace, progress, list_changed, a crash and its restart, a berth
+// restart, and removal.
+func TestMCPServerFederation(t *testing.T) {
+	e := newMCPEnv(t)
+	b := e.serveHTTP()
+	const bot = "fed"
+	admin := e.httpSDK(b)
+	mustCall(t, admin, "workspace_create", map[string]any{"bot_id": bot}).decode(t, &struct{}{})
+	mustCall(t, admin, "fs_write", map[string]any{"bot_id": bot, "path": "/data/hello.txt", "content": "hello from the workspace"}).decode(t, &struct{}{})
+
+	// Bad registrations change nothing.
+	for _, bad := range []map[string]any{
+		{"bot_id": bot, "name": "my_server", "command": testenv.MCPFixturePath},
+		{"bot_id": bot, "name": "fx", "command": ""},
+		{"bot_id": "no-such-bot", "name": "fx", "command": testenv.MCPFixturePath},
+	} {
+		if res := mustCall(t, admin, "mcp_server_add", bad); !res.IsError {
+			t.Fatalf("mcp_server_add %v succeeded: %s", bad, res.Text)
+		}
+	}
+
+	clients := map[string]mcpClient{
+		"mcp-go": e.mcpgoAt(b.botURL(bot), b.Token, "x"),
+		"go-sdk": e.sdkAt(b.botURL(bot), b.Token, "x"),
+	}
+	before := map[string]int64{}
+	for name, c := range clients {
+		before[name] = c.listChanges()
+	}
+
+	var added struct {
+		Server mcpServerInfo `json:"server"`
+	}
+	mustCall(t, admin, "mcp_server_add", map[string]any{
+		"bot_id": bot, "name": "fx", "command": testenv.MCPFixturePath,
+		"env": map[string]string{"FIXTURE_TAG": "shared", "FIXTURE_LONG_TOOL": "1"},
+	}).decode(t, &added)
+	if added.Server.State != "ready" || added.Server.PID == 0 || added.Server.ToolCount < 9 {
+		t.Fatalf("after mcp_server_add: %+v", added.Server)
+	}
+	// The admin session may use every bot, so it sees no federated tools.
+	if names, _ := admin.toolNames(context.Background()); slices.ContainsFunc(names, func(n string) bool { return strings.HasPrefix(n, "fx__") }) {
+		t.Fatalf("a session for every bot lists federated tools: %v", names)
+	}
+
+	var firstNames []string
+	for name, c := range clients {
+		t.Run(name, func(t *testing.T) {
+			names := waitTools(t, c, func(n []string) bool { return slices.Contains(n, "fx__echo") })
+			if c.listChanges() <= before[name] {
+				t.Errorf("no tools/list_changed after mcp_server_add")
+			}
+			seen := map[string]bool{}
+			for _, n := range names {
+				if !clientToolName.MatchString(n) || seen[n] {
+					t.Errorf("tool name %q is invalid for clients or listed twice", n)
+				}
+				seen[n] = true
+			}
+			for _, want := range []string{"workspace_create", "mcp_server_add", "fx__echo", "fx__readfile", "fx__progress", "fx__pid"} {
+				if !seen[want] {
+					t.Errorf("tool list lacks %s", want)
+				}
+			}
+			var long []string
+			for _, n := range names {
+				if strings.HasPrefix(n, "fx__a_tool_with") {
+					long = append(long, n)
+				}
+			}
+			if len(long) != 1 || len(long[0]) > 64 {
+				t.Errorf("the 60-character tool should appear once, shortened to 64: %v", long)
+			}
+			if firstNames == nil {
+				firstNames = names
+			} else if !slices.Equal(firstNames, names) {
+				t.Errorf("clients see different names:\n%v\n%v", firstNames, names)
+			}
+
+			// The server runs inside the workspace: it reads the bot's files.
+			if res := mustCall(t, c, "fx__readfile", map[string]any{"path": "/data/hello.txt"}); res.IsError || res.Text != "hello from the workspace" {
+				t.Errorf("fx__readfile: %+v", res)
+			}
+			// Every session shares the one long-lived process.
+			if res := mustCall(t, c, "fx__pid", map[string]any{}); res.Text != fmt.Sprintf("pid=%d tag=shared", added.Server.PID) {
+				t.Errorf("fx__pid = %q, want the shared process %d", res.Text, added.Server.PID)
+			}
+			var events []progressEvent
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			res, err := c.call(ctx, "fx__progress", map[string]any{"steps": 3, "interval_ms": 10}, func(ev progressEvent) { events = append(events, ev) })
+			if err != nil || res.IsError || res.Text != "done 3 steps" {
+				t.Fatalf("fx__progress: %+v %v", res, err)
+			}
+			if len(events) != 3 || events[2].Progress != 3 || events[2].Total != 3 || events[2].Message != "step 3" {
+				t.Errorf("progress through federation: %+v", events)
+			}
+		})
+	}
+	c := clients["mcp-go"]
+
+	// Tool-list changes reported by the server reach the sessions, and two
+	// tool names that clean up to the same name both stay reachable.
+	changes := c.listChanges()
+	mustCall(t, c, "fx__add_tool", map[string]any{"name": "my.tool"})
+	mustCall(t, c, "fx__add_tool", map[string]any{"name": "my_tool"})
+	names := waitTools(t, c, func(n []string) bool {
+		return slices.Contains(n, "fx__my_tool") && slices.ContainsFunc(n, func(s string) bool { return strings.HasPrefix(s, "fx__my_tool_") })
+	})
+	if c.listChanges() <= changes {
+		t.Errorf("no tools/list_changed after the server's own list changed")
+	}
+	for _, n := range names {
+		if strings.HasPrefix(n, "fx__my_tool") {
+			if res := mustCall(t, c, n, map[string]any{"text": "hi"}); res.IsError || !strings.Contains(res.Text, "hi") {
+				t.Errorf("%s: %+v", n, res)
+			}
+		}
+	}
+
+	// A crash: the call gets a clear error, the server comes back.
+	res := mustCall(t, c, "fx__crash", map[string]any{"code": 3})
+	if !res.IsError || !strings.Contains(res.Text, "exited with code 3") || !strings.Contains(res.Text, "crashing with 3") {
+		t.Fatalf("crash result should say how it ended, with stderr: %+v", res)
+	}
+	if res := mustCall(t, c, "fx__echo", map[string]any{"text": "in between"}); !res.IsError || !strings.Contains(res.Text, "exited with code 3") {
+		t.Errorf("a call right after the crash: %+v", res)
+	}
+	changes = c.listChanges()
+	back := waitServer(t, c, bot, "fx", func(s mcpServerInfo) bool { return s.State == "ready" && s.Restarts == 1 })
+	if back.PID == added.Server.PID {
+		t.Errorf("restarted server kept pid %d", back.PID)
+	}
+	waitFor(t, "tools/list_changed after the restart", func() bool { return c.listChanges() > changes })
+	if res := mustCall(t, c, "fx__echo", map[string]any{"text": "after"}); res.IsError || res.Text != "after" {
+		t.Errorf("echo after restart: %+v", res)
+	}
+	var logs struct {
+		Lines []string `json:"lines"`
+	}
+	mustCall(t, c, "mcp_server_logs", map[string]any{"bot_id": bot, "name": "fx"}).decode(t, &logs)
+	joined := strings.Join(logs.Lines, "\n")
+	for _, want := range []string{"crashing with 3", "exited with code 3", "started pid"} {
+		if !strings.Contains(joined, want) {
+			t.Errorf("mcp_server_logs lacks %q:\n%s", want, joined)
+		}
+	}
+
+	// A berth restart (a crash, even) brings the server back from the
+	// workspace's registration; the old process is gone with berth.
+	b.kill()
+	b = e.serveHTTP()
+	c = e.mcpgoAt(b.botURL(bot), b.Token, "x")
+	waitTools(t, c, func(n []string) bool { return slices.Contains(n, "fx__pid") })
+	res = mustCall(t, c, "fx__pid", map[string]any{})
+	if !strings.HasSuffix(res.Text, "tag=shared") || strings.Contains(res.Text, fmt.Sprintf("pid=%d ", back.PID)) {
+		t.Errorf("after a berth restart fx__pid = %q (old pid %d)", res.Text, back.PID)
+	}
+	if n := e.fixtureProcs(t, bot); n != 1 {
+		t.Errorf("%d fixture processes in the workspace after a berth restart, want 1", n)
+	}
+
+	// A workspace restart brings it back too.
+	mustCall(t, c, "workspace_stop", map[string]any{"bot_id": bot}).decode(t, &struct{}{})
+	mustCall(t, c, "workspace_start", map[string]any{"bot_id": bot}).decode(t, &struct{}{})
+	waitServer(t, c, bot, "fx", func(s mcpServerInfo) bool { return s.State == "ready" })
+	if res := mustCall(t, c, "fx__readfile", map[string]any{"path": "/data/hello.txt"}); res.IsError {
+		t.Errorf("after a workspace restart: %+v", res)
+	}
+
+	// Removal takes the tools away.
+	changes = c.listChanges()
+	mustCall(t, c, "mcp_server_remove", map[string]any{"bot_id": bot, "name": "fx"}).decode(t, &struct{}{})
+	waitTools(t, c, func(n []string) bool { return !slices.Contains(n, "fx__echo") })
+	waitFor(t, "tools/list_changed after removal", func() bool { return c.listChanges() > changes })
+	if got := listServers(t, c, bot); len(got) != 0 {
+		t.Errorf("servers after removal: %+v", got)
+	}
+	waitFor(t, "the fixture process to end", func() bool { return e.fixtureProcs(t, bot) == 0 })
+	if res := mustCall(t, c, "mcp_server_remove", map[string]any{"bot_id": bot, "name": "fx"}); !res.IsError {
+		t.Errorf("removing twice succeeded")
+	}
+}
+
+// TestMCPServerStdioFederation checks the stdio transport's --bot.
+func TestMCPServerStdioFederation(t *testing.T) {
+	e := newMCPEnv(t)
+	const bot = "solo"
+	e.extra = append(e.extra, "--bot", bot)
+	for name, connect := range map[string]func() mcpClient{"mcp-go": e.stdioMcpgo, "go-sdk": e.stdioSDK} {
+		t.Run(name, func(t *testing.T) {
+			c := connect()
+			mustCall(t, c, "workspace_create", map[string]any{"bot_id": bot}).decode(t, &struct{}{})
+			changes := c.listChanges()
+			mustCall(t, c, "mcp_server_add", map[string]any{"bot_id": bot, "name": "fx", "command": testenv.MCPFixturePath}).decode(t, &struct{}{})
+			waitTools(t, c, func(n []string) bool { return slices.Contains(n, "fx__echo") })
+			waitFor(t, "tools/list_changed", func() bool { return c.listChanges() > changes })
+			if res := mustCall(t, c, "fx__echo", map[string]any{"text": "over stdio"}); res.IsError || res.Text != "over stdio" {
+				t.Errorf("fx__echo: %+v", res)
+			}
+			mustCall(t, c, "mcp_server_remove", map[string]any{"bot_id": bot, "name": "fx"}).decode(t, &struct{}{})
+			waitTools(t, c, func(n []string) bool { return !slices.Contains(n, "fx__echo") })
+		})
+	}
+}
+
+// TestMCPServerProxyEndpoint speaks to the fixture through
+// /bots/{bot}/mcp/{name} with both clients: each session gets its own
+// process, and progress, cancellation, elicitation and a crash pass through.
+func TestMCPServerProxyEndpoint(t *testing.T) {
+	e := newMCPEnv(t)
+	b := e.serveHTTP()
+	const bot = "px"
+	admin := e.httpMcpgo(b)
+	mustCall(t, admin, "workspace_create", map[string]any{"bot_id": bot}).decode(t, &struct{}{})
+	var added struct {
+		Server mcpServerInfo `json:"server"`
+	}
+	mustCall(t, admin, "mcp_server_add", map[string]any{
+		"bot_id": bot, "name": "fx", "command": testenv.MCPFixturePath, "env": map[string]string{"FIXTURE_TAG": "proxy"},
+	}).decode(t, &added)
+
+	// Unknown servers and missing tokens are refused.
+	if resp, err := http.Post(b.proxyURL(bot, "fx"), "application/json", strings.NewReader(`{}`)); err != nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("proxy without a token: %v %v", resp, err)
+	}
+	req, _ := http.NewRequest(http.MethodPost, b.proxyURL(bot, "nope"), strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"x","version":"1"}}}`))
+	req.Header.Set("Authorization", "Bearer "+b.Token)
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusNotFound {
+		t.Errorf("proxy to an unknown server: %v %v", resp, err)
+	}
+
+	pids := map[string]bool{strconv.Itoa(added.Server.PID): true}
+	for name, connect := range map[string]func() mcpClient{
+		"mcp-go": func() mcpClient { return e.mcpgoAt(b.proxyURL(bot, "fx"), b.Token, "42 via mcp-go") },
+		"go-sdk": func() mcpClient { return e.sdkAt(b.proxyURL(bot, "fx"), b.Token, "42 via go-sdk") },
+	} {
+		t.Run(name, func(t *testing.T) {
+			c := connect()
+			names, err := c.toolNames(context.Background())
+			if err != nil || !slices.Contains(names, "echo") || !slices.Contains(names, "ask") {
+				t.Fatalf("tools through the proxy: %v %v", names, err)
+			}
+			// Its own process, in the workspace.
+			res := mustCall(t, c, "pid", map[string]any{})
+			pid := strings.TrimSuffix(strings.TrimPrefix(res.Text, "pid="), " tag=proxy")
+			if pids[pid] || !strings.HasSuffix(res.Text, "tag=proxy") {
+				t.Errorf("session process %q is not a process of its own (seen %v)", res.Text, pids)
+			}
+			pids[pid] = true
+
+			var events []progressEvent
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			res, err = c.call(ctx, "progress", map[string]any{"steps": 4, "interval_ms": 10}, func(ev progressEvent) { events = append(events, ev) })
+			if err != nil || res.Text != "done 4 steps" || len(events) != 4 {
+				t.Errorf("progress through the proxy: %+v %v %+v", res, err, events)
+			}
+
+			// A server-to-client request is answered by this client.
+			res = mustCall(t, c, "ask", map[string]any{"question": "the answer?"})
+			if res.IsError || !strings.Contains(res.Text, `"answer":"42 via `+name+`"`) {
+				t.Errorf("elicitation through the proxy: %+v", res)
+			}
+
+			// Cancellation reaches the server.
+			cctx, ccancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+			defer ccancel()
+			if _, err := c.call(cctx, "progress", map[string]any{"steps": 1000, "interval_ms": 20}, nil); err == nil {
+				t.Errorf("a cancelled call succeeded")
+			}
+			waitFor(t, "the server to record the cancellation", func() bool {
+				out, _ := e.tryExec(t, bot, "cat", "/tmp/mcp-fixture-cancelled")
+				return strings.Contains(out, "cancelled "+pid)
+			})
+
+			// A crash ends the session's process with a clear error.
+			res, err = c.call(context.Background(), "crash", map[string]any{"code": 5}, nil)
+			text := fmt.Sprint(err)
+			if res != nil {
+				text += res.Text
+			}
+			if !strings.Contains(text, "exited with code 5") || !strings.Contains(text, "crashing with 5") {
+				t.Errorf("crash through the proxy: %q", text)
+			}
+			res, err = c.call(context.Background(), "echo", map[string]any{"text": "after"}, nil)
+			if err == nil && !res.IsError {
+				t.Errorf("a call after the session's server crashed succeeded: %+v", res)
+			}
+		})
+	}
+	// The shared process was not disturbed by the sessions.
+	if s := waitServer(t, admin, bot, "fx", func(s mcpServerInfo) bool { return s.State == "ready" }); s.PID != added.Server.PID || s.Restarts != 0 {
+		t.Errorf("shared server after proxy sessions: %+v", s)
+	}
+	// Closed sessions leave only the shared process.
+	waitFor(t, "session processes to end", func() bool { return e.fixtureProcs(t, bot) == 1 })
+}
+
+// waitFor polls cond for up to a minute.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
