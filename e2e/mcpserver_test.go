@@ -20,7 +20,7 @@ import (
 
 // newMCPEnv is an env whose default image holds the stdio MCP server
 // fixture at testenv.MCPFixturePath.
-func newMCPEnv(t *testing.T) *env {
+func newMCPEnv(t testing.TB) *env {
 	e := newEnv(t)
 	e.image = testenv.ImportArchive(t, e.address, e.namespace, testenv.MCPArchive(t))
 	return e

@@ -18,10 +18,14 @@ awk '
 	names[name] = 1
 }
 END {
+	# The baseline is `ctr` for workspace operations and `direct` (the same
+	# MCP server over plain stdio) for the bots' own MCP servers.
 	for (n in names) {
-		if (!((n, "berth") in p50) || !((n, "ctr") in p50)) continue
-		printf "%s: berth p50 %.1f ms, p95 %.1f ms; ctr p50 %.1f ms, p95 %.1f ms; ratio p50 %.2f, p95 %.2f\n",
-			n, p50[n, "berth"], p95[n, "berth"], p50[n, "ctr"], p95[n, "ctr"],
-			p50[n, "berth"] / p50[n, "ctr"], p95[n, "berth"] / p95[n, "ctr"]
+		base = ((n, "ctr") in p50) ? "ctr" : "direct"
+		if (!((n, "berth") in p50) || !((n, base) in p50)) continue
+		printf "%s: berth p50 %.2f ms, p95 %.2f ms; %s p50 %.2f ms, p95 %.2f ms; ratio p50 %.2f, p95 %.2f; added p50 %.2f ms, p95 %.2f ms\n",
+			n, p50[n, "berth"], p95[n, "berth"], base, p50[n, base], p95[n, base],
+			p50[n, "berth"] / p50[n, base], p95[n, "berth"] / p95[n, base],
+			p50[n, "berth"] - p50[n, base], p95[n, "berth"] - p95[n, base]
 	}
 }' "$out"
