@@ -164,8 +164,8 @@ func TestMCPServerFederation(t *testing.T) {
 	}
 
 	clients := map[string]mcpClient{
-		"mcp-go": e.mcpgoAt(b.botURL(bot), b.Token, "x"),
-		"go-sdk": e.sdkAt(b.botURL(bot), b.Token, "x"),
+		"mcp-go": e.mcpgoAt(b.botURL(bot), b.Token, "fed mcp-go"),
+		"go-sdk": e.sdkAt(b.botURL(bot), b.Token, "fed go-sdk"),
 	}
 	before := map[string]int64{}
 	for name, c := range clients {
@@ -238,6 +238,10 @@ func TestMCPServerFederation(t *testing.T) {
 			}
 			if len(events) != 3 || events[2].Progress != 3 || events[2].Total != 3 || events[2].Message != "step 3" {
 				t.Errorf("progress through federation: %+v", events)
+			}
+			// The server's own request reaches the client of the call.
+			if res := mustCall(t, c, "fx__ask", map[string]any{"question": "q"}); res.IsError || !strings.Contains(res.Text, `"answer":"fed `+name+`"`) {
+				t.Errorf("elicitation through federation: %+v", res)
 			}
 		})
 	}

@@ -149,6 +149,34 @@ func FederatedTools(d Deps, bot string) []server.ServerTool {
 	return out
 }
 
+// askClient passes a bot's server's own requests, made during a federated
+// call, to the client of that call.
+func askClient(ctx context.Context) mcpproxy.RequestHandler {
+	srv := server.ServerFromContext(ctx)
+	if srv == nil {
+		return nil
+	}
+	return func(method string, params json.RawMessage) (any, error) {
+		switch method {
+		case string(mcp.MethodElicitationCreate):
+			var req mcp.ElicitationRequest
+			if err := json.Unmarshal(params, &req.Params); err != nil {
+				return nil, err
+			}
+			return srv.RequestElicitation(ctx, req)
+		case string(mcp.MethodSamplingCreateMessage):
+			var req mcp.CreateMessageRequest
+			if err := json.Unmarshal(params, &req.CreateMessageParams); err != nil {
+				return nil, err
+			}
+			return srv.RequestSampling(ctx, req)
+		case string(mcp.MethodListRoots):
+			return srv.RequestRoots(ctx, mcp.ListRootsRequest{})
+		}
+		return nil, fmt.Errorf("berth does not pass %s on to clients", method)
+	}
+}
+
 func federatedDefinition(ft mcpproxy.FederatedTool) mcp.Tool {
 	var def struct {
 		Title        string             `json:"title"`
@@ -194,7 +222,7 @@ func federatedHandler(d Deps, ft mcpproxy.FederatedTool) server.ToolHandlerFunc 
 				report(wp)
 			}
 		}
-		res, err := d.MCP.CallTool(ctx, ft.Bot, ft.Name, args, onProgress)
+		res, err := d.MCP.CallTool(ctx, ft.Bot, ft.Name, args, onProgress, askClient(ctx))
 		if err != nil {
 			return mcp.NewToolResultError(errorText(err)), nil
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -21,8 +22,18 @@ type rpcClient struct {
 	mu       sync.Mutex
 	pending  map[string]chan *message
 	progress map[string]func(json.RawMessage)
-	closed   error
+	// askers are the RequestHandlers of the calls in flight, oldest
+	// first: the server's own requests go to the newest.
+	askers []*asker
+	closed error
 }
+
+// RequestHandler answers a request the server sends while one of the
+// caller's calls runs (sampling, elicitation, roots), by asking the
+// caller's client; it returns the result to send back.
+type RequestHandler func(method string, params json.RawMessage) (any, error)
+
+type asker struct{ handle RequestHandler }
 
 func newRPCClient() *rpcClient {
 	return &rpcClient{pending: map[string]chan *message{}, progress: map[string]func(json.RawMessage){}}
@@ -73,7 +84,7 @@ func (c *rpcClient) fail(err error) {
 // call sends method with params and waits for the answer. With onProgress,
 // the request carries a progress token whose notifications reach it. If
 // ctx ends first, the server is told to cancel the request.
-func (c *rpcClient) call(ctx context.Context, method string, params map[string]any, onProgress func(json.RawMessage)) (json.RawMessage, error) {
+func (c *rpcClient) call(ctx context.Context, method string, params map[string]any, onProgress func(json.RawMessage), onRequest RequestHandler) (json.RawMessage, error) {
 	id := c.nextID.Add(1)
 	rawID := json.RawMessage(strconv.FormatInt(id, 10))
 	ch := make(chan *message, 1)
@@ -87,11 +98,19 @@ func (c *rpcClient) call(ctx context.Context, method string, params map[string]a
 	if onProgress != nil {
 		c.progress[string(token)] = onProgress
 	}
+	var a *asker
+	if onRequest != nil {
+		a = &asker{handle: onRequest}
+		c.askers = append(c.askers, a)
+	}
 	c.mu.Unlock()
 	defer func() {
 		c.mu.Lock()
 		delete(c.pending, string(rawID))
 		delete(c.progress, string(token))
+		if i := slices.Index(c.askers, a); a != nil && i >= 0 {
+			c.askers = slices.Delete(c.askers, i, i+1)
+		}
 		c.mu.Unlock()
 	}()
 	if onProgress != nil {
@@ -110,6 +129,18 @@ func (c *rpcClient) call(ctx context.Context, method string, params map[string]a
 		_ = c.notify("notifications/cancelled", map[string]any{"requestId": id, "reason": context.Cause(ctx).Error()})
 		return nil, ctx.Err()
 	}
+}
+
+// asker returns the handler of the newest call in flight that has one. A
+// stdio server does not say which call a request of its own belongs to;
+// the newest is the best guess, and exact when calls do not overlap.
+func (c *rpcClient) asker() RequestHandler {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.askers) == 0 {
+		return nil
+	}
+	return c.askers[len(c.askers)-1].handle
 }
 
 // notify sends a notification.

@@ -196,9 +196,11 @@ func (s *server) initialize(ctx context.Context, rpc *rpcClient) error {
 	defer cancel()
 	res, err := rpc.call(ictx, "initialize", map[string]any{
 		"protocolVersion": initProtocolVersion,
-		"capabilities":    map[string]any{},
-		"clientInfo":      map[string]any{"name": "berth", "version": s.sup.opts.Version},
-	}, nil)
+		// berth passes the server's own requests on to the client of the
+		// call that is running (see answer).
+		"capabilities": map[string]any{"sampling": map[string]any{}, "elicitation": map[string]any{}, "roots": map[string]any{}},
+		"clientInfo":   map[string]any{"name": "berth", "version": s.sup.opts.Version},
+	}, nil, nil)
 	if err != nil {
 		return err
 	}
@@ -232,7 +234,7 @@ func listTools(ctx context.Context, rpc *rpcClient) ([]remoteTool, error) {
 		if cursor != "" {
 			params["cursor"] = cursor
 		}
-		res, err := rpc.call(ctx, "tools/list", params, nil)
+		res, err := rpc.call(ctx, "tools/list", params, nil, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -275,19 +277,30 @@ func (s *server) onMessage(rpc *rpcClient, m *message) {
 	}
 }
 
-// answer responds to the server's own requests. Federated calls are shared
-// by every session, so there is no one client to ask for sampling or
-// elicitation: those work through the proxy endpoint.
+// answer responds to the server's own requests: ping itself, anything else
+// (sampling, elicitation, roots) by asking the client of the call in
+// flight. With no call in flight there is no client to ask.
 func (s *server) answer(rpc *rpcClient, m *message) {
-	switch m.Method {
-	case "ping":
+	if m.Method == "ping" {
 		_ = rpc.respond(m.ID, map[string]any{}, nil)
-	case "roots/list":
-		_ = rpc.respond(m.ID, map[string]any{"roots": []any{}}, nil)
-	default:
-		_ = rpc.respond(m.ID, nil, &rpcError{Code: codeMethodNotFound, Message: fmt.Sprintf(
-			"%s is not available to federated tool calls through berth; connect to /bots/%s/mcp/%s for a session that forwards it", m.Method, s.bot, s.spec.Name)})
+		return
 	}
+	ask := rpc.asker()
+	if ask == nil {
+		if m.Method == "roots/list" {
+			_ = rpc.respond(m.ID, map[string]any{"roots": []any{}}, nil)
+			return
+		}
+		_ = rpc.respond(m.ID, nil, &rpcError{Code: codeMethodNotFound, Message: fmt.Sprintf(
+			"%s reaches a client only during one of its tool calls; for a session of your own, connect to /bots/%s/mcp/%s", m.Method, s.bot, s.spec.Name)})
+		return
+	}
+	res, err := ask(m.Method, m.Params)
+	if err != nil {
+		_ = rpc.respond(m.ID, nil, &rpcError{Code: codeServerGone, Message: err.Error()})
+		return
+	}
+	_ = rpc.respond(m.ID, res, nil)
 }
 
 func (s *server) refreshTools(rpc *rpcClient) {
@@ -309,7 +322,7 @@ func (s *server) refreshTools(rpc *rpcClient) {
 }
 
 // callTool calls a tool on the shared process.
-func (s *server) callTool(ctx context.Context, tool string, args json.RawMessage, onProgress func(json.RawMessage)) (json.RawMessage, error) {
+func (s *server) callTool(ctx context.Context, tool string, args json.RawMessage, onProgress func(json.RawMessage), onRequest RequestHandler) (json.RawMessage, error) {
 	s.mu.Lock()
 	state, reason, rpc := s.state, s.reason, s.rpc
 	s.mu.Unlock()
@@ -323,7 +336,7 @@ func (s *server) callTool(ctx context.Context, tool string, args json.RawMessage
 	if len(args) > 0 {
 		params["arguments"] = args
 	}
-	return rpc.call(ctx, "tools/call", params, onProgress)
+	return rpc.call(ctx, "tools/call", params, onProgress, onRequest)
 }
 
 // Info describes a registered server for mcp_server_list.

@@ -292,9 +292,10 @@ type Progress struct {
 }
 
 // CallTool calls the federated tool name of bot on its shared server.
-// Failures of the server (gone, restarting, answering with a JSON-RPC
-// error) are results with isError, for the model to read.
-func (s *Supervisor) CallTool(ctx context.Context, bot, name string, args json.RawMessage, onProgress func(Progress)) (*mcp.CallToolResult, error) {
+// onProgress receives the call's progress; onRequest answers the server's
+// own requests (sampling, elicitation, roots) made during the call. Both
+// may be nil.
+func (s *Supervisor) CallTool(ctx context.Context, bot, name string, args json.RawMessage, onProgress func(Progress), onRequest RequestHandler) (*mcp.CallToolResult, error) {
 	server, _, _ := strings.Cut(name, separator)
 	srv, err := s.lookup(bot, server)
 	if err != nil {
@@ -320,7 +321,7 @@ func (s *Supervisor) CallTool(ctx context.Context, bot, name string, args json.R
 	}
 	cctx, cancel := context.WithTimeout(ctx, s.opts.CallTimeout)
 	defer cancel()
-	raw, err := srv.callTool(cctx, tool, args, progress)
+	raw, err := srv.callTool(cctx, tool, args, progress, onRequest)
 	if err != nil {
 		if ctx.Err() == nil && cctx.Err() != nil {
 			return nil, fmt.Errorf("%s/%s did not answer within %s", srv.label, tool, s.opts.CallTimeout)
