@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -146,8 +148,16 @@ var clientToolName = regexp.MustCompile(`^[a-zA-Z0-9_-]{1,64}$`)
 // restart, and removal.
 func TestMCPServerFederation(t *testing.T) {
 	e := newMCPEnv(t)
-	b := e.serveHTTP()
 	const bot = "fed"
+	// A token limited to this bot: its sessions see the bot's servers'
+	// tools without ?bot=.
+	const botToken = "fed-only-token-0123456789"
+	tokens := filepath.Join(e.stateDir, "tokens.yaml")
+	if err := os.WriteFile(tokens, []byte("tokens:\n  - name: fed\n    token: "+botToken+"\n    bots: [fed]\n    scopes: [read, exec]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.extra = append(e.extra, "--tokens-file", tokens)
+	b := e.serveHTTP()
 	admin := e.httpSDK(b)
 	mustCall(t, admin, "workspace_create", map[string]any{"bot_id": bot}).decode(t, &struct{}{})
 	mustCall(t, admin, "fs_write", map[string]any{"bot_id": bot, "path": "/data/hello.txt", "content": "hello from the workspace"}).decode(t, &struct{}{})
@@ -246,6 +256,25 @@ func TestMCPServerFederation(t *testing.T) {
 		})
 	}
 	c := clients["mcp-go"]
+
+	scoped := e.mcpgoAt(b.URL, botToken, "scoped")
+	waitTools(t, scoped, func(n []string) bool { return slices.Contains(n, "fx__echo") })
+	if res := mustCall(t, scoped, "fx__echo", map[string]any{"text": "scoped"}); res.IsError || res.Text != "scoped" {
+		t.Errorf("fx__echo with the bot's own token: %+v", res)
+	}
+	for tool, args := range map[string]map[string]any{
+		"workspace_stop": {"bot_id": bot},                        // lacks the manage scope
+		"exec":           {"bot_id": "other", "command": "true"}, // another bot
+	} {
+		if res := mustCall(t, scoped, tool, args); !res.IsError || !strings.Contains(res.Text, "permission denied") {
+			t.Errorf("%s with a token for %s, read and exec: %+v", tool, bot, res)
+		}
+	}
+	req, _ := http.NewRequest(http.MethodPost, b.proxyURL("other", "fx"), strings.NewReader(`{}`))
+	req.Header.Set("Authorization", "Bearer "+botToken)
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusForbidden {
+		t.Errorf("proxy endpoint of another bot with a bot's token: %v %v", resp, err)
+	}
 
 	// Tool-list changes reported by the server reach the sessions, and two
 	// tool names that clean up to the same name both stay reachable.

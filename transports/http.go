@@ -23,6 +23,8 @@ import (
 type HTTPOptions struct {
 	Addr           string
 	Token          auth.Token // required unless NoAuth
+	// ScopedTokens are further tokens, each limited to some bots and scopes.
+	ScopedTokens []auth.ScopedToken
 	NoAuth         bool       // only on loopback addresses
 	AllowedOrigins []string
 	SessionIdleTTL time.Duration
@@ -155,7 +157,13 @@ func (o HTTPOptions) authenticate(next http.Handler) http.Handler {
 				tok = r.URL.Query().Get("access_token")
 				ok = tok != ""
 			}
-			if !ok || !o.Token.Matches(tok) {
+			switch {
+			case ok && o.Token.Matches(tok):
+				p = auth.Local("admin token")
+			case ok:
+				p = auth.MatchScoped(o.ScopedTokens, tok)
+			}
+			if p == nil {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="berth"`)
 				msg := "missing bearer token: send Authorization: Bearer <token> (see berth's token file)"
 				if ok {
@@ -164,7 +172,6 @@ func (o HTTPOptions) authenticate(next http.Handler) http.Handler {
 				http.Error(w, msg, http.StatusUnauthorized)
 				return
 			}
-			p = auth.Local("admin token")
 		}
 		next.ServeHTTP(w, r.WithContext(auth.WithPrincipal(r.Context(), p)))
 	})

@@ -43,6 +43,12 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		if httpOpts.Token, err = httpToken(cfg, log.Info); err != nil {
 			return err
 		}
+		if cfg.TokensFile != "" {
+			if httpOpts.ScopedTokens, err = auth.LoadTokensFile(cfg.TokensFile); err != nil {
+				return err
+			}
+			log.Info("loaded scoped HTTP tokens", "tokens_file", cfg.TokensFile, "count", len(httpOpts.ScopedTokens))
+		}
 	}
 	if cfg.HTTPAddr != "" {
 		if err := transports.CheckHTTPOptions(httpOpts); err != nil {

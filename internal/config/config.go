@@ -50,6 +50,7 @@ type Config struct {
 	HTTPAddr       string
 	Token          string
 	TokenFile      string
+	TokensFile     string
 	NoAuth         bool
 	AllowedOrigins []string
 	SessionIdleTTL time.Duration
@@ -116,6 +117,7 @@ func Register(fs *flag.FlagSet, cfg *Config, serve bool) {
 	fs.StringVar(&cfg.HTTPAddr, "http", cfg.HTTPAddr, "serve MCP over streamable HTTP at ADDR/mcp, e.g. 127.0.0.1:8080")
 	fs.StringVar(&cfg.Token, "token", cfg.Token, "bearer token for HTTP clients (default: read or create the token file)")
 	fs.StringVar(&cfg.TokenFile, "token-file", cfg.TokenFile, "file holding the HTTP bearer token (default: STATE_DIR/token)")
+	fs.StringVar(&cfg.TokensFile, "tokens-file", cfg.TokensFile, "YAML file of more HTTP tokens, each limited to some bots and scopes (see README)")
 	fs.BoolVar(&cfg.NoAuth, "no-auth", cfg.NoAuth, "serve HTTP without a token; refused unless the address is loopback")
 	fs.Var((*listValue)(&cfg.AllowedOrigins), "allowed-origins", "comma-separated browser origins allowed to call /mcp (requests without Origin are always allowed)")
 	fs.DurationVar(&cfg.SessionIdleTTL, "session-idle-ttl", cfg.SessionIdleTTL, "forget HTTP sessions idle for this long")
