@@ -40,7 +40,9 @@ func (b *berthHTTP) proxyURL(bot, name string) string {
 // elicitation requests with {"answer": answer}.
 func (e *env) mcpgoAt(url, token, answer string) mcpClient {
 	e.t.Helper()
-	tr, err := transport.NewStreamableHTTP(url, transport.WithHTTPHeaders(map[string]string{"Authorization": "Bearer " + token}))
+	// The token goes in through the HTTP client: mcp-go v1.2.1 leaves
+	// WithHTTPHeaders off the DELETE that ends a session.
+	tr, err := transport.NewStreamableHTTP(url, transport.WithHTTPBasicClient(&http.Client{Transport: bearer{token: token}}))
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -471,8 +473,16 @@ func TestMCPServerProxyEndpoint(t *testing.T) {
 	if s := waitServer(t, admin, bot, "fx", func(s mcpServerInfo) bool { return s.State == "ready" }); s.PID != added.Server.PID || s.Restarts != 0 {
 		t.Errorf("shared server after proxy sessions: %+v", s)
 	}
-	// Closed sessions leave only the shared process.
-	waitFor(t, "session processes to end", func() bool { return e.fixtureProcs(t, bot) == 1 })
+	// Crashed sessions leave only the shared process; a session that ends
+	// (the client's DELETE) takes its process with it.
+	waitFor(t, "crashed session processes to end", func() bool { return e.fixtureProcs(t, bot) == 1 })
+	c := e.mcpgoAt(b.proxyURL(bot, "fx"), b.Token, "")
+	mustCall(t, c, "pid", map[string]any{})
+	if n := e.fixtureProcs(t, bot); n != 2 {
+		t.Errorf("%d fixture processes with one proxy session open, want 2", n)
+	}
+	c.close()
+	waitFor(t, "the closed session's process to end", func() bool { return e.fixtureProcs(t, bot) == 1 })
 }
 
 // waitFor polls cond for up to a minute.
