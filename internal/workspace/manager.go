@@ -103,20 +103,29 @@ const (
 	maxDevices     = 64
 )
 
-func (r *CreateRequest) validate() error {
-	if err := ValidateBotID(r.BotID); err != nil {
-		return err
+// validateEnv checks environment variables a caller gives: at most max,
+// with names a shell accepts and bounded values.
+func validateEnv(env map[string]string, max int) error {
+	if len(env) > max {
+		return fmt.Errorf("%w: at most %d env variables", errdefs.ErrInvalidArgument, max)
 	}
-	if len(r.Env) > maxEnvVars {
-		return fmt.Errorf("%w: at most %d env variables", errdefs.ErrInvalidArgument, maxEnvVars)
-	}
-	for k, v := range r.Env {
+	for k, v := range env {
 		if !envNamePattern.MatchString(k) {
 			return fmt.Errorf("%w: env name %q must match %s", errdefs.ErrInvalidArgument, k, envNamePattern)
 		}
 		if len(v) > maxEnvValueLen || strings.ContainsRune(v, 0) {
 			return fmt.Errorf("%w: env %s: value longer than %d bytes or holds a NUL byte", errdefs.ErrInvalidArgument, k, maxEnvValueLen)
 		}
+	}
+	return nil
+}
+
+func (r *CreateRequest) validate() error {
+	if err := ValidateBotID(r.BotID); err != nil {
+		return err
+	}
+	if err := validateEnv(r.Env, maxEnvVars); err != nil {
+		return err
 	}
 	if len(r.Devices) > maxDevices {
 		return fmt.Errorf("%w: at most %d devices", errdefs.ErrInvalidArgument, maxDevices)

@@ -76,16 +76,8 @@ func (s MCPServerSpec) validate() error {
 			return fmt.Errorf("%w: argument %d is longer than %d bytes or holds a NUL byte", errdefs.ErrInvalidArgument, i, maxMCPArgLen)
 		}
 	}
-	if len(s.Env) > maxMCPEnvVars {
-		return fmt.Errorf("%w: at most %d env variables", errdefs.ErrInvalidArgument, maxMCPEnvVars)
-	}
-	for k, v := range s.Env {
-		if !envNamePattern.MatchString(k) {
-			return fmt.Errorf("%w: env name %q must match %s", errdefs.ErrInvalidArgument, k, envNamePattern)
-		}
-		if len(v) > maxEnvValueLen || strings.ContainsRune(v, 0) {
-			return fmt.Errorf("%w: env %s: value longer than %d bytes or holds a NUL byte", errdefs.ErrInvalidArgument, k, maxEnvValueLen)
-		}
+	if err := validateEnv(s.Env, maxMCPEnvVars); err != nil {
+		return err
 	}
 	if len(s.Cwd) > maxMCPArgLen || strings.ContainsRune(s.Cwd, 0) {
 		return fmt.Errorf("%w: cwd is longer than %d bytes or holds a NUL byte", errdefs.ErrInvalidArgument, maxMCPArgLen)
