@@ -145,17 +145,28 @@ func newStderrTail() *stderrTail { return &stderrTail{limit: stderrTailBytes} }
 func (t *stderrTail) Write(p []byte) (int, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.writeLocked(p)
+	return len(p), nil
+}
+
+func (t *stderrTail) writeLocked(p []byte) {
 	t.total += int64(len(p))
 	t.buf = append(t.buf, p...)
 	if over := len(t.buf) - t.limit; over > 0 {
 		t.buf = append(t.buf[:0], t.buf[over:]...)
 	}
-	return len(p), nil
 }
 
-// note adds a line of berth's own, such as a restart marker.
+// note adds a line of berth's own, such as a restart marker, on a line of
+// its own even when the server's last line has no newline.
 func (t *stderrTail) note(format string, args ...any) {
-	_, _ = t.Write([]byte("[berth] " + fmt.Sprintf(format, args...) + "\n"))
+	line := "[berth] " + fmt.Sprintf(format, args...) + "\n"
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if n := len(t.buf); n > 0 && t.buf[n-1] != '\n' {
+		line = "\n" + line
+	}
+	t.writeLocked([]byte(line))
 }
 
 // lines returns up to n of the last lines, oldest first, and the byte

@@ -94,6 +94,13 @@ func (s *session) track(st *stream, msgs []*message) {
 	}
 	s.posts = append(s.posts, st)
 	s.flushBacklogLocked(st)
+	if s.ended != nil {
+		// The process ended after the caller checked endedErr and before
+		// these requests were tracked: end has answered what was pending
+		// then, so answer these now (off the lock, and not blocking the
+		// caller, which has yet to start reading st).
+		go s.answerPending(s.ended)
+	}
 }
 
 // untrack forgets st; it returns the ids of requests still unanswered.
@@ -208,11 +215,19 @@ func (s *session) end(reason error) {
 	}
 	s.ended = reason
 	close(s.endedCh)
+	s.mu.Unlock()
+	s.answerPending(reason)
+}
+
+// answerPending answers every request still waiting with the reason the
+// process ended.
+func (s *session) answerPending(reason error) {
 	type due struct {
 		st *stream
 		id json.RawMessage
 	}
 	var answers []due
+	s.mu.Lock()
 	for k, st := range s.byID {
 		answers = append(answers, due{st, st.ids[k]})
 		delete(st.ids, k)

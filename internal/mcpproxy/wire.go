@@ -92,7 +92,9 @@ func (lr *lineReader) next() ([]byte, error) {
 	for {
 		chunk, err := lr.r.ReadSlice('\n')
 		if !tooLong {
-			if len(line)+len(chunk) > MaxMessageBytes+1 {
+			// Room for the message and its "\r\n"; the cap itself is
+			// checked once the line end is trimmed.
+			if len(line)+len(chunk) > MaxMessageBytes+2 {
 				tooLong, line = true, nil
 			} else {
 				line = append(line, chunk...)
@@ -101,13 +103,20 @@ func (lr *lineReader) next() ([]byte, error) {
 		if errors.Is(err, bufio.ErrBufferFull) {
 			continue
 		}
-		if err != nil && (len(line) == 0 || !errors.Is(err, io.EOF)) {
+		if err != nil && !errors.Is(err, io.EOF) {
 			return nil, err
 		}
 		if tooLong {
 			return nil, errLineTooLong
 		}
-		return bytes.TrimRight(line, "\r\n"), nil
+		if err != nil && len(line) == 0 {
+			return nil, err
+		}
+		line = bytes.TrimRight(line, "\r\n")
+		if len(line) > MaxMessageBytes {
+			return nil, errLineTooLong
+		}
+		return line, nil
 	}
 }
 
