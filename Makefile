@@ -40,6 +40,9 @@ fuzz:
 	$(FUZZ) -fuzz '^FuzzDecodeHealth$$' ./internal/agent/
 	$(FUZZ) -fuzz '^FuzzParse$$' ./internal/skills/
 	$(FUZZ) -fuzz '^FuzzValidateName$$' ./internal/skills/
+	$(FUZZ) -fuzz '^FuzzFederatedNames$$' ./internal/mcpproxy/
+	$(FUZZ) -fuzz '^FuzzParseBody$$' ./internal/mcpproxy/
+	$(FUZZ) -fuzz '^FuzzLineReader$$' ./internal/mcpproxy/
 
 clean:
 	rm -rf bin

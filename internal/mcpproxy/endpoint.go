@@ -95,13 +95,13 @@ func (e *Endpoint) post(w http.ResponseWriter, r *http.Request, bot, name string
 	}
 	msgs, err := parseBody(body)
 	if err != nil {
-		writeRPCError(w, http.StatusBadRequest, nil, -32700, "parse error: "+err.Error())
+		writeRPCError(w, http.StatusBadRequest, nil, codeParseError, "parse error: "+err.Error())
 		return
 	}
 	var sess *session
 	if r.Header.Get(headerSessionID) == "" {
 		if len(msgs) != 1 || msgs[0].Method != "initialize" || !msgs[0].isRequest() {
-			writeRPCError(w, http.StatusBadRequest, nil, -32600, "no "+headerSessionID+" header: the first message of a session must be an initialize request")
+			writeRPCError(w, http.StatusBadRequest, nil, codeInvalidRequest, "no "+headerSessionID+" header: the first message of a session must be an initialize request")
 			return
 		}
 		msgs[0].Params = capProtocolVersion(msgs[0].Params)
@@ -143,6 +143,10 @@ func (e *Endpoint) post(w http.ResponseWriter, r *http.Request, bot, name string
 		return
 	}
 
+	if id, reused := sess.reusedID(requests); reused {
+		writeRPCError(w, http.StatusBadRequest, id, codeInvalidRequest, fmt.Sprintf("request id %s is already in use by an unanswered request of this session", id))
+		return
+	}
 	st := newStream()
 	sess.track(st, requests)
 	for _, m := range msgs {

@@ -74,6 +74,26 @@ func newSession(id, bot, name string) *session {
 	}
 }
 
+// reusedID returns the id of a request among msgs that repeats another
+// request's id in msgs or one still unanswered in the session. JSON-RPC
+// forbids that; passing it on would leave one of the two unanswered.
+func (s *session) reusedID(msgs []*message) (json.RawMessage, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	seen := map[string]bool{}
+	for _, m := range msgs {
+		if !m.isRequest() {
+			continue
+		}
+		k := idKey(m.ID)
+		if seen[k] || s.byID[k] != nil {
+			return m.ID, true
+		}
+		seen[k] = true
+	}
+	return nil, false
+}
+
 // track registers the requests among msgs on st before they are sent, so
 // their answers cannot arrive unrouted.
 func (s *session) track(st *stream, msgs []*message) {

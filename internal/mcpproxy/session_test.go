@@ -515,3 +515,34 @@ func TestCapResult(t *testing.T) {
 		t.Errorf("malformed oversized result: %v, %+v", err, res)
 	}
 }
+
+func TestSessionReusedID(t *testing.T) {
+	s := newSession("s", "bot", "fx")
+	first := []*message{msg(t, `{"jsonrpc":"2.0","id":1,"method":"tools/call"}`)}
+	if id, reused := s.reusedID(first); reused {
+		t.Fatalf("fresh id %s reported reused", id)
+	}
+	s.track(newStream(), first)
+	for name, batch := range map[string][]string{
+		"pending in the session": {`{"jsonrpc":"2.0","id":1,"method":"ping"}`},
+		"twice in one batch":     {`{"jsonrpc":"2.0","id":"a","method":"ping"}`, `{"jsonrpc":"2.0","id":"a","method":"ping"}`},
+	} {
+		var msgs []*message
+		for _, line := range batch {
+			msgs = append(msgs, msg(t, line))
+		}
+		if _, reused := s.reusedID(msgs); !reused {
+			t.Errorf("%s: not reported", name)
+		}
+	}
+	// The same number as a string, a notification, and an answered id are fine.
+	routeLine(t, s, `{"jsonrpc":"2.0","id":1,"result":{}}`)
+	ok := []*message{
+		msg(t, `{"jsonrpc":"2.0","id":"1","method":"ping"}`),
+		msg(t, `{"jsonrpc":"2.0","method":"notifications/cancelled"}`),
+		msg(t, `{"jsonrpc":"2.0","id":1,"method":"ping"}`),
+	}
+	if id, reused := s.reusedID(ok); reused {
+		t.Errorf("id %s reported reused", id)
+	}
+}

@@ -35,8 +35,9 @@ type rpcError struct {
 
 // JSON-RPC error codes berth answers with.
 const (
+	codeParseError     = -32700
+	codeInvalidRequest = -32600
 	codeMethodNotFound = -32601
-	codeInvalidParams  = -32602
 	// codeServerGone is in the implementation-defined range: the bot's
 	// server exited or could not be reached.
 	codeServerGone = -32000
