@@ -496,3 +496,35 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// TestMCPServerGivesUp registers a server that dies at once: mcp_server_add
+// says why, berth restarts it with backoff and then leaves it failed, and
+// adding it again (fixed) brings it back.
+func TestMCPServerGivesUp(t *testing.T) {
+	e := newMCPEnv(t)
+	const bot = "broken"
+	c := e.stdioMcpgo()
+	mustCall(t, c, "workspace_create", map[string]any{"bot_id": bot}).decode(t, &struct{}{})
+	var added struct {
+		Server mcpServerInfo `json:"server"`
+	}
+	mustCall(t, c, "mcp_server_add", map[string]any{
+		"bot_id": bot, "name": "bad", "command": "sh", "args": []string{"-c", "echo missing dependency >&2; exit 4"},
+	}).decode(t, &added)
+	if added.Server.State != "restarting" || !strings.Contains(added.Server.Reason, "exited with code 4") ||
+		!strings.Contains(added.Server.Reason, "missing dependency") {
+		t.Errorf("mcp_server_add of a server that dies: %+v", added.Server)
+	}
+	failed := waitServer(t, c, bot, "bad", func(s mcpServerInfo) bool { return s.State == "failed" })
+	if failed.Restarts != 6 || !strings.Contains(failed.Reason, "gave up after 5 crashes in a row") {
+		t.Errorf("failed server: %+v", failed)
+	}
+	var fixed struct {
+		Server   mcpServerInfo `json:"server"`
+		Replaced bool          `json:"replaced"`
+	}
+	mustCall(t, c, "mcp_server_add", map[string]any{"bot_id": bot, "name": "bad", "command": testenv.MCPFixturePath}).decode(t, &fixed)
+	if !fixed.Replaced || fixed.Server.State != "ready" || fixed.Server.Restarts != 0 {
+		t.Errorf("adding the server again: %+v", fixed)
+	}
+}

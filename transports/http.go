@@ -21,11 +21,11 @@ import (
 
 // HTTPOptions configure the streamable HTTP transport.
 type HTTPOptions struct {
-	Addr           string
-	Token          auth.Token // required unless NoAuth
+	Addr   string
+	Token  auth.Token // required unless NoAuth
+	NoAuth bool       // only on loopback addresses
 	// ScopedTokens are further tokens, each limited to some bots and scopes.
-	ScopedTokens []auth.ScopedToken
-	NoAuth         bool       // only on loopback addresses
+	ScopedTokens   []auth.ScopedToken
 	AllowedOrigins []string
 	SessionIdleTTL time.Duration
 	// Ready reports whether berth can serve tools (containerd reachable).

@@ -70,10 +70,14 @@ func (c *rpcClient) handle(m *message) bool {
 	return false
 }
 
-// fail ends every waiting call with err and refuses new ones.
+// fail ends every waiting call with err and refuses new ones. The first
+// reason given stays: it is the one that explains the end.
 func (c *rpcClient) fail(err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.closed != nil {
+		return
+	}
 	c.closed = err
 	for k, ch := range c.pending {
 		ch <- errorResponse(nil, codeServerGone, err.Error())

@@ -113,6 +113,12 @@ func (s *server) run(ctx context.Context) {
 		}
 		rpc.p = p
 		p.serve(func(m *message, _ []byte) { s.onMessage(rpc, m) })
+		// The end of the process ends every call waiting on it, the
+		// handshake included.
+		go func() {
+			<-p.done
+			rpc.fail(p.exitError())
+		}()
 		started := time.Now()
 		s.mu.Lock()
 		s.pid, s.startedAt, s.rpc = p.pid(), started, rpc
@@ -120,10 +126,16 @@ func (s *server) run(ctx context.Context) {
 		s.stderr.note("started pid %d", p.pid())
 		if err := s.initialize(ctx, rpc); err != nil {
 			s.log.Warn("MCP server did not initialize", "server", s.label, "err", err)
-			s.stderr.note("initialize failed: %v", err)
-			p.stop()
-			rpc.fail(p.exitError())
-			s.crashed(ctx, exitInfo{Err: fmt.Errorf("initialize: %w", err), At: time.Now()}, started)
+			select {
+			case <-p.done:
+				s.stderr.note("process %s before it finished initializing", p.exit)
+				s.crashed(ctx, p.exit, started)
+			default:
+				s.stderr.note("initialize failed: %v", err)
+				rpc.fail(fmt.Errorf("MCP server %s did not initialize: %w", s.label, err))
+				p.stop()
+				s.crashed(ctx, exitInfo{Err: fmt.Errorf("initialize: %w", err), At: time.Now()}, started)
+			}
 			continue
 		}
 		s.setState(StateReady, "")
@@ -131,11 +143,10 @@ func (s *server) run(ctx context.Context) {
 		select {
 		case <-p.done:
 		case <-ctx.Done():
-			p.stop()
 			rpc.fail(fmt.Errorf("MCP server %s was removed", s.label))
+			p.stop()
 			return
 		}
-		rpc.fail(p.exitError())
 		s.stderr.note("process %s", p.exit)
 		if p.exit.Err != nil {
 			// The connection to the agent broke: the workspace stopped
