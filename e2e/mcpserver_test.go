@@ -454,6 +454,14 @@ func TestMCPServerProxyEndpoint(t *testing.T) {
 				return strings.Contains(out, "cancelled "+pid)
 			})
 
+			// The server's notifications reach the client.
+			changes := c.listChanges()
+			mustCall(t, c, "add_tool", map[string]any{"name": "late"})
+			waitFor(t, "tools/list_changed through the proxy", func() bool { return c.listChanges() > changes })
+			if names, err := c.toolNames(context.Background()); err != nil || !slices.Contains(names, "late") {
+				t.Errorf("tools after add_tool: %v %v", names, err)
+			}
+
 			// A crash ends the session's process with a clear error.
 			res, err = c.call(context.Background(), "crash", map[string]any{"code": 5}, nil)
 			text := fmt.Sprint(err)
