@@ -19,7 +19,7 @@ awk '
 }
 END {
 	# The baseline is `ctr` for workspace operations and `direct` (the same
-	# MCP server over plain stdio) for the bots' own MCP servers.
+	# MCP server over plain stdio) for the MCP servers of bots.
 	for (n in names) {
 		base = ((n, "ctr") in p50) ? "ctr" : "direct"
 		if (!((n, "berth") in p50) || !((n, base) in p50)) continue
