@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -534,5 +535,46 @@ func TestMCPServerGivesUp(t *testing.T) {
 	mustCall(t, c, "mcp_server_add", map[string]any{"bot_id": bot, "name": "bad", "command": testenv.MCPFixturePath}).decode(t, &fixed)
 	if !fixed.Replaced || fixed.Server.State != "ready" || fixed.Server.Restarts != 0 {
 		t.Errorf("adding the server again: %+v", fixed)
+	}
+}
+
+// TestMCPServerProxySessionIdles leaves a proxy session idle past
+// --session-idle-ttl: its process is stopped and the session forgotten.
+func TestMCPServerProxySessionIdles(t *testing.T) {
+	e := newMCPEnv(t)
+	e.extra = append(e.extra, "--session-idle-ttl", "2s")
+	b := e.serveHTTP()
+	const bot = "idle"
+	admin := e.httpMcpgo(b)
+	mustCall(t, admin, "workspace_create", map[string]any{"bot_id": bot}).decode(t, &struct{}{})
+	mustCall(t, admin, "mcp_server_add", map[string]any{"bot_id": bot, "name": "fx", "command": testenv.MCPFixturePath}).decode(t, &struct{}{})
+
+	post := func(session, body string) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPost, b.proxyURL(bot, "fx"), strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+b.Token)
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		if session != "" {
+			req.Header.Set("Mcp-Session-Id", session)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+	resp := post("", `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`)
+	session := resp.Header.Get("Mcp-Session-Id")
+	if resp.StatusCode != http.StatusOK || session == "" {
+		t.Fatalf("initialize: %d, session %q", resp.StatusCode, session)
+	}
+	if n := e.fixtureProcs(t, bot); n != 2 {
+		t.Fatalf("%d fixture processes with a proxy session open, want 2", n)
+	}
+	waitFor(t, "the idle session's process to stop", func() bool { return e.fixtureProcs(t, bot) == 1 })
+	if resp := post(session, `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("a request of the idled-out session: %d, want 404", resp.StatusCode)
 	}
 }

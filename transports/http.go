@@ -243,5 +243,9 @@ func ServeHTTP(ctx context.Context, s *server.MCPServer, o HTTPOptions, ready fu
 	shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_ = shutdownMCP(shutdown)
+	if o.MCPProxy != nil {
+		// Ends the proxy sessions' streams, which Shutdown would wait for.
+		o.MCPProxy.Close()
+	}
 	return srv.Shutdown(shutdown)
 }
