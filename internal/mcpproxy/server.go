@@ -81,6 +81,15 @@ func (s *server) setState(st State, reason string) {
 	s.mu.Unlock()
 }
 
+// workspaceStarted gives the server a fresh start in a (re)started
+// workspace: its end when the workspace stopped was not its own fault.
+func (s *server) workspaceStarted() {
+	s.mu.Lock()
+	s.consecutive = 0
+	s.mu.Unlock()
+	s.kick()
+}
+
 // kick wakes a waiting or failed server.
 func (s *server) kick() {
 	select {
@@ -125,6 +134,10 @@ func (s *server) run(ctx context.Context) {
 		s.mu.Unlock()
 		s.stderr.note("started pid %d", p.pid())
 		if err := s.initialize(ctx, rpc); err != nil {
+			if ctx.Err() != nil { // removed while starting
+				p.stop()
+				return
+			}
 			s.log.Warn("MCP server did not initialize", "server", s.label, "err", err)
 			select {
 			case <-p.done:

@@ -165,7 +165,7 @@ func (s *Supervisor) workspaceStarted(bot string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, srv := range s.servers[bot] {
-		srv.kick()
+		srv.workspaceStarted()
 	}
 }
 
