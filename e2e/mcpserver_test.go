@@ -273,10 +273,16 @@ func TestMCPServerFederation(t *testing.T) {
 			t.Errorf("%s with a token for %s, read and exec: %+v", tool, bot, res)
 		}
 	}
-	req, _ := http.NewRequest(http.MethodPost, b.proxyURL("other", "fx"), strings.NewReader(`{}`))
-	req.Header.Set("Authorization", "Bearer "+botToken)
-	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusForbidden {
-		t.Errorf("proxy endpoint of another bot with a bot's token: %v %v", resp, err)
+	if resp := proxyPost(t, b.proxyURL("other", "fx"), botToken, "", initializeBody); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("proxy endpoint of another bot with a bot's token: %d", resp.StatusCode)
+	}
+	// A proxy session belongs to the caller that opened it.
+	adminSession := proxyPost(t, b.proxyURL(bot, "fx"), b.Token, "", initializeBody).Header.Get("Mcp-Session-Id")
+	if resp := proxyPost(t, b.proxyURL(bot, "fx"), botToken, adminSession, `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`); adminSession == "" || resp.StatusCode != http.StatusNotFound {
+		t.Errorf("another caller's proxy session (%q): %d, want 404", adminSession, resp.StatusCode)
+	}
+	if resp := proxyPost(t, b.proxyURL(bot, "fx"), b.Token, adminSession, `{"jsonrpc":"2.0","method":"notifications/initialized"}`); resp.StatusCode != http.StatusAccepted {
+		t.Errorf("the opener's own proxy session: %d, want 202", resp.StatusCode)
 	}
 
 	// Tool-list changes reported by the server reach the sessions, and two
@@ -538,6 +544,27 @@ func TestMCPServerGivesUp(t *testing.T) {
 	}
 }
 
+const initializeBody = `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`
+
+// proxyPost sends one raw JSON-RPC message to a proxy endpoint, in session
+// if it is not empty, and reads the whole answer.
+func proxyPost(t *testing.T, url, token, session, body string) *http.Response {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	if session != "" {
+		req.Header.Set("Mcp-Session-Id", session)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp
+}
+
 // TestMCPServerProxySessionIdles leaves a proxy session idle past
 // --session-idle-ttl: its process is stopped and the session forgotten.
 func TestMCPServerProxySessionIdles(t *testing.T) {
@@ -549,23 +576,7 @@ func TestMCPServerProxySessionIdles(t *testing.T) {
 	mustCall(t, admin, "workspace_create", map[string]any{"bot_id": bot}).decode(t, &struct{}{})
 	mustCall(t, admin, "mcp_server_add", map[string]any{"bot_id": bot, "name": "fx", "command": testenv.MCPFixturePath}).decode(t, &struct{}{})
 
-	post := func(session, body string) *http.Response {
-		t.Helper()
-		req, _ := http.NewRequest(http.MethodPost, b.proxyURL(bot, "fx"), strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+b.Token)
-		req.Header.Set("Accept", "application/json, text/event-stream")
-		if session != "" {
-			req.Header.Set("Mcp-Session-Id", session)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		return resp
-	}
-	resp := post("", `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`)
+	resp := proxyPost(t, b.proxyURL(bot, "fx"), b.Token, "", initializeBody)
 	session := resp.Header.Get("Mcp-Session-Id")
 	if resp.StatusCode != http.StatusOK || session == "" {
 		t.Fatalf("initialize: %d, session %q", resp.StatusCode, session)
@@ -574,7 +585,7 @@ func TestMCPServerProxySessionIdles(t *testing.T) {
 		t.Fatalf("%d fixture processes with a proxy session open, want 2", n)
 	}
 	waitFor(t, "the idle session's process to stop", func() bool { return e.fixtureProcs(t, bot) == 1 })
-	if resp := post(session, `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`); resp.StatusCode != http.StatusNotFound {
+	if resp := proxyPost(t, b.proxyURL(bot, "fx"), b.Token, session, `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`); resp.StatusCode != http.StatusNotFound {
 		t.Errorf("a request of the idled-out session: %d, want 404", resp.StatusCode)
 	}
 }

@@ -118,12 +118,12 @@ func NewHTTPHandler(s *server.MCPServer, o HTTPOptions) (http.Handler, func(cont
 	}
 	if o.MCPProxy != nil {
 		mux.Handle("/bots/{bot_id}/mcp/{name}", wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			bot := r.PathValue("bot_id")
-			if err := auth.FromContext(r.Context()).Allow(auth.ScopeExec, bot); err != nil {
+			bot, p := r.PathValue("bot_id"), auth.FromContext(r.Context())
+			if err := p.Allow(auth.ScopeExec, bot); err != nil {
 				httpError(w, http.StatusForbidden, err)
 				return
 			}
-			o.MCPProxy.Serve(w, r, bot, r.PathValue("name"))
+			o.MCPProxy.Serve(w, r, mcpproxy.Target{Bot: bot, Server: r.PathValue("name"), Caller: p.Name})
 		})))
 	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {

@@ -67,16 +67,24 @@ func NewEndpoint(s *Supervisor, o EndpointOptions) *Endpoint {
 	return e
 }
 
-// Serve answers one HTTP request for the server name of bot. The caller
-// has authenticated and authorized it.
-func (e *Endpoint) Serve(w http.ResponseWriter, r *http.Request, bot, name string) {
+// Target is what a request to the endpoint is for, and who makes it.
+type Target struct {
+	Bot, Server string
+	// Caller names the authenticated caller: a session belongs to the
+	// caller that opened it.
+	Caller string
+}
+
+// Serve answers one HTTP request for a bot's server. The caller has
+// authenticated and authorized it.
+func (e *Endpoint) Serve(w http.ResponseWriter, r *http.Request, t Target) {
 	switch r.Method {
 	case http.MethodPost:
-		e.post(w, r, bot, name)
+		e.post(w, r, t)
 	case http.MethodGet:
-		e.get(w, r, bot, name)
+		e.get(w, r, t)
 	case http.MethodDelete:
-		sess, ok := e.session(w, r, bot, name)
+		sess, ok := e.session(w, r, t)
 		if ok {
 			e.close(sess)
 			w.WriteHeader(http.StatusNoContent)
@@ -87,7 +95,7 @@ func (e *Endpoint) Serve(w http.ResponseWriter, r *http.Request, bot, name strin
 	}
 }
 
-func (e *Endpoint) post(w http.ResponseWriter, r *http.Request, bot, name string) {
+func (e *Endpoint) post(w http.ResponseWriter, r *http.Request, t Target) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxMessageBytes))
 	if err != nil {
 		http.Error(w, fmt.Sprintf("request body: %v (at most %d bytes)", err, MaxMessageBytes), http.StatusRequestEntityTooLarge)
@@ -105,14 +113,14 @@ func (e *Endpoint) post(w http.ResponseWriter, r *http.Request, bot, name string
 			return
 		}
 		msgs[0].Params = capProtocolVersion(msgs[0].Params)
-		if sess, err = e.open(r.Context(), bot, name); err != nil {
+		if sess, err = e.open(r.Context(), t); err != nil {
 			writeRPCError(w, httpStatus(err), msgs[0].ID, codeServerGone, err.Error())
 			return
 		}
 		w.Header().Set(headerSessionID, sess.id)
 	} else {
 		var ok bool
-		if sess, ok = e.session(w, r, bot, name); !ok {
+		if sess, ok = e.session(w, r, t); !ok {
 			return
 		}
 	}
@@ -197,8 +205,8 @@ func (e *Endpoint) streamAnswers(w http.ResponseWriter, r *http.Request, sess *s
 	}
 }
 
-func (e *Endpoint) get(w http.ResponseWriter, r *http.Request, bot, name string) {
-	sess, ok := e.session(w, r, bot, name)
+func (e *Endpoint) get(w http.ResponseWriter, r *http.Request, t Target) {
+	sess, ok := e.session(w, r, t)
 	if !ok {
 		return
 	}
@@ -243,12 +251,12 @@ func (e *Endpoint) get(w http.ResponseWriter, r *http.Request, bot, name string)
 
 // session finds the request's session, answering 404 (the client then
 // starts a new one, as the protocol says) when there is none.
-func (e *Endpoint) session(w http.ResponseWriter, r *http.Request, bot, name string) (*session, bool) {
+func (e *Endpoint) session(w http.ResponseWriter, r *http.Request, t Target) (*session, bool) {
 	id := r.Header.Get(headerSessionID)
 	e.mu.Lock()
 	sess := e.sessions[id]
 	e.mu.Unlock()
-	if sess == nil || sess.bot != bot || sess.name != name {
+	if sess == nil || sess.target != t {
 		http.Error(w, "session not found: it ended or idled out; initialize a new one", http.StatusNotFound)
 		return nil, false
 	}
@@ -256,15 +264,16 @@ func (e *Endpoint) session(w http.ResponseWriter, r *http.Request, bot, name str
 }
 
 // open starts a process of the server for a new session.
-func (e *Endpoint) open(ctx context.Context, bot, name string) (*session, error) {
-	spec, err := e.sup.Spec(bot, name)
+func (e *Endpoint) open(ctx context.Context, t Target) (*session, error) {
+	bot := t.Bot
+	spec, err := e.sup.Spec(bot, t.Server)
 	if err != nil {
 		return nil, err
 	}
 	e.mu.Lock()
 	perBot := 0
 	for _, s := range e.sessions {
-		if s.bot == bot {
+		if s.target.Bot == bot {
 			perBot++
 		}
 	}
@@ -282,8 +291,8 @@ func (e *Endpoint) open(ctx context.Context, bot, name string) (*session, error)
 	if err != nil {
 		return nil, err
 	}
-	sess := newSession(id, bot, name)
-	label := bot + "/" + name + " (session " + id[:8] + ")"
+	sess := newSession(id, t)
+	label := bot + "/" + t.Server + " (session " + id[:8] + ")"
 	p, err := startProc(ctx, client, label, spec, newStderrTail(), e.sup.log)
 	if err != nil {
 		return nil, err
@@ -297,7 +306,7 @@ func (e *Endpoint) open(ctx context.Context, bot, name string) (*session, error)
 	e.mu.Lock()
 	e.sessions[id] = sess
 	e.mu.Unlock()
-	e.sup.log.Info("MCP proxy session started", "bot", bot, "server", name, "session", id[:8], "pid", p.pid())
+	e.sup.log.Info("MCP proxy session started", "bot", bot, "server", t.Server, "caller", t.Caller, "session", id[:8], "pid", p.pid())
 	return sess, nil
 }
 
@@ -306,7 +315,7 @@ func (e *Endpoint) close(sess *session) {
 	delete(e.sessions, sess.id)
 	e.mu.Unlock()
 	sess.p.stop()
-	e.sup.log.Info("MCP proxy session ended", "bot", sess.bot, "server", sess.name, "session", sess.id[:8])
+	e.sup.log.Info("MCP proxy session ended", "bot", sess.target.Bot, "server", sess.target.Server, "session", sess.id[:8])
 }
 
 // reapIdle ends sessions that have been idle too long.

@@ -18,10 +18,10 @@ import (
 //     else to the newest POST stream still waiting, else waits in a small
 //     backlog for the next stream.
 type session struct {
-	id        string
-	bot, name string
-	p         *proc
-	created   time.Time
+	id      string
+	target  Target
+	p       *proc
+	created time.Time
 
 	mu         sync.Mutex
 	byID       map[string]*stream // request id → stream awaiting its answer
@@ -67,9 +67,9 @@ func (st *stream) answeredLocked() {
 	}
 }
 
-func newSession(id, bot, name string) *session {
+func newSession(id string, t Target) *session {
 	return &session{
-		id: id, bot: bot, name: name, created: time.Now(), lastActive: time.Now(),
+		id: id, target: t, created: time.Now(), lastActive: time.Now(),
 		byID: map[string]*stream{}, byToken: map[string]*stream{}, endedCh: make(chan struct{}),
 	}
 }

@@ -69,7 +69,7 @@ func waitFinished(t *testing.T, st *stream) {
 }
 
 func TestSessionRoutesAnswers(t *testing.T) {
-	s := newSession("sid", "bot", "srv")
+	s := newSession("sid", Target{Bot: "bot", Server: "srv"})
 	a, b := newStream(), newStream()
 	s.track(a, []*message{
 		msg(t, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","_meta":{"progressToken":"p1"}}}`),
@@ -139,7 +139,7 @@ func TestSessionRoutesServerMessages(t *testing.T) {
 	const strayProgress = `{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"unknown","progress":1}}`
 
 	t.Run("backlog", func(t *testing.T) {
-		s := newSession("sid", "bot", "srv")
+		s := newSession("sid", Target{Bot: "bot", Server: "srv"})
 		routeLine(t, s, elicit)
 		routeLine(t, s, logMsg)
 		if len(s.backlog) != 2 {
@@ -164,7 +164,7 @@ func TestSessionRoutesServerMessages(t *testing.T) {
 	})
 
 	t.Run("backlog to a POST", func(t *testing.T) {
-		s := newSession("sid", "bot", "srv")
+		s := newSession("sid", Target{Bot: "bot", Server: "srv"})
 		routeLine(t, s, listChanged)
 		post := newStream()
 		s.track(post, []*message{msg(t, `{"jsonrpc":"2.0","id":1,"method":"ping"}`)})
@@ -174,7 +174,7 @@ func TestSessionRoutesServerMessages(t *testing.T) {
 	})
 
 	t.Run("backlog cap", func(t *testing.T) {
-		s := newSession("sid", "bot", "srv")
+		s := newSession("sid", Target{Bot: "bot", Server: "srv"})
 		for range maxBacklog + 10 {
 			routeLine(t, s, logMsg)
 		}
@@ -184,7 +184,7 @@ func TestSessionRoutesServerMessages(t *testing.T) {
 	})
 
 	t.Run("newest POST, then GET", func(t *testing.T) {
-		s := newSession("sid", "bot", "srv")
+		s := newSession("sid", Target{Bot: "bot", Server: "srv"})
 		older, newer := newStream(), newStream()
 		s.track(older, []*message{msg(t, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"_meta":{"progressToken":"t1"}}}`)})
 		s.track(newer, []*message{msg(t, `{"jsonrpc":"2.0","id":2,"method":"tools/call"}`)})
@@ -237,7 +237,7 @@ func TestSessionRoutesServerMessages(t *testing.T) {
 }
 
 func TestSessionUntrack(t *testing.T) {
-	s := newSession("sid", "bot", "srv")
+	s := newSession("sid", Target{Bot: "bot", Server: "srv"})
 	st := newStream()
 	s.track(st, []*message{
 		msg(t, `{"jsonrpc":"2.0","id":1,"method":"a","params":{"_meta":{"progressToken":"tok"}}}`),
@@ -274,7 +274,7 @@ func TestSessionUntrack(t *testing.T) {
 // (which the client should not do while it is unanswered), the earlier
 // stream's untrack leaves the later one's routing alone.
 func TestSessionUntrackKeepsReusedID(t *testing.T) {
-	s := newSession("sid", "bot", "srv")
+	s := newSession("sid", Target{Bot: "bot", Server: "srv"})
 	a, b := newStream(), newStream()
 	s.track(a, []*message{msg(t, `{"jsonrpc":"2.0","id":1,"method":"a","params":{"_meta":{"progressToken":"t"}}}`)})
 	s.track(b, []*message{msg(t, `{"jsonrpc":"2.0","id":1,"method":"a","params":{"_meta":{"progressToken":"t"}}}`)})
@@ -289,7 +289,7 @@ func TestSessionUntrackKeepsReusedID(t *testing.T) {
 }
 
 func TestSessionEnd(t *testing.T) {
-	s := newSession("sid", "bot", "srv")
+	s := newSession("sid", Target{Bot: "bot", Server: "srv"})
 	a, b, get := newStream(), newStream(), newStream()
 	s.attachStandalone(get)
 	s.track(a, []*message{
@@ -338,7 +338,7 @@ func TestSessionEnd(t *testing.T) {
 // its process ended and tracked its requests after: they are answered
 // with the reason too, rather than waiting for the client to give up.
 func TestSessionTrackAfterEnd(t *testing.T) {
-	s := newSession("sid", "bot", "srv")
+	s := newSession("sid", Target{Bot: "bot", Server: "srv"})
 	reason := errors.New("MCP server bot/srv exited with code 2")
 	s.end(reason)
 	st := newStream()
@@ -357,7 +357,7 @@ func TestSessionTrackAfterEnd(t *testing.T) {
 }
 
 func TestSessionIdle(t *testing.T) {
-	s := newSession("sid", "bot", "srv")
+	s := newSession("sid", Target{Bot: "bot", Server: "srv"})
 	done := s.busy()
 	if d := s.idleSince(time.Now().Add(time.Hour)); d != 0 {
 		t.Errorf("idle %v while busy", d)
@@ -517,7 +517,7 @@ func TestCapResult(t *testing.T) {
 }
 
 func TestSessionReusedID(t *testing.T) {
-	s := newSession("s", "bot", "fx")
+	s := newSession("s", Target{Bot: "bot", Server: "fx"})
 	first := []*message{msg(t, `{"jsonrpc":"2.0","id":1,"method":"tools/call"}`)}
 	if id, reused := s.reusedID(first); reused {
 		t.Fatalf("fresh id %s reported reused", id)
