@@ -95,6 +95,8 @@ func TestTerminalInputAndWaits(t *testing.T) {
 	}
 
 	// Reading from offsets: everything, then a piece, then nothing new.
+	// The shell's prompt comes after stty's answer: let it arrive first.
+	sendTerm(t, c, term.ID, TerminalInput{WaitSettleMillis: 300})
 	all, err := c.ReadTerminal(ctx, term.ID, 0, 0)
 	if err != nil {
 		t.Fatal(err)
