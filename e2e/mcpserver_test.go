@@ -38,7 +38,7 @@ func (b *berthHTTP) proxyURL(bot, name string) string {
 }
 
 // mcpgoAt connects mcp-go's streamable HTTP client to url; it answers
-// elicitation requests with {"answer": answer}.
+// elicitation and sampling requests with answer.
 func (e *env) mcpgoAt(url, token, answer string) mcpClient {
 	e.t.Helper()
 	// The token goes in through the HTTP client: mcp-go v1.2.1 leaves
@@ -47,15 +47,23 @@ func (e *env) mcpgoAt(url, token, answer string) mcpClient {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	c := mcpclient.NewClient(tr, mcpclient.WithElicitationHandler(elicitAnswer(answer)))
+	c := mcpclient.NewClient(tr, mcpclient.WithElicitationHandler(answerer(answer)), mcpclient.WithSamplingHandler(answerer(answer)))
 	return newMcpgoClient(e.t, c)
 }
 
-type elicitAnswer string
+// answerer answers the server's elicitation with {"answer": a} and its
+// sampling with the text "sampled <a>".
+type answerer string
 
-func (a elicitAnswer) Elicit(context.Context, mcpgo.ElicitationRequest) (*mcpgo.ElicitationResult, error) {
+func (a answerer) Elicit(context.Context, mcpgo.ElicitationRequest) (*mcpgo.ElicitationResult, error) {
 	return &mcpgo.ElicitationResult{ElicitationResponse: mcpgo.ElicitationResponse{
 		Action: mcpgo.ElicitationResponseActionAccept, Content: map[string]any{"answer": string(a)},
+	}}, nil
+}
+
+func (a answerer) CreateMessage(context.Context, mcpgo.CreateMessageRequest) (*mcpgo.CreateMessageResult, error) {
+	return &mcpgo.CreateMessageResult{Model: "test", SamplingMessage: mcpgo.SamplingMessage{
+		Role: mcpgo.RoleAssistant, Content: mcpgo.NewTextContent("sampled " + string(a)),
 	}}, nil
 }
 
@@ -67,6 +75,9 @@ func (e *env) sdkAt(url, token, answer string) mcpClient {
 		func(o *sdk.ClientOptions) {
 			o.ElicitationHandler = func(context.Context, *sdk.ElicitRequest) (*sdk.ElicitResult, error) {
 				return &sdk.ElicitResult{Action: "accept", Content: map[string]any{"answer": answer}}, nil
+			}
+			o.CreateMessageHandler = func(context.Context, *sdk.CreateMessageRequest) (*sdk.CreateMessageResult, error) {
+				return &sdk.CreateMessageResult{Model: "test", Role: "assistant", Content: &sdk.TextContent{Text: "sampled " + answer}}, nil
 			}
 		})
 }
@@ -256,6 +267,14 @@ func TestMCPServerFederation(t *testing.T) {
 			if res := mustCall(t, c, "fx__ask", map[string]any{"question": "q"}); res.IsError || !strings.Contains(res.Text, `"answer":"fed `+name+`"`) {
 				t.Errorf("elicitation through federation: %+v", res)
 			}
+			// berth's own HTTP server (mcp-go v1.2.1) sends sampling
+			// requests only on a client's GET stream, which the go-sdk
+			// client opens and mcp-go's does not by default.
+			if name == "go-sdk" {
+				if res := mustCall(t, c, "fx__sample", map[string]any{"prompt": "p"}); res.IsError || res.Text != "answer: sampled fed "+name {
+					t.Errorf("sampling through federation: %+v", res)
+				}
+			}
 		})
 	}
 	c := clients["mcp-go"]
@@ -372,7 +391,7 @@ func TestMCPServerFederation(t *testing.T) {
 func TestMCPServerStdioFederation(t *testing.T) {
 	e := newMCPEnv(t)
 	const bot = "solo"
-	e.extra = append(e.extra, "--bot", bot)
+	e.extra = append(e.extra, "--bot", bot, "--mcp-result-max", "4096")
 	for name, connect := range map[string]func() mcpClient{"mcp-go": e.stdioMcpgo, "go-sdk": e.stdioSDK} {
 		t.Run(name, func(t *testing.T) {
 			c := connect()
@@ -383,6 +402,11 @@ func TestMCPServerStdioFederation(t *testing.T) {
 			waitFor(t, "tools/list_changed", func() bool { return c.listChanges() > changes })
 			if res := mustCall(t, c, "fx__echo", map[string]any{"text": "over stdio"}); res.IsError || res.Text != "over stdio" {
 				t.Errorf("fx__echo: %+v", res)
+			}
+			// Results over --mcp-result-max are cut, with a marker.
+			res := mustCall(t, c, "fx__echo", map[string]any{"text": strings.Repeat("x", 10000)})
+			if res.IsError || len(res.Text) > 4096+300 || !strings.HasPrefix(res.Text, "xxxx") || !strings.Contains(res.Text, "over the cap of 4096") {
+				t.Errorf("oversized result: %d bytes: …%s", len(res.Text), res.Text[max(0, len(res.Text)-200):])
 			}
 			mustCall(t, c, "mcp_server_remove", map[string]any{"bot_id": bot, "name": "fx"}).decode(t, &struct{}{})
 			waitTools(t, c, func(n []string) bool { return !slices.Contains(n, "fx__echo") })
@@ -448,6 +472,9 @@ func TestMCPServerProxyEndpoint(t *testing.T) {
 			res = mustCall(t, c, "ask", map[string]any{"question": "the answer?"})
 			if res.IsError || !strings.Contains(res.Text, `"answer":"42 via `+name+`"`) {
 				t.Errorf("elicitation through the proxy: %+v", res)
+			}
+			if res := mustCall(t, c, "sample", map[string]any{"prompt": "p"}); res.IsError || res.Text != "answer: sampled 42 via "+name {
+				t.Errorf("sampling through the proxy: %+v", res)
 			}
 
 			// Cancellation reaches the server.

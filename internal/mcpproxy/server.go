@@ -67,6 +67,8 @@ type server struct {
 	rpc         *rpcClient
 	tools       []remoteTool
 	serverInfo  json.RawMessage
+	// relisting and relistAgain serialise tools/list after list_changed.
+	relisting, relistAgain bool
 }
 
 // remoteTool is a tool as the bot's server listed it.
@@ -293,7 +295,7 @@ func (s *server) onMessage(rpc *rpcClient, m *message) {
 	}
 	switch {
 	case m.Method == "notifications/tools/list_changed":
-		go s.refreshTools(rpc)
+		s.toolsListChanged(rpc)
 	case m.Method == "notifications/message":
 		s.log.Info("MCP server log", "server", s.label, "params", preview(m.Params))
 	case m.isRequest():
@@ -325,6 +327,32 @@ func (s *server) answer(rpc *rpcClient, m *message) {
 		return
 	}
 	_ = rpc.respond(m.ID, res, nil)
+}
+
+// toolsListChanged re-lists the tools. One listing runs at a time and a
+// change announced during it is listed again afterwards, so an older
+// listing can never overwrite a newer one.
+func (s *server) toolsListChanged(rpc *rpcClient) {
+	s.mu.Lock()
+	if s.relisting {
+		s.relistAgain = true
+		s.mu.Unlock()
+		return
+	}
+	s.relisting = true
+	s.mu.Unlock()
+	go func() {
+		for {
+			s.refreshTools(rpc)
+			s.mu.Lock()
+			again := s.relistAgain
+			s.relistAgain, s.relisting = false, again
+			s.mu.Unlock()
+			if !again {
+				return
+			}
+		}
+	}()
 }
 
 func (s *server) refreshTools(rpc *rpcClient) {
