@@ -12,11 +12,13 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/mcpproxy"
+	"github.com/berth-dev/berth/internal/metrics"
 	"github.com/berth-dev/berth/internal/skills"
 	"github.com/berth-dev/berth/internal/workspace"
 	"github.com/invopop/jsonschema"
@@ -33,6 +35,8 @@ type Deps struct {
 	// MCP runs the bots' own MCP servers; nil leaves the mcp_server_*
 	// tools out.
 	MCP *mcpproxy.Supervisor
+	// Metrics counts the calls; may be nil.
+	Metrics *metrics.Metrics
 }
 
 // Limits are the defaults and caps of the exec, terminal and file tools.
@@ -57,16 +61,27 @@ func Register(s *server.MCPServer, d Deps) {
 		d.Logger = slog.Default()
 	}
 	d.Limits.setDefaults()
-	s.AddTools(workspaceTools(d)...)
-	s.AddTools(imageTools(d)...)
-	s.AddTools(execTools(d)...)
-	s.AddTools(terminalTools(d)...)
-	s.AddTools(fsTools(d)...)
-	s.AddTools(dataTools(d)...)
-	s.AddTools(skillTools(d)...)
-	s.AddTools(snapshotTools(d)...)
+	all := slices.Concat(workspaceTools(d), imageTools(d), execTools(d), terminalTools(d), fsTools(d),
+		dataTools(d), skillTools(d), snapshotTools(d))
 	if d.MCP != nil {
-		s.AddTools(mcpServerTools(d)...)
+		all = append(all, mcpServerTools(d)...)
+	}
+	for i := range all {
+		all[i].Handler = instrument(d.Metrics, all[i].Tool.Name, all[i].Handler)
+	}
+	s.AddTools(all...)
+}
+
+// instrument records each call of a tool in m.
+func instrument(m *metrics.Metrics, name string, h server.ToolHandlerFunc) server.ToolHandlerFunc {
+	if m == nil {
+		return h
+	}
+	return func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		start := time.Now()
+		res, err := h(ctx, req)
+		m.ObserveToolCall(name, time.Since(start), err != nil || res == nil || res.IsError)
+		return res, err
 	}
 }
 

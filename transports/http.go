@@ -14,6 +14,7 @@ import (
 
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/mcpproxy"
+	"github.com/berth-dev/berth/internal/metrics"
 	"github.com/berth-dev/berth/internal/workspace"
 	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
@@ -35,6 +36,8 @@ type HTTPOptions struct {
 	Manager *workspace.Manager
 	// MCPProxy serves /bots/{bot_id}/mcp/{name}, the bots' own MCP servers.
 	MCPProxy *mcpproxy.Endpoint
+	// Metrics is served at /metrics, to holders of a token.
+	Metrics *metrics.Metrics
 }
 
 // Limits of the HTTP transport.
@@ -92,7 +95,8 @@ func isLoopback(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// NewHTTPHandler returns the handler for /mcp, /healthz and /readyz.
+// NewHTTPHandler returns the handler for /mcp, the per-bot endpoints,
+// /metrics, /healthz and /readyz.
 // The returned shutdown func ends MCP sessions.
 func NewHTTPHandler(s *server.MCPServer, o HTTPOptions) (http.Handler, func(context.Context) error) {
 	if o.Logger == nil {
@@ -125,6 +129,9 @@ func NewHTTPHandler(s *server.MCPServer, o HTTPOptions) (http.Handler, func(cont
 			}
 			o.MCPProxy.Serve(w, r, mcpproxy.Target{Bot: bot, Server: r.PathValue("name"), Caller: p.Name})
 		})))
+	}
+	if o.Metrics != nil {
+		mux.Handle("GET /metrics", wrap(o.Metrics.Handler()))
 	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")

@@ -12,6 +12,7 @@ import (
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/config"
 	"github.com/berth-dev/berth/internal/mcpproxy"
+	"github.com/berth-dev/berth/internal/metrics"
 	"github.com/berth-dev/berth/internal/runtime"
 	"github.com/berth-dev/berth/internal/skills"
 	"github.com/berth-dev/berth/internal/workspace"
@@ -86,14 +87,16 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		log.Warn("could not bring back the bots' MCP servers", "err", err)
 	}
 
+	reg := metrics.New(log)
 	srv := transports.NewMCPServer(version, tools.Deps{
 		Manager: mgr,
 		Logger:  log,
 		Limits: tools.Limits{
 			ExecTimeout: cfg.ExecTimeout, ExecMaxOutput: cfg.ExecMaxOutput, TerminalIdleTimeout: cfg.TerminalIdleTimeout,
 		},
-		Skills: skills.Config{ReadOnlyRoots: cfg.SkillRoots},
-		MCP:    mcpSup,
+		Skills:  skills.Config{ReadOnlyRoots: cfg.SkillRoots},
+		MCP:     mcpSup,
+		Metrics: reg,
 	}, cfg.Bot)
 	if cfg.Stdio {
 		log.Info("serving MCP on stdio", "version", version, "containerd", cfg.ContainerdAddress, "namespace", cfg.Namespace)
@@ -103,9 +106,48 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	httpOpts.Manager = mgr
 	httpOpts.MCPProxy = mcpproxy.NewEndpoint(mcpSup, mcpproxy.EndpointOptions{IdleTTL: cfg.SessionIdleTTL})
 	defer httpOpts.MCPProxy.Close()
+	registerGauges(reg, rt, mgr, mcpSup, httpOpts.MCPProxy)
+	httpOpts.Metrics = reg
 	return transports.ServeHTTP(ctx, srv, httpOpts, func(addr string) {
 		log.Info("serving MCP over streamable HTTP", "url", "http://"+addr+"/mcp", "version", version,
 			"containerd", cfg.ContainerdAddress, "namespace", cfg.Namespace)
+	})
+}
+
+// registerGauges exposes berth's state on /metrics, read at each scrape.
+func registerGauges(reg *metrics.Metrics, rt *runtime.Containerd, mgr *workspace.Manager, sup *mcpproxy.Supervisor, proxy *mcpproxy.Endpoint) {
+	reg.GaugesFunc("berth_containerd_up", "1 when containerd answers, else 0.", "", func(ctx context.Context) (map[string]float64, error) {
+		if rt.Ping(ctx) != nil {
+			return map[string]float64{"": 0}, nil
+		}
+		return map[string]float64{"": 1}, nil
+	})
+	reg.GaugesFunc("berth_workspaces", "Workspaces by status.", "status", func(ctx context.Context) (map[string]float64, error) {
+		counts := map[string]float64{}
+		after := ""
+		for {
+			page, more, err := mgr.List(ctx, after, 1000)
+			if err != nil {
+				return nil, err
+			}
+			for _, w := range page {
+				counts[w.Status]++
+			}
+			if !more || len(page) == 0 {
+				return counts, nil
+			}
+			after = page[len(page)-1].BotID
+		}
+	})
+	reg.GaugesFunc("berth_mcp_servers", "The bots' own registered MCP servers by state.", "state", func(context.Context) (map[string]float64, error) {
+		counts := map[string]float64{}
+		for state, n := range sup.CountByState() {
+			counts[string(state)] = float64(n)
+		}
+		return counts, nil
+	})
+	reg.GaugesFunc("berth_mcp_proxy_sessions", "Open sessions of the MCP proxy endpoints (each a process in a workspace).", "", func(context.Context) (map[string]float64, error) {
+		return map[string]float64{"": float64(proxy.Sessions())}, nil
 	})
 }
 

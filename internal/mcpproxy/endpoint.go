@@ -342,6 +342,13 @@ func (e *Endpoint) reapIdle() {
 	}
 }
 
+// Sessions counts the open proxy sessions.
+func (e *Endpoint) Sessions() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.sessions)
+}
+
 // Close ends every session.
 func (e *Endpoint) Close() {
 	e.once.Do(func() { close(e.stop) })

@@ -366,6 +366,25 @@ func capResult(raw json.RawMessage, max int, what string) (*mcp.CallToolResult, 
 	return &mcp.CallToolResult{Content: []mcp.Content{mcp.NewTextContent(text + marker)}, IsError: r.IsError}, nil
 }
 
+// CountByState counts the registered servers of every bot by state.
+func (s *Supervisor) CountByState() map[State]int {
+	s.mu.Lock()
+	var all []*server
+	for _, m := range s.servers {
+		for _, srv := range m {
+			all = append(all, srv)
+		}
+	}
+	s.mu.Unlock()
+	counts := map[State]int{}
+	for _, srv := range all {
+		srv.mu.Lock()
+		counts[srv.state]++
+		srv.mu.Unlock()
+	}
+	return counts
+}
+
 // Close stops every server.
 func (s *Supervisor) Close() {
 	s.mu.Lock()
