@@ -129,7 +129,7 @@ func TestSnapshots(t *testing.T) {
 func TestSnapshotDiffAndFork(t *testing.T) {
 	e := newEnv(t)
 	c := e.httpSDK(e.serveHTTP())
-	mustCall(t, c, "workspace_create", map[string]any{"bot_id": "src"})
+	mustCall(t, c, "workspace_create", map[string]any{"bot_id": "src", "env": map[string]string{"GREETING": "hello from src"}})
 	e.execIn(t, "src", "sh", "-c", "echo a > /data/keep; echo b > /data/change; echo c > /data/remove")
 	mustCall(t, c, "snapshot_create", map[string]any{"bot_id": "src"})
 	e.execIn(t, "src", "sh", "-c", "echo B >> /data/change; rm /data/remove; echo new > /data/added")
@@ -169,6 +169,9 @@ func TestSnapshotDiffAndFork(t *testing.T) {
 	}
 	if got := e.execIn(t, "fork", "sh", "-c", "cat /data/change /data/remove; ls /data"); got != "b\nc\nchange\nkeep\nremove\n" {
 		t.Fatalf("fork starts from version 1: %q", got)
+	}
+	if got := e.execIn(t, "fork", "sh", "-c", "echo $GREETING"); got != "hello from src\n" {
+		t.Errorf("the fork's env: %q, want the source's", got)
 	}
 	e.execIn(t, "fork", "sh", "-c", "echo fork-only > /data/forked")
 	e.execIn(t, "src", "sh", "-c", "echo src-only > /data/sourced")

@@ -24,6 +24,16 @@ const cpuPeriod = 100_000
 
 // CreateContainer creates (but does not start) a container from spec.
 func (r *Containerd) CreateContainer(ctx context.Context, spec ContainerSpec) error {
+	return r.newContainer(ctx, "create", spec, func(img containerd.Image) containerd.NewContainerOpts {
+		return containerd.WithNewSnapshot(spec.ID, img)
+	})
+}
+
+// newContainer creates the container of spec with the writable layer that
+// layer makes from spec's image. It works under a lease labelled like the
+// snapshot operations' (op names it), not under containerd's default lease:
+// a berth killed midway leaves a lease that the next reconcile clears.
+func (r *Containerd) newContainer(ctx context.Context, op string, spec ContainerSpec, layer func(containerd.Image) containerd.NewContainerOpts) error {
 	c, ctx, err := r.connect(ctx)
 	if err != nil {
 		return err
@@ -35,13 +45,20 @@ func (r *Containerd) CreateContainer(ctx context.Context, spec ContainerSpec) er
 	if err := r.CheckDevices(spec.Devices); err != nil {
 		return err
 	}
-	_, err = c.NewContainer(ctx, spec.ID,
+	lctx, done, err := r.snapshotLease(ctx, c, op, spec.ID)
+	if err != nil {
+		return err
+	}
+	// Once created, the container record holds its layer; the lease only
+	// covers the way there.
+	_, err = c.NewContainer(lctx, spec.ID,
 		containerd.WithImage(img),
 		containerd.WithSnapshotter(spec.Snapshotter),
-		containerd.WithNewSnapshot(spec.ID, img),
+		layer(img),
 		containerd.WithNewSpec(containerSpecOpts(img, spec)...),
 		containerd.WithContainerLabels(spec.Labels),
 	)
+	done(err != nil)
 	if err != nil {
 		return fmt.Errorf("create container %s: %w", spec.ID, r.wrap(err))
 	}
@@ -306,6 +323,22 @@ func (r *Containerd) SetLabels(ctx context.Context, id string, labels map[string
 		return r.wrap(err)
 	}
 	return nil
+}
+
+// ProcessEnv reads the environment from the container's OCI spec.
+func (r *Containerd) ProcessEnv(ctx context.Context, id string) ([]string, error) {
+	_, ctr, ctx, err := r.load(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	spec, err := ctr.Spec(ctx)
+	if err != nil {
+		return nil, r.wrap(err)
+	}
+	if spec.Process == nil {
+		return nil, nil
+	}
+	return spec.Process.Env, nil
 }
 
 // StorageUsage sums the container's active snapshot (its writable layer).

@@ -42,28 +42,13 @@ func (r *Containerd) CreateContainerFromSnapshot(ctx context.Context, spec Conta
 	if parent.Kind != snapshots.KindCommitted {
 		return fmt.Errorf("%w: snapshot %s is not committed", errdefs.ErrInvalidArgument, parentKey)
 	}
-	img, err := c.GetImage(ctx, spec.Image)
-	if err != nil {
-		return fmt.Errorf("image %s: %w", spec.Image, r.wrap(err))
-	}
-	if err := r.CheckDevices(spec.Devices); err != nil {
-		return err
-	}
-	_, err = c.NewContainer(ctx, spec.ID,
-		containerd.WithImage(img),
-		containerd.WithSnapshotter(spec.Snapshotter),
-		withSnapshotOn(spec.ID, parentKey),
-		containerd.WithNewSpec(containerSpecOpts(img, spec)...),
-		containerd.WithContainerLabels(spec.Labels),
-	)
-	if err != nil {
-		return fmt.Errorf("create container %s: %w", spec.ID, r.wrap(err))
-	}
-	return nil
+	return r.newContainer(ctx, "fork", spec, func(containerd.Image) containerd.NewContainerOpts {
+		return withSnapshotOn(spec.ID, parentKey)
+	})
 }
 
 // withSnapshotOn prepares the container's writable layer key on parent.
-// NewContainer runs it under a lease, so a failed creation leaves nothing.
+// newContainer runs it under a lease, so a failed creation leaves nothing.
 func withSnapshotOn(key, parent string) containerd.NewContainerOpts {
 	return func(ctx context.Context, client *containerd.Client, c *containers.Container) error {
 		if _, err := client.SnapshotService(c.Snapshotter).Prepare(ctx, key, parent); err != nil {

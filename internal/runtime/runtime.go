@@ -43,6 +43,8 @@ type Runtime interface {
 	// Containers lists containers that carry the label key.
 	Containers(ctx context.Context, labelKey string) ([]Container, error)
 	SetLabels(ctx context.Context, id string, labels map[string]string) error
+	// ProcessEnv is the environment the container's process starts with.
+	ProcessEnv(ctx context.Context, id string) ([]string, error)
 
 	// Stats samples the task's cgroup counters.
 	Stats(ctx context.Context, id string) (Stats, error)

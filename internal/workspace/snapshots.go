@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/berth-dev/berth/internal/runtime"
@@ -296,9 +298,29 @@ func (m *Manager) DiffSnapshots(ctx context.Context, bot string, from, to int, p
 	return m.rt.DiffSnapshots(ctx, ctr.Snapshotter, fromSnap.key, toKey, page)
 }
 
+// createEnv recovers the env a workspace was created with: its names are
+// a label, its values are in the container's spec.
+func (m *Manager) createEnv(ctx context.Context, c runtime.Container) (map[string]string, error) {
+	names := splitList(c.Labels[labelEnvNames])
+	if len(names) == 0 {
+		return nil, nil
+	}
+	spec, err := m.rt.ProcessEnv(ctx, c.ID)
+	if err != nil {
+		return nil, fmt.Errorf("read the env of %s: %w", c.ID, err)
+	}
+	env := map[string]string{}
+	for _, kv := range spec {
+		k, v, _ := strings.Cut(kv, "=")
+		if slices.Contains(names, k) {
+			env[k] = v // later entries win, as in the process
+		}
+	}
+	return env, nil
+}
+
 // Fork creates a new workspace for newBot whose files start as version v
-// of bot's workspace; image, limits and devices are bot's (env is not
-// copied: its values are not kept outside the container). The two are
+// of bot's workspace; image, limits, devices and env are bot's. The two are
 // independent afterwards; v cannot be deleted while the fork builds on it.
 func (m *Manager) Fork(ctx context.Context, bot string, v int, newBot string, progress func(Progress)) (Workspace, error) {
 	if err := ValidateBotID(newBot); err != nil {
@@ -347,6 +369,9 @@ func (m *Manager) Fork(ctx context.Context, bot string, v int, newBot string, pr
 	}
 	req := CreateRequest{BotID: newBot, Snapshotter: src.Snapshotter, Devices: splitList(src.Labels[labelDevices])}
 	_ = json.Unmarshal([]byte(src.Labels[labelLimits]), &req.Limits)
+	if req.Env, err = m.createEnv(mctx, src); err != nil {
+		return Workspace{}, err
+	}
 	report(progress, Progress{Done: 1, Total: 3, Message: fmt.Sprintf("forking %s version %d as %s", bot, v, newBot)})
 	if err := m.rt.CreateContainerFromSnapshot(mctx, m.containerSpec(req, src.Image), target.key); err != nil {
 		return Workspace{}, err
