@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net/http"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -163,29 +162,42 @@ func (p *bgProc) info() ProcessInfo {
 	return info
 }
 
-func (p *bgProc) isRunning() bool {
+func (p *bgProc) ID() string { return p.id }
+
+func (p *bgProc) Ended() (time.Time, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return !p.ended
+	return p.endedAt, p.ended
+}
+
+func (p *bgProc) release() {
+	p.stdout.release()
+	p.stderr.release()
 }
 
 // procTable holds the background processes of one agent.
 type procTable struct {
 	rn    *runner
-	mu    sync.Mutex
-	seq   uint64
-	procs []*bgProc // in start order
+	procs registry[*bgProc]
 }
 
-func newProcTable(rn *runner) *procTable { return &procTable{rn: rn} }
+func newProcTable(rn *runner) *procTable {
+	return &procTable{rn: rn, procs: registry[*bgProc]{
+		prefix:   "p",
+		limit:    MaxProcesses,
+		tooMany:  tooMany("background processes running", MaxProcesses, "stop some first"),
+		notFound: "no background process %q (it may have been forgotten)",
+	}}
+}
 
 func (pt *procTable) route(mux *http.ServeMux) {
+	info := (*bgProc).info
 	route(mux, PathProcesses, map[string]http.HandlerFunc{
-		http.MethodGet:  pt.handleList,
+		http.MethodGet:  listHandler(&pt.procs, info, func(l []ProcessInfo) ProcessList { return ProcessList{Processes: l} }),
 		http.MethodPost: pt.handleStart,
 	})
 	route(mux, PathProcesses+"/{id}", map[string]http.HandlerFunc{
-		http.MethodGet:    pt.handleGet,
+		http.MethodGet:    getHandler(&pt.procs, info),
 		http.MethodDelete: pt.handleForget,
 	})
 	route(mux, PathProcesses+"/{id}/output", map[string]http.HandlerFunc{http.MethodGet: pt.handleOutput})
@@ -217,45 +229,34 @@ func (pt *procTable) handleStart(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, bp.info())
 }
 
-// start starts the process with the table locked, so that concurrent
-// requests cannot together exceed MaxProcesses running.
+// start starts the process as a new entry of the table.
 func (pt *procTable) start(spec *procSpec, req ExecRequest) (*bgProc, *piped, error) {
-	pt.mu.Lock()
-	defer pt.mu.Unlock()
-	running := 0
-	for _, p := range pt.procs {
-		if p.isRunning() {
-			running++
+	var p *piped
+	bp, err := pt.procs.add(func(id string) (*bgProc, error) {
+		stdout, stderr := newOutbuf(ProcessOutputBuffer), newOutbuf(ProcessOutputBuffer)
+		var err error
+		p, err = pt.rn.startPiped(spec, req.Stdin, stdout, stderr)
+		if err != nil {
+			if _, msg, ok := startFailure(spec.argv[0], err); ok {
+				return nil, badRequest("cannot start %s", strings.TrimSpace(strings.TrimPrefix(msg, "berth: ")))
+			}
+			return nil, internalError("starting %s: %v", spec.argv[0], err)
 		}
-	}
-	if running >= MaxProcesses {
-		return nil, nil, &apiError{http.StatusTooManyRequests, CodeLimit,
-			"too many background processes running (" + strconv.Itoa(MaxProcesses) + "); stop some first"}
-	}
-	stdout, stderr := newOutbuf(ProcessOutputBuffer), newOutbuf(ProcessOutputBuffer)
-	p, err := pt.rn.startPiped(spec, req.Stdin, stdout, stderr)
-	if err != nil {
-		if _, msg, ok := startFailure(spec.argv[0], err); ok {
-			return nil, nil, badRequest("cannot start %s", strings.TrimSpace(strings.TrimPrefix(msg, "berth: ")))
+		bp := &bgProc{
+			id:        id,
+			command:   truncateInfo(req.Command, maxInfoString),
+			cwd:       truncateInfo(spec.dir, maxInfoString),
+			startedAt: p.started.UTC(),
+			child:     p.child,
+			stdout:    stdout,
+			stderr:    stderr,
 		}
-		return nil, nil, internalError("starting %s: %v", spec.argv[0], err)
-	}
-	pt.seq++
-	bp := &bgProc{
-		id:        "p" + strconv.FormatUint(pt.seq, 10),
-		command:   truncateInfo(req.Command, maxInfoString),
-		cwd:       truncateInfo(spec.dir, maxInfoString),
-		startedAt: p.started.UTC(),
-		child:     p.child,
-		stdout:    stdout,
-		stderr:    stderr,
-	}
-	if req.Command == "" {
-		bp.argv = displayArgv(req.Argv)
-	}
-	pt.procs = append(pt.procs, bp)
-	pt.evictLocked()
-	return bp, p, nil
+		if req.Command == "" {
+			bp.argv = displayArgv(req.Argv)
+		}
+		return bp, nil
+	})
+	return bp, p, err
 }
 
 // displayArgv cuts an argument list to about maxInfoString bytes in all.
@@ -272,34 +273,6 @@ func displayArgv(argv []string) []string {
 		out = append(out, a)
 	}
 	return out
-}
-
-// evictLocked forgets the processes that exited first while the table holds
-// more than MaxProcesses.
-func (pt *procTable) evictLocked() {
-	for len(pt.procs) > MaxProcesses {
-		oldest := -1
-		var oldestAt time.Time
-		for i, p := range pt.procs {
-			p.mu.Lock()
-			ended, at := p.ended, p.endedAt
-			p.mu.Unlock()
-			if ended && (oldest < 0 || at.Before(oldestAt)) {
-				oldest, oldestAt = i, at
-			}
-		}
-		if oldest < 0 {
-			return
-		}
-		pt.removeLocked(oldest)
-	}
-}
-
-func (pt *procTable) removeLocked(i int) {
-	p := pt.procs[i]
-	pt.procs = append(pt.procs[:i], pt.procs[i+1:]...)
-	p.stdout.release()
-	p.stderr.release()
 }
 
 // watch records how the process ends, killing it at its timeout.
@@ -346,40 +319,8 @@ func (pt *procTable) watch(bp *bgProc, p *piped, timeout time.Duration) {
 	pt.rn.log.Info("background process ended", "id", bp.id, "pid", p.child.Pid(), "signal", bp.signal)
 }
 
-func (pt *procTable) lookup(r *http.Request) (*bgProc, error) {
-	id := r.PathValue("id")
-	pt.mu.Lock()
-	defer pt.mu.Unlock()
-	for _, p := range pt.procs {
-		if p.id == id {
-			return p, nil
-		}
-	}
-	return nil, notFound("no background process %q (it may have been forgotten)", truncateInfo(id, 64))
-}
-
-func (pt *procTable) handleList(w http.ResponseWriter, _ *http.Request) {
-	pt.mu.Lock()
-	procs := append([]*bgProc(nil), pt.procs...)
-	pt.mu.Unlock()
-	list := ProcessList{Processes: make([]ProcessInfo, 0, len(procs))}
-	for _, p := range procs {
-		list.Processes = append(list.Processes, p.info())
-	}
-	writeJSON(w, http.StatusOK, list)
-}
-
-func (pt *procTable) handleGet(w http.ResponseWriter, r *http.Request) {
-	p, err := pt.lookup(r)
-	if err != nil {
-		writeAPIError(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, p.info())
-}
-
 func (pt *procTable) handleOutput(w http.ResponseWriter, r *http.Request) {
-	p, err := pt.lookup(r)
+	p, err := pt.procs.lookup(r)
 	if err != nil {
 		writeAPIError(w, err)
 		return
@@ -428,7 +369,7 @@ func readChunk(b *outbuf, offset int64, limit int) (OutputChunk, error) {
 }
 
 func (pt *procTable) handleSignal(w http.ResponseWriter, r *http.Request) {
-	p, err := pt.lookup(r)
+	p, err := pt.procs.lookup(r)
 	if err != nil {
 		writeAPIError(w, err)
 		return
@@ -462,7 +403,7 @@ func (pt *procTable) handleSignal(w http.ResponseWriter, r *http.Request) {
 }
 
 func (pt *procTable) handleForget(w http.ResponseWriter, r *http.Request) {
-	p, err := pt.lookup(r)
+	p, err := pt.procs.lookup(r)
 	if err != nil {
 		writeAPIError(w, err)
 		return
@@ -472,13 +413,6 @@ func (pt *procTable) handleForget(w http.ResponseWriter, r *http.Request) {
 		writeAPIError(w, conflict("process %s is still running; signal it first", p.id))
 		return
 	}
-	pt.mu.Lock()
-	for i, q := range pt.procs {
-		if q == p {
-			pt.removeLocked(i)
-			break
-		}
-	}
-	pt.mu.Unlock()
+	pt.procs.remove(p)
 	writeJSON(w, http.StatusOK, info)
 }

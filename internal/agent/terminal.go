@@ -213,6 +213,16 @@ func (t *terminal) info() TerminalInfo {
 	return info
 }
 
+func (t *terminal) ID() string { return t.id }
+
+func (t *terminal) Ended() (time.Time, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.endedAt, t.isEnded
+}
+
+func (t *terminal) release() { t.out.release() }
+
 func (t *terminal) running() bool {
 	select {
 	case <-t.ended:
@@ -232,21 +242,27 @@ func (t *terminal) touch() {
 // termTable holds the terminals of one agent.
 type termTable struct {
 	rn        *runner
-	mu        sync.Mutex
-	seq       uint64
-	terms     []*terminal // in open order
+	terms     registry[*terminal]
 	watchOnce sync.Once
 }
 
-func newTermTable(rn *runner) *termTable { return &termTable{rn: rn} }
+func newTermTable(rn *runner) *termTable {
+	return &termTable{rn: rn, terms: registry[*terminal]{
+		prefix:   "t",
+		limit:    MaxTerminals,
+		tooMany:  tooMany("terminals open", MaxTerminals, "close some first"),
+		notFound: "no terminal %q (it may have been closed)",
+	}}
+}
 
 func (tt *termTable) route(mux *http.ServeMux) {
+	info := (*terminal).info
 	route(mux, PathTerminals, map[string]http.HandlerFunc{
-		http.MethodGet:  tt.handleList,
+		http.MethodGet:  listHandler(&tt.terms, info, func(l []TerminalInfo) TerminalList { return TerminalList{Terminals: l} }),
 		http.MethodPost: tt.handleOpen,
 	})
 	route(mux, PathTerminals+"/{id}", map[string]http.HandlerFunc{
-		http.MethodGet:    tt.handleGet,
+		http.MethodGet:    getHandler(&tt.terms, info),
 		http.MethodDelete: tt.handleClose,
 	})
 	route(mux, PathTerminals+"/{id}/input", map[string]http.HandlerFunc{http.MethodPost: tt.handleInput})
@@ -319,51 +335,42 @@ func (tt *termTable) open(req TerminalRequest) (*terminal, error) {
 		return nil, badRequest("shell %s: command not found in PATH", spec.notFound)
 	}
 
-	tt.mu.Lock()
-	defer tt.mu.Unlock()
-	running := 0
-	for _, t := range tt.terms {
-		if t.running() {
-			running++
+	t, err := tt.terms.add(func(id string) (*terminal, error) {
+		c, master, err := tt.startShell(spec, rows, cols)
+		if err != nil {
+			if _, msg, ok := startFailure(shell, err); ok {
+				return nil, badRequest("cannot start shell %s", strings.TrimSpace(strings.TrimPrefix(msg, "berth: ")))
+			}
+			return nil, internalError("starting terminal: %v", err)
 		}
-	}
-	if running >= MaxTerminals {
-		return nil, &apiError{http.StatusTooManyRequests, CodeLimit,
-			"too many terminals open (" + strconv.Itoa(MaxTerminals) + "); close some first"}
-	}
-	c, master, err := tt.startShell(spec, rows, cols)
+		now := time.Now().UTC()
+		t := &terminal{
+			id:           id,
+			shell:        truncateInfo(spec.path, maxInfoString),
+			cwd:          truncateInfo(spec.dir, maxInfoString),
+			startedAt:    now,
+			idleTimeout:  idle,
+			child:        c,
+			master:       master,
+			out:          newOutbuf(TerminalOutputBuffer),
+			readerDone:   make(chan struct{}),
+			ended:        make(chan struct{}),
+			rows:         rows,
+			cols:         cols,
+			lastActivity: now,
+		}
+		go t.pumpOutput()
+		go tt.watch(t)
+		if idle > 0 {
+			t.mu.Lock()
+			t.idleTimer = time.AfterFunc(idle, func() { tt.checkIdle(t) })
+			t.mu.Unlock()
+		}
+		return t, nil
+	})
 	if err != nil {
-		if _, msg, ok := startFailure(shell, err); ok {
-			return nil, badRequest("cannot start shell %s", strings.TrimSpace(strings.TrimPrefix(msg, "berth: ")))
-		}
-		return nil, internalError("starting terminal: %v", err)
+		return nil, err
 	}
-	tt.seq++
-	now := time.Now().UTC()
-	t := &terminal{
-		id:           "t" + strconv.FormatUint(tt.seq, 10),
-		shell:        truncateInfo(spec.path, maxInfoString),
-		cwd:          truncateInfo(spec.dir, maxInfoString),
-		startedAt:    now,
-		idleTimeout:  idle,
-		child:        c,
-		master:       master,
-		out:          newOutbuf(TerminalOutputBuffer),
-		readerDone:   make(chan struct{}),
-		ended:        make(chan struct{}),
-		rows:         rows,
-		cols:         cols,
-		lastActivity: now,
-	}
-	go t.pumpOutput()
-	go tt.watch(t)
-	if idle > 0 {
-		t.mu.Lock()
-		t.idleTimer = time.AfterFunc(idle, func() { tt.checkIdle(t) })
-		t.mu.Unlock()
-	}
-	tt.terms = append(tt.terms, t)
-	tt.evictLocked()
 	tt.watchOnce.Do(tt.watchShutdown)
 	return t, nil
 }
@@ -586,10 +593,7 @@ func (tt *termTable) watchShutdown() {
 		case <-tt.rn.s.reaper.stopCh:
 			return
 		}
-		tt.mu.Lock()
-		terms := append([]*terminal(nil), tt.terms...)
-		tt.mu.Unlock()
-		for _, t := range terms {
+		for _, t := range tt.terms.list() {
 			if t.running() {
 				_ = signalGroup(t.child, unix.SIGHUP)
 				tt.signalSession(t, unix.SIGHUP)
@@ -598,85 +602,20 @@ func (tt *termTable) watchShutdown() {
 	}()
 }
 
-// evictLocked forgets the terminals that ended first while the table holds
-// more than MaxTerminals.
-func (tt *termTable) evictLocked() {
-	for len(tt.terms) > MaxTerminals {
-		oldest := -1
-		var oldestAt time.Time
-		for i, t := range tt.terms {
-			t.mu.Lock()
-			ended, at := t.isEnded, t.endedAt
-			t.mu.Unlock()
-			if ended && (oldest < 0 || at.Before(oldestAt)) {
-				oldest, oldestAt = i, at
-			}
-		}
-		if oldest < 0 {
-			return
-		}
-		tt.removeLocked(tt.terms[oldest])
-	}
-}
-
-func (tt *termTable) removeLocked(t *terminal) {
-	for i, x := range tt.terms {
-		if x == t {
-			tt.terms = append(tt.terms[:i], tt.terms[i+1:]...)
-			t.out.release()
-			return
-		}
-	}
-}
-
-func (tt *termTable) lookup(r *http.Request) (*terminal, error) {
-	id := r.PathValue("id")
-	tt.mu.Lock()
-	defer tt.mu.Unlock()
-	for _, t := range tt.terms {
-		if t.id == id {
-			return t, nil
-		}
-	}
-	return nil, notFound("no terminal %q (it may have been closed)", truncateInfo(id, 64))
-}
-
-func (tt *termTable) handleList(w http.ResponseWriter, _ *http.Request) {
-	tt.mu.Lock()
-	terms := append([]*terminal(nil), tt.terms...)
-	tt.mu.Unlock()
-	list := TerminalList{Terminals: make([]TerminalInfo, 0, len(terms))}
-	for _, t := range terms {
-		list.Terminals = append(list.Terminals, t.info())
-	}
-	writeJSON(w, http.StatusOK, list)
-}
-
-func (tt *termTable) handleGet(w http.ResponseWriter, r *http.Request) {
-	t, err := tt.lookup(r)
-	if err != nil {
-		writeAPIError(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, t.info())
-}
-
 func (tt *termTable) handleClose(w http.ResponseWriter, r *http.Request) {
-	t, err := tt.lookup(r)
+	t, err := tt.terms.lookup(r)
 	if err != nil {
 		writeAPIError(w, err)
 		return
 	}
 	tt.hangup(t)
-	tt.mu.Lock()
-	tt.removeLocked(t)
-	tt.mu.Unlock()
+	tt.terms.remove(t)
 	tt.rn.log.Info("terminal closed", "id", t.id)
 	writeJSON(w, http.StatusOK, t.info())
 }
 
 func (tt *termTable) handleOutput(w http.ResponseWriter, r *http.Request) {
-	t, err := tt.lookup(r)
+	t, err := tt.terms.lookup(r)
 	if err != nil {
 		writeAPIError(w, err)
 		return
@@ -703,7 +642,7 @@ func (tt *termTable) handleOutput(w http.ResponseWriter, r *http.Request) {
 }
 
 func (tt *termTable) handleResize(w http.ResponseWriter, r *http.Request) {
-	t, err := tt.lookup(r)
+	t, err := tt.terms.lookup(r)
 	if err != nil {
 		writeAPIError(w, err)
 		return
@@ -755,7 +694,7 @@ func setWinsize(f *os.File, rows, cols uint16) error {
 }
 
 func (tt *termTable) handleInput(w http.ResponseWriter, r *http.Request) {
-	t, err := tt.lookup(r)
+	t, err := tt.terms.lookup(r)
 	if err != nil {
 		writeAPIError(w, err)
 		return
@@ -911,7 +850,7 @@ func minTime(a, b time.Time) time.Time {
 // output from the live position to the host and the host's bytes to the
 // terminal, until either side ends.
 func (tt *termTable) handleAttach(w http.ResponseWriter, r *http.Request) {
-	t, err := tt.lookup(r)
+	t, err := tt.terms.lookup(r)
 	if err != nil {
 		writeAPIError(w, err)
 		return
