@@ -139,5 +139,16 @@ func snapshotTools(d Deps) []server.ServerTool {
 				}
 				return in, fmt.Sprintf("deleted version %d of %s", in.Version, in.BotID), nil
 			}),
+		define("snapshot_export", "Export snapshot as image",
+			"Make a version an OCI image named "+workspace.SnapshotImagePrefix+"{bot_id}:v{version}: the workspace's image with the version's layers on top. "+
+				"workspace_create can then start any bot from it, and containerd's tools can export it. Nothing is copied; exporting again replaces the image.",
+			hints{destructive: true, idempotent: true}, auth.ScopeManage,
+			func(ctx context.Context, _ *call, in SnapshotVersionInput) (runtime.Image, string, error) {
+				img, err := m.ExportSnapshot(ctx, in.BotID, in.Version)
+				if err != nil {
+					return img, "", err
+				}
+				return img, fmt.Sprintf("version %d of %s is image %s (%s)", in.Version, in.BotID, img.Name, img.Digest), nil
+			}),
 	}
 }

@@ -43,6 +43,9 @@ type Runtime interface {
 	// Containers lists containers that carry the label key.
 	Containers(ctx context.Context, labelKey string) ([]Container, error)
 	SetLabels(ctx context.Context, id string, labels map[string]string) error
+	// ExportSnapshot names an image ref made of base's layers and those
+	// of the committed snapshot key and the snapshots below it.
+	ExportSnapshot(ctx context.Context, snapshotter, key, base, ref string) (Image, error)
 	// ProcessEnv is the environment the container's process starts with.
 	ProcessEnv(ctx context.Context, id string) ([]string, error)
 

@@ -298,6 +298,36 @@ func (m *Manager) DiffSnapshots(ctx context.Context, bot string, from, to int, p
 	return m.rt.DiffSnapshots(ctx, ctr.Snapshotter, fromSnap.key, toKey, page)
 }
 
+// SnapshotImagePrefix begins the names of images snapshot_export makes.
+// Each bot's exports are named after it, so no bot can replace an image
+// that others use.
+const SnapshotImagePrefix = "berth.local/snapshots/"
+
+// ExportSnapshot makes version v of bot's workspace an image named
+// SnapshotImagePrefix+bot+":v"+v.
+func (m *Manager) ExportSnapshot(ctx context.Context, bot string, v int) (runtime.Image, error) {
+	mctx, done, err := m.mutate(ctx, bot, 10*time.Minute)
+	if err != nil {
+		return runtime.Image{}, err
+	}
+	defer done()
+	ctr, err := m.rt.Container(mctx, bot)
+	if isNotFound(err) {
+		return runtime.Image{}, notFound(bot)
+	} else if err != nil {
+		return runtime.Image{}, err
+	}
+	vs, err := m.versions(mctx, bot, ctr.Snapshotter)
+	if err != nil {
+		return runtime.Image{}, err
+	}
+	target, err := find(vs, bot, v)
+	if err != nil {
+		return runtime.Image{}, err
+	}
+	return m.rt.ExportSnapshot(mctx, ctr.Snapshotter, target.key, ctr.Image, fmt.Sprintf("%s%s:v%d", SnapshotImagePrefix, bot, v))
+}
+
 // createEnv recovers the env a workspace was created with: its names are
 // a label, its values are in the container's spec.
 func (m *Manager) createEnv(ctx context.Context, c runtime.Container) (map[string]string, error) {

@@ -1,0 +1,150 @@
+package runtime
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/content"
+	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/platforms"
+	digest "github.com/opencontainers/go-digest"
+	specs "github.com/opencontainers/image-spec/specs-go"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// ExportSnapshot names an OCI image ref whose layers are base's and then
+// the layers of the committed snapshot key and of the snapshots it builds
+// on. Nothing is copied: the snapshot layers are already in the content
+// store (uncompressed, so each digest is also its diff ID); berth writes a
+// new config and manifest and points the image record at them. The image
+// then serves like any other: workspace_create from it, or `ctr image
+// export`. An existing image named ref is replaced.
+func (r *Containerd) ExportSnapshot(ctx context.Context, snapshotter, key, base, ref string) (Image, error) {
+	c, ctx, err := r.connect(ctx)
+	if err != nil {
+		return Image{}, err
+	}
+	layers, err := r.snapshotLayers(ctx, c, snapshotter, key)
+	if err != nil {
+		return Image{}, err
+	}
+	baseImg, err := c.GetImage(ctx, base)
+	if err != nil {
+		return Image{}, fmt.Errorf("image %s: %w", base, r.wrap(err))
+	}
+	cs := c.ContentStore()
+	manifest, err := images.Manifest(ctx, cs, baseImg.Target(), platforms.Default())
+	if err != nil {
+		return Image{}, fmt.Errorf("manifest of %s: %w", base, r.wrap(err))
+	}
+	var config ocispec.Image
+	if err := readJSONBlob(ctx, cs, manifest.Config, &config); err != nil {
+		return Image{}, fmt.Errorf("config of %s: %w", base, err)
+	}
+	now := time.Now().UTC()
+	config.Created = &now
+	for _, l := range layers {
+		config.RootFS.DiffIDs = append(config.RootFS.DiffIDs, l.Digest)
+		config.History = append(config.History, ocispec.History{Created: &now, CreatedBy: "berth snapshot " + key})
+	}
+
+	lctx, done, err := r.snapshotLease(ctx, c, "export", key)
+	if err != nil {
+		return Image{}, err
+	}
+	defer done(false)
+	configDesc, err := writeJSONBlob(lctx, cs, ocispec.MediaTypeImageConfig, config, nil)
+	if err != nil {
+		return Image{}, fmt.Errorf("write image config: %w", r.wrap(err))
+	}
+	out := ocispec.Manifest{
+		Versioned: specs.Versioned{SchemaVersion: 2},
+		MediaType: ocispec.MediaTypeImageManifest,
+		Config:    configDesc,
+		Layers:    append(append([]ocispec.Descriptor(nil), manifest.Layers...), layers...),
+	}
+	// The manifest holds its config and layers for the garbage collector.
+	refs := map[string]string{"containerd.io/gc.ref.content.config": configDesc.Digest.String()}
+	for i, l := range out.Layers {
+		refs[fmt.Sprintf("containerd.io/gc.ref.content.l.%d", i)] = l.Digest.String()
+	}
+	manifestDesc, err := writeJSONBlob(lctx, cs, ocispec.MediaTypeImageManifest, out, refs)
+	if err != nil {
+		return Image{}, fmt.Errorf("write image manifest: %w", r.wrap(err))
+	}
+	rec := images.Image{Name: ref, Target: manifestDesc, CreatedAt: now, UpdatedAt: now}
+	is := c.ImageService()
+	if _, err := is.Create(lctx, rec); errdefs.IsAlreadyExists(err) {
+		_, err = is.Update(lctx, rec, "target")
+		if err != nil {
+			return Image{}, fmt.Errorf("replace image %s: %w", ref, r.wrap(err))
+		}
+	} else if err != nil {
+		return Image{}, fmt.Errorf("create image %s: %w", ref, r.wrap(err))
+	}
+	var size int64
+	for _, l := range out.Layers {
+		size += l.Size
+	}
+	return Image{Name: ref, Digest: manifestDesc.Digest.String(), Size: size, CreatedAt: now}, nil
+}
+
+// snapshotLayers returns the layers of the committed snapshot key and of
+// the berth snapshots below it, bottom first, down to the image's own.
+func (r *Containerd) snapshotLayers(ctx context.Context, c *containerd.Client, snapshotter, key string) ([]ocispec.Descriptor, error) {
+	sn := c.SnapshotService(snapshotter)
+	var layers []ocispec.Descriptor
+	for k := key; k != ""; {
+		info, err := sn.Stat(ctx, k)
+		if err != nil {
+			return nil, fmt.Errorf("snapshot %s: %w", k, r.wrap(err))
+		}
+		ref := info.Labels[labelLayerRef]
+		if ref == "" {
+			if k == key {
+				return nil, fmt.Errorf("%w: snapshot %s has no layer of berth's", errdefs.ErrInvalidArgument, key)
+			}
+			break // the image's own layers
+		}
+		dgst, err := digest.Parse(ref)
+		if err != nil {
+			return nil, fmt.Errorf("snapshot %s: layer digest %q: %w", k, ref, err)
+		}
+		ci, err := c.ContentStore().Info(ctx, dgst)
+		if err != nil {
+			return nil, fmt.Errorf("layer of snapshot %s: %w", k, r.wrap(err))
+		}
+		layers = append([]ocispec.Descriptor{{MediaType: ocispec.MediaTypeImageLayer, Digest: dgst, Size: ci.Size}}, layers...)
+		k = info.Parent
+	}
+	return layers, nil
+}
+
+func readJSONBlob(ctx context.Context, cs content.Provider, desc ocispec.Descriptor, v any) error {
+	data, err := content.ReadBlob(ctx, cs, desc)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(data, v)
+}
+
+func writeJSONBlob(ctx context.Context, cs content.Ingester, mediaType string, v any, labels map[string]string) (ocispec.Descriptor, error) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	desc := ocispec.Descriptor{MediaType: mediaType, Digest: digest.FromBytes(data), Size: int64(len(data))}
+	var opts []content.Opt
+	if labels != nil {
+		opts = append(opts, content.WithLabels(labels))
+	}
+	if err := content.WriteBlob(ctx, cs, desc.Digest.String(), bytes.NewReader(data), desc, opts...); err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	return desc, nil
+}
