@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/berth-dev/berth/internal/mcpproxy"
 	mcpclient "github.com/mark3labs/mcp-go/client"
 	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
@@ -16,7 +17,7 @@ import (
 // unknown properties.
 func TestToolDefinitions(t *testing.T) {
 	s := server.NewMCPServer("berth-test", "1", server.WithToolCapabilities(true))
-	Register(s, Deps{})
+	Register(s, Deps{MCP: new(mcpproxy.Supervisor)})
 	c, err := mcpclient.NewInProcessClient(s)
 	if err != nil {
 		t.Fatal(err)
@@ -35,9 +36,10 @@ func TestToolDefinitions(t *testing.T) {
 		t.Fatalf("tools/list: %v", err)
 	}
 	want := []string{"data_export", "data_import", "data_restore", "exec", "fs_copy", "fs_delete", "fs_edit", "fs_find", "fs_grep", "fs_list", "fs_mkdir",
-		"fs_move", "fs_read", "fs_stat", "fs_write", "image_import", "image_list", "process_kill", "process_list",
+		"fs_move", "fs_read", "fs_stat", "fs_write", "image_import", "image_list",
+		"mcp_server_add", "mcp_server_list", "mcp_server_logs", "mcp_server_remove", "process_kill", "process_list",
 		"process_output", "process_signal", "skills_action", "skills_delete", "skills_list", "skills_upsert",
-		"snapshot_create", "snapshot_delete", "snapshot_diff", "snapshot_list", "snapshot_rollback", "terminal_close", "terminal_list", "terminal_open", "terminal_read",
+		"snapshot_create", "snapshot_delete", "snapshot_diff", "snapshot_export", "snapshot_list", "snapshot_rollback", "terminal_close", "terminal_list", "terminal_open", "terminal_read",
 		"terminal_resize", "terminal_send", "workspace_create", "workspace_delete", "workspace_fork", "workspace_get",
 		"workspace_list", "workspace_metrics", "workspace_start", "workspace_stop"}
 	var got []string
