@@ -6,7 +6,7 @@ BIN      := bin/berth
 VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 
-.PHONY: build test bench run vet fuzz clean
+.PHONY: build test bench run vet lint fuzz clean
 
 # The agent runs inside arbitrary images, so the binary must be static.
 build:
@@ -15,6 +15,11 @@ build:
 vet:
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
+
+# staticcheck, pinned; deprecations the project relies on on purpose are
+# marked //lint:ignore where they are used.
+lint:
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 
 test: build
 	scripts/test.sh

@@ -76,7 +76,9 @@ func (e *env) sdkAt(url, token, answer string) mcpClient {
 			o.ElicitationHandler = func(context.Context, *sdk.ElicitRequest) (*sdk.ElicitResult, error) {
 				return &sdk.ElicitResult{Action: "accept", Content: map[string]any{"answer": answer}}, nil
 			}
+			//lint:ignore SA1019 bots' servers still sample; the proxy must carry it
 			o.CreateMessageHandler = func(context.Context, *sdk.CreateMessageRequest) (*sdk.CreateMessageResult, error) {
+				//lint:ignore SA1019 as above
 				return &sdk.CreateMessageResult{Model: "test", Role: "assistant", Content: &sdk.TextContent{Text: "sampled " + answer}}, nil
 			}
 		})

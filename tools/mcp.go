@@ -171,6 +171,7 @@ func askClient(ctx context.Context) mcpproxy.RequestHandler {
 			if err := json.Unmarshal(params, &req.CreateMessageParams); err != nil {
 				return nil, err
 			}
+			//lint:ignore SA1019 bots' servers still sample, and the issue asks for it to pass through
 			return srv.RequestSampling(ctx, req)
 		case string(mcp.MethodListRoots):
 			return srv.RequestRoots(ctx, mcp.ListRootsRequest{})

@@ -3,7 +3,6 @@ package mcpproxy
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
@@ -393,22 +392,21 @@ func (s *server) callTool(ctx context.Context, tool string, args json.RawMessage
 
 // Info describes a registered server for mcp_server_list.
 type Info struct {
-	Name      string            `json:"name"`
-	Command   string            `json:"command"`
-	Args      []string          `json:"args,omitempty"`
-	Cwd       string            `json:"cwd,omitempty"`
-	EnvNames  []string          `json:"env_names,omitempty"`
-	State     State             `json:"state"`
-	Reason    string            `json:"reason,omitempty"`
-	PID       int               `json:"pid,omitempty"`
-	StartedAt *time.Time        `json:"started_at,omitempty"`
-	Restarts  int               `json:"restarts"`
-	LastExit  *ExitSummary      `json:"last_exit,omitempty"`
-	ToolCount int               `json:"tool_count"`
-	Tools     []string          `json:"tools,omitempty"`
-	Server    json.RawMessage   `json:"server_info,omitempty"`
-	Stderr    []string          `json:"stderr_tail,omitempty"`
-	Federated map[string]string `json:"-"`
+	Name      string          `json:"name"`
+	Command   string          `json:"command"`
+	Args      []string        `json:"args,omitempty"`
+	Cwd       string          `json:"cwd,omitempty"`
+	EnvNames  []string        `json:"env_names,omitempty"`
+	State     State           `json:"state"`
+	Reason    string          `json:"reason,omitempty"`
+	PID       int             `json:"pid,omitempty"`
+	StartedAt *time.Time      `json:"started_at,omitempty"`
+	Restarts  int             `json:"restarts"`
+	LastExit  *ExitSummary    `json:"last_exit,omitempty"`
+	ToolCount int             `json:"tool_count"`
+	Tools     []string        `json:"tools,omitempty"`
+	Server    json.RawMessage `json:"server_info,omitempty"`
+	Stderr    []string        `json:"stderr_tail,omitempty"`
 }
 
 // ExitSummary is how the last process ended.
@@ -445,9 +443,9 @@ func (s *server) info(stderrLines int) Info {
 	for _, t := range s.tools {
 		names = append(names, t.Name)
 	}
-	in.Federated = federatedNames(s.spec.Name, names)
+	federated := federatedNames(s.spec.Name, names)
 	for _, n := range names {
-		if f, ok := in.Federated[n]; ok {
+		if f, ok := federated[n]; ok {
 			in.Tools = append(in.Tools, f)
 		}
 	}
@@ -488,5 +486,3 @@ type FederatedTool struct {
 	// Definition is the tool object the server listed, unchanged.
 	Definition json.RawMessage
 }
-
-var errNoServer = errors.New("no such MCP server")

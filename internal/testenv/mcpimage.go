@@ -67,7 +67,7 @@ func MCPArchive(t testing.TB) string {
 func buildMCPFixture() (string, error) {
 	goBin, err := exec.LookPath("go")
 	if err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+		return "", fmt.Errorf("the fixture is built with the go command: %w", err)
 	}
 	root, err := moduleRoot(goBin)
 	if err != nil {

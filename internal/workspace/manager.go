@@ -50,10 +50,9 @@ type Manager struct {
 }
 
 type statsCache struct {
-	last         runtime.Stats
-	storage      int64
-	storageAt    time.Time
-	storageError string
+	last      runtime.Stats
+	storage   int64
+	storageAt time.Time
 }
 
 // NewManager returns a Manager over rt.

@@ -71,6 +71,7 @@ func main() {
 		// Clients speaking protocol 2026-07-28 or later make mcp-go refuse
 		// server-initiated requests by default. The fixture exists to send
 		// them (ask, sample), so it sends them whatever the client speaks.
+		//lint:ignore SA1019 the fixture tests exactly these requests
 		server.WithLegacyServerInitiatedRequests(),
 	)
 	f.addTools()
@@ -270,6 +271,7 @@ func (f *fixture) sample(ctx context.Context, req mcp.CallToolRequest) (*mcp.Cal
 	if err != nil {
 		return mcp.NewToolResultError(err.Error()), nil
 	}
+	//lint:ignore SA1019 bots' servers still sample; the proxy must carry it
 	res, err := f.srv.RequestSampling(ctx, mcp.CreateMessageRequest{
 		CreateMessageParams: mcp.CreateMessageParams{
 			Messages:  []mcp.SamplingMessage{{Role: mcp.RoleUser, Content: mcp.NewTextContent(prompt)}},
