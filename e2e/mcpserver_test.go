@@ -289,6 +289,7 @@ func TestMCPServerFederation(t *testing.T) {
 	for tool, args := range map[string]map[string]any{
 		"workspace_stop": {"bot_id": bot},                        // lacks the manage scope
 		"exec":           {"bot_id": "other", "command": "true"}, // another bot
+		"image_delete":   {"image": e.image},                     // a shared image
 	} {
 		if res := mustCall(t, scoped, tool, args); !res.IsError || !strings.Contains(res.Text, "permission denied") {
 			t.Errorf("%s with a token for %s, read and exec: %+v", tool, bot, res)

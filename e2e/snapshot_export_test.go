@@ -69,4 +69,20 @@ func TestSnapshotExport(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.ctr(t, nil, "images", "export", filepath.Join(t.TempDir(), "exp.tar"), img.Name)
+
+	// image_delete refuses an image a workspace was made from, then takes it.
+	if res := mustCall(t, c, "image_delete", map[string]any{"image": img.Name}); !res.IsError || !strings.Contains(res.Text, "used by workspace(s) from-exp") {
+		t.Errorf("deleting an image in use: %+v", res)
+	}
+	mustCall(t, c, "workspace_delete", map[string]any{"bot_id": "from-exp"}).decode(t, &struct{}{})
+	mustCall(t, c, "image_delete", map[string]any{"image": img.Name}).decode(t, &struct{}{})
+	mustCall(t, c, "image_list", map[string]any{}).decode(t, &images)
+	for _, i := range images.Images {
+		if i.Name == img.Name {
+			t.Errorf("image_list still has %s", img.Name)
+		}
+	}
+	if res := mustCall(t, c, "image_delete", map[string]any{"image": img.Name}); !res.IsError || !strings.Contains(res.Text, "not found") {
+		t.Errorf("deleting it again: %+v", res)
+	}
 }

@@ -3,9 +3,11 @@ package tools
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/runtime"
+	"github.com/berth-dev/berth/internal/workspace"
 	"github.com/mark3labs/mcp-go/server"
 )
 
@@ -24,6 +26,22 @@ type ImageImportInput struct {
 // ImageImportOutput lists the imported images.
 type ImageImportOutput struct {
 	Images []runtime.Image `json:"images"`
+}
+
+// ImageDeleteInput names an image to delete.
+type ImageDeleteInput struct {
+	Image string `json:"image" jsonschema:"description=the image's name, as image_list shows it"`
+}
+
+// bot is the bot whose snapshot_export made the image, if it is one: its
+// own exports are the bot's to delete.
+func (i ImageDeleteInput) bot() string {
+	rest, ok := strings.CutPrefix(i.Image, workspace.SnapshotImagePrefix)
+	if !ok {
+		return ""
+	}
+	bot, _, _ := strings.Cut(rest, ":")
+	return bot
 }
 
 func imageTools(d Deps) []server.ServerTool {
@@ -60,6 +78,20 @@ func imageTools(d Deps) []server.ServerTool {
 					names[i] = img.Name
 				}
 				return ImageImportOutput{Images: imgs}, fmt.Sprintf("imported %v", names), nil
+			}),
+		define("image_delete", "Delete image",
+			"Delete an image that no workspace was created from. A bot may delete its own snapshot_export images ("+workspace.SnapshotImagePrefix+"{bot_id}:v{version}); other images are shared and need the admin scope.",
+			hints{destructive: true, idempotent: false}, auth.ScopeManage,
+			func(ctx context.Context, _ *call, in ImageDeleteInput) (ImageDeleteInput, string, error) {
+				if in.bot() == "" {
+					if err := auth.FromContext(ctx).Allow(auth.ScopeAdmin, ""); err != nil {
+						return in, "", err
+					}
+				}
+				if err := m.DeleteImage(ctx, in.Image); err != nil {
+					return in, "", err
+				}
+				return in, "deleted image " + in.Image, nil
 			}),
 	}
 }

@@ -252,6 +252,18 @@ func (r *Containerd) ListImages(ctx context.Context) ([]Image, error) {
 	return out, nil
 }
 
+// DeleteImage removes the image named ref.
+func (r *Containerd) DeleteImage(ctx context.Context, ref string) error {
+	c, ctx, err := r.connect(ctx)
+	if err != nil {
+		return err
+	}
+	if err := c.ImageService().Delete(ctx, ref); err != nil {
+		return fmt.Errorf("delete image %s: %w", ref, r.wrap(err))
+	}
+	return nil
+}
+
 func unpack(ctx context.Context, img containerd.Image, snapshotter string) error {
 	ok, err := img.IsUnpacked(ctx, snapshotter)
 	if err != nil || ok {

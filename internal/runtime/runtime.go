@@ -30,6 +30,9 @@ type Runtime interface {
 	// name, if set, names an archive's single unnamed image.
 	ImportImages(ctx context.Context, archive io.Reader, snapshotter, name string) ([]Image, error)
 	ListImages(ctx context.Context) ([]Image, error)
+	// DeleteImage removes the image record; containerd collects what only
+	// it held.
+	DeleteImage(ctx context.Context, ref string) error
 
 	CreateContainer(ctx context.Context, spec ContainerSpec) error
 	// StartTask starts the container's process, replacing a stopped task.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/berth-dev/berth/internal/runtime"
 	"github.com/containerd/errdefs"
@@ -51,4 +52,27 @@ func (m *Manager) ImportImages(ctx context.Context, path, name string) ([]runtim
 		return nil, fmt.Errorf("%w: %s is not a regular file", errdefs.ErrInvalidArgument, path)
 	}
 	return m.rt.ImportImages(ctx, f, m.opts.Snapshotter, name)
+}
+
+// DeleteImage deletes the image named ref, unless a workspace was created
+// from it: containerd would keep its layers anyway, and the name is how
+// that workspace is described and forked.
+func (m *Manager) DeleteImage(ctx context.Context, ref string) error {
+	if ref == "" {
+		return fmt.Errorf("%w: image is required", errdefs.ErrInvalidArgument)
+	}
+	ctrs, err := m.rt.Containers(ctx, LabelBot)
+	if err != nil {
+		return err
+	}
+	var users []string
+	for _, c := range ctrs {
+		if c.Image == ref {
+			users = append(users, c.ID)
+		}
+	}
+	if len(users) > 0 {
+		return fmt.Errorf("%w: image %s is used by workspace(s) %s; delete them first", errdefs.ErrFailedPrecondition, ref, strings.Join(users, ", "))
+	}
+	return m.rt.DeleteImage(ctx, ref)
 }
