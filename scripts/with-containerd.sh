@@ -13,5 +13,5 @@ trap 'scripts/containerd.sh down "$ctd"' EXIT
 scripts/containerd.sh up "$ctd" >/dev/null
 
 export BERTH_TEST_CONTAINERD="$ctd/containerd.sock"
-export BERTH_TEST_BINARY="$PWD/bin/berth"
+export BERTH_TEST_BINARY="${BERTH_TEST_BINARY:-$PWD/bin/berth}"
 "$@"
