@@ -28,7 +28,11 @@ const (
 
 // Principal is an authenticated caller.
 type Principal struct {
-	Name   string
+	Name string
+	// ID identifies the credential the caller presented, uniquely among
+	// all of berth's credentials ("admin token", "token:<name>"). Sessions
+	// belong to it; unlike Name it stays the same through Only.
+	ID     string
 	Scopes map[Scope]bool
 	// Bots limits the principal to these bots; nil means every bot.
 	Bots map[string]bool
@@ -36,28 +40,52 @@ type Principal struct {
 
 // Local is the stdio user (and an admin token): everything is allowed.
 func Local(name string) *Principal {
-	return &Principal{Name: name, Scopes: map[Scope]bool{
+	return &Principal{Name: name, ID: name, Scopes: map[Scope]bool{
 		ScopeRead: true, ScopeWrite: true, ScopeExec: true, ScopeManage: true, ScopeAdmin: true,
 	}}
 }
 
+// ErrDenied is what every refusal of Allow matches (errors.Is): the
+// caller lacks a scope, may not use the bot, or is not authenticated.
+var ErrDenied = errors.New("permission denied")
+
+// DeniedPrefix starts the message of every refusal, so that a refusal can
+// be told apart from other failures after it became a tool result's text.
+const DeniedPrefix = "permission denied: "
+
+type deniedError struct{ msg string }
+
+func (e *deniedError) Error() string        { return e.msg }
+func (e *deniedError) Is(target error) bool { return target == ErrDenied }
+
+func denied(format string, args ...any) error {
+	return &deniedError{msg: DeniedPrefix + fmt.Sprintf(format, args...)}
+}
+
+// IsDenied says whether err is an authorization refusal.
+func IsDenied(err error) bool { return errors.Is(err, ErrDenied) }
+
+// IsDeniedText says whether a tool result's text is an authorization refusal.
+func IsDeniedText(text string) bool { return strings.HasPrefix(text, DeniedPrefix) }
+
 // Allow says whether p may use scope on bot ("" for no particular bot).
 func (p *Principal) Allow(scope Scope, bot string) error {
 	if p == nil {
-		return errors.New("unauthenticated request")
+		return denied("unauthenticated request")
 	}
 	if !p.Scopes[scope] {
-		return fmt.Errorf("permission denied: %s lacks the %q scope this tool needs", p.Name, scope)
+		return denied("%s lacks the %q scope this tool needs", p.Name, scope)
 	}
 	if bot != "" && p.Bots != nil && !p.Bots[bot] {
-		return fmt.Errorf("permission denied: %s may not use bot %q", p.Name, bot)
+		return denied("%s may not use bot %q", p.Name, bot)
 	}
 	return nil
 }
 
-// Only returns a copy of p limited to bot (which p must be allowed).
+// Only returns a copy of p limited to bot (which p must be allowed). It
+// keeps p's ID: it is the same credential.
 func (p *Principal) Only(bot string) *Principal {
-	return &Principal{Name: p.Name + " for bot " + bot, Scopes: p.Scopes, Bots: map[string]bool{bot: true}}
+	return &Principal{Name: p.Name + " for bot " + bot, ID: p.ID, Scopes: p.Scopes, Bots: map[string]bool{bot: true}}
 }
 
 type ctxKey struct{}

@@ -20,6 +20,32 @@ type ScopedToken struct {
 	// Scopes are what the token may do; empty means read, write, exec
 	// and manage (never admin unless listed).
 	Scopes []Scope `yaml:"scopes"`
+
+	// line is where the token starts in its file, for error messages.
+	line int
+}
+
+// UnmarshalYAML decodes a token and remembers its line.
+func (t *ScopedToken) UnmarshalYAML(n *yaml.Node) error {
+	type plain ScopedToken
+	if err := n.Decode((*plain)(t)); err != nil {
+		return err
+	}
+	t.line = n.Line
+	return nil
+}
+
+// where names a token in error messages: by name and, when it came from
+// a file, by line.
+func (t ScopedToken) where(i int) string {
+	s := fmt.Sprintf("token %d", i+1)
+	if t.Name != "" {
+		s = fmt.Sprintf("token %q", t.Name)
+	}
+	if t.line > 0 {
+		s += fmt.Sprintf(" (line %d)", t.line)
+	}
+	return s
 }
 
 // defaultScopes are a scoped token's scopes when it lists none.
@@ -66,25 +92,32 @@ func checkScopedTokens(tokens []ScopedToken) error {
 		return fmt.Errorf("%d tokens; at most %d", len(tokens), MaxScopedTokens)
 	}
 	seen := map[string]bool{}
+	// A name is the caller's identity in logs, the audit log and sessions,
+	// so two tokens must never share one.
+	names := map[string]int{}
 	for i, t := range tokens {
 		if t.Name == "" {
-			return fmt.Errorf("token %d has no name (it names the caller in logs and errors)", i+1)
+			return fmt.Errorf("%s has no name (it names the caller in logs and errors)", t.where(i))
 		}
+		if first, ok := names[t.Name]; ok {
+			return fmt.Errorf("%s repeats the name of %s: token names must be unique", t.where(i), tokens[first].where(first))
+		}
+		names[t.Name] = i
 		if len(t.Token) < 16 {
-			return fmt.Errorf("token %q is shorter than 16 characters", t.Name)
+			return fmt.Errorf("%s is shorter than 16 characters", t.where(i))
 		}
 		if seen[t.Token] {
-			return fmt.Errorf("token %q repeats another token's secret", t.Name)
+			return fmt.Errorf("%s repeats another token's secret", t.where(i))
 		}
 		seen[t.Token] = true
 		for _, s := range t.Scopes {
 			if !slices.Contains([]Scope{ScopeRead, ScopeWrite, ScopeExec, ScopeManage, ScopeAdmin}, s) {
-				return fmt.Errorf("token %q: unknown scope %q (read, write, exec, manage, admin)", t.Name, s)
+				return fmt.Errorf("%s: unknown scope %q (read, write, exec, manage, admin)", t.where(i), s)
 			}
 		}
 		for _, b := range t.Bots {
 			if b == "" {
-				return fmt.Errorf("token %q lists an empty bot id", t.Name)
+				return fmt.Errorf("%s lists an empty bot id", t.where(i))
 			}
 		}
 	}
@@ -93,7 +126,9 @@ func checkScopedTokens(tokens []ScopedToken) error {
 
 // Principal is who a holder of the token is.
 func (t ScopedToken) Principal() *Principal {
-	p := &Principal{Name: "token " + t.Name, Scopes: map[Scope]bool{}}
+	// Names are unique among scoped tokens and the prefix keeps them
+	// apart from the admin token's ID.
+	p := &Principal{Name: "token " + t.Name, ID: "token:" + t.Name, Scopes: map[Scope]bool{}}
 	scopes := t.Scopes
 	if len(scopes) == 0 {
 		scopes = defaultScopes

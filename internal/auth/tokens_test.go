@@ -64,6 +64,7 @@ func TestLoadTokensFileRefusals(t *testing.T) {
 		"short":          {0o600, "tokens: [{name: a, token: short}]\n", "shorter than 16"},
 		"no name":        {0o600, "tokens: [{token: 0123456789abcdef}]\n", "no name"},
 		"duplicate":      {0o600, "tokens: [{name: a, token: 0123456789abcdef}, {name: b, token: 0123456789abcdef}]\n", "repeats"},
+		"same name":      {0o600, "tokens:\n  - {name: a, token: 0123456789abcdef}\n  - {name: b, token: 0123456789abcdeg}\n  - {name: a, token: 0123456789abcdeh}\n", `token "a" (line 4) repeats the name of token "a" (line 2)`},
 		"bad scope":      {0o600, "tokens: [{name: a, token: 0123456789abcdef, scopes: [root]}]\n", "unknown scope"},
 		"not yaml":       {0o600, "tokens: [\n", "tokens file"},
 	} {
@@ -73,5 +74,29 @@ func TestLoadTokensFileRefusals(t *testing.T) {
 				t.Errorf("got %v, want an error with %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestScopedIdentity: a token's ID is unique, survives Only, and cannot
+// be forged by a name that looks like another principal.
+func TestScopedIdentity(t *testing.T) {
+	tokens := []ScopedToken{
+		{Name: "a", Token: "secret-a-0123456789"},
+		{Name: "a for bot x", Token: "secret-b-0123456789"},
+		{Name: "admin token", Token: "secret-c-0123456789"},
+	}
+	if err := checkScopedTokens(tokens); err != nil {
+		t.Fatal(err)
+	}
+	pinned := MatchScoped(tokens, "secret-a-0123456789").Only("x")
+	lookalike := MatchScoped(tokens, "secret-b-0123456789")
+	if pinned.Name != lookalike.Name {
+		t.Fatalf("names %q and %q: the test needs them equal", pinned.Name, lookalike.Name)
+	}
+	if pinned.ID == lookalike.ID || pinned.ID != MatchScoped(tokens, "secret-a-0123456789").ID {
+		t.Errorf("IDs: pinned %q, look-alike %q", pinned.ID, lookalike.ID)
+	}
+	if id := MatchScoped(tokens, "secret-c-0123456789").ID; id == Local("admin token").ID {
+		t.Errorf("a scoped token named like the admin token shares its ID %q", id)
 	}
 }
