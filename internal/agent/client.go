@@ -41,18 +41,34 @@ type Client struct {
 	http       *http.Client
 }
 
+// ClientOption configures a Client.
+type ClientOption func(*clientOptions)
+
+type clientOptions struct {
+	initPID uint32
+}
+
+// WithInitPID makes every connection prove that its listening end is the
+// process pid (the workspace's init, as the host sees it): a socket served
+// by anything else fails with ErrNotAgent before a request is sent. The
+// socket lives in a directory the workspace can write, so host code must
+// always set it; only tests of the agent in this process leave it out.
+func WithInitPID(pid uint32) ClientOption {
+	return func(o *clientOptions) { o.initPID = pid }
+}
+
 // NewClient returns a client for the agent listening on socketPath (the host
 // side of the per-workspace directory). It does not connect until used.
-func NewClient(socketPath string) *Client {
+func NewClient(socketPath string, opts ...ClientOption) *Client {
+	var o clientOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	tr := &http.Transport{
 		// Every request goes to the socket whatever the URL says, so a
 		// hostile agent cannot point the host at another address.
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			if err := checkSocketPath(socketPath); err != nil {
-				return nil, err
-			}
-			d := net.Dialer{Timeout: dialTimeout}
-			return d.DialContext(ctx, "unix", socketPath)
+			return dialAgent(ctx, socketPath, o.initPID)
 		},
 		Proxy:                  nil,
 		DisableCompression:     true,
@@ -258,11 +274,11 @@ func (e *NotReadyError) Unwrap() error { return e.Last }
 // conclusive: a *ProtocolMismatchError (the workspace must be restarted), an
 // error wrapping ErrBadResponse, or a 4xx *RemoteError. On timeout it returns
 // a *NotReadyError; if ctx ends first, an error wrapping ctx.Err().
-func WaitReady(ctx context.Context, socketPath string, timeout time.Duration) (Health, error) {
+func WaitReady(ctx context.Context, socketPath string, timeout time.Duration, opts ...ClientOption) (Health, error) {
 	if timeout <= 0 {
 		timeout = DefaultReadyTimeout
 	}
-	c := NewClient(socketPath)
+	c := NewClient(socketPath, opts...)
 	defer c.Close()
 
 	deadline := time.Now().Add(timeout)

@@ -36,7 +36,7 @@ func (c *Client) upgrade(ctx context.Context, r upgradeRequest, after func(*upgr
 		hctx, cancel = context.WithTimeout(ctx, defaultCallTimeout)
 		defer cancel()
 	}
-	conn, err := c.transport.DialContext(hctx, "unix", c.socketPath)
+	conn, err := c.transport.DialContext(hctx, "unix", "berth-agent")
 	if err != nil {
 		return nil, fmt.Errorf("berth agent: %w", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"sync"
 
@@ -68,12 +69,15 @@ func (m *Manager) Agent(ctx context.Context, bot string) (*agent.Client, error) 
 	if ctr.Status != runtime.TaskRunning {
 		return nil, fmt.Errorf("%w: workspace %s is %s; start it with workspace_start", errdefs.ErrFailedPrecondition, bot, statusOf(ctr.Status))
 	}
-	c := agent.NewClient(m.socketPath(bot))
+	c := agent.NewClient(m.socketPath(bot), agent.WithInitPID(ctr.PID))
 	if _, err := c.Health(ctx); err != nil {
 		c.Close()
 		var mismatch *agent.ProtocolMismatchError
 		if errors.As(err, &mismatch) {
 			return nil, fmt.Errorf("%w: %v", errdefs.ErrFailedPrecondition, err)
+		}
+		if errors.Is(err, agent.ErrNotAgent) {
+			return nil, agentReplaced(bot, err)
 		}
 		return nil, fmt.Errorf("%w: the agent of workspace %s does not answer (%v); workspace_stop then workspace_start restarts it", errdefs.ErrUnavailable, bot, err)
 	}
@@ -91,8 +95,20 @@ func (m *Manager) AgentError(ctx context.Context, bot string, err error) error {
 		return err
 	}
 	m.agents.drop(bot)
+	if errors.Is(err, agent.ErrNotAgent) {
+		return agentReplaced(bot, err)
+	}
 	if ctr, cerr := m.rt.Container(context.WithoutCancel(ctx), bot); cerr == nil && ctr.Status != runtime.TaskRunning {
 		return fmt.Errorf("workspace %s is %s (it stopped during the call); start it with workspace_start", bot, statusOf(ctr.Status))
 	}
 	return err
+}
+
+// agentReplaced reports that something in the workspace took the agent's
+// place at its socket. berth refused to talk to it; the bot can get its
+// agent back only by restarting the workspace (which starts from an empty
+// agent directory).
+func agentReplaced(bot string, err error) error {
+	slog.Warn("agent socket replaced from inside the workspace; refusing it", "bot", bot, "err", err)
+	return fmt.Errorf("%w: workspace %s: %v; workspace_stop then workspace_start restarts its agent", errdefs.ErrUnavailable, bot, err)
 }

@@ -382,6 +382,12 @@ func (m *Manager) mutate(ctx context.Context, bot string, timeout time.Duration)
 
 // start runs the task and waits for the agent. Callers hold the bot's lock.
 func (m *Manager) start(ctx context.Context, bot string) error {
+	// The workspace can write its agent directory; a new task starts from
+	// an empty one, so nothing a previous run left there (a symlink where
+	// the socket was, stray files) is seen by the new agent or by berth.
+	if err := os.RemoveAll(m.runDir(bot)); err != nil {
+		return fmt.Errorf("clear agent directory: %w", err)
+	}
 	if err := os.MkdirAll(m.runDir(bot), 0o700); err != nil {
 		return fmt.Errorf("prepare agent directory: %w", err)
 	}
@@ -394,10 +400,11 @@ func (m *Manager) start(ctx context.Context, bot string) error {
 		return err
 	}
 	m.agents.drop(bot)
-	if _, err := m.rt.StartTask(ctx, bot, logPath); err != nil {
+	pid, err := m.rt.StartTask(ctx, bot, logPath)
+	if err != nil {
 		return err
 	}
-	if _, err := agent.WaitReady(ctx, m.socketPath(bot), m.opts.AgentTimeout); err != nil {
+	if _, err := agent.WaitReady(ctx, m.socketPath(bot), m.opts.AgentTimeout, agent.WithInitPID(pid)); err != nil {
 		return fmt.Errorf("%w%s", err, m.logTail(bot))
 	}
 	m.notifyStarted(bot)
@@ -529,20 +536,22 @@ func (m *Manager) describe(ctx context.Context, c runtime.Container, withAgent b
 	if c.Status == runtime.TaskRunning {
 		ws.PID = c.PID
 		if withAgent {
-			ws.Agent = m.agentStatus(ctx, c.ID)
+			ws.Agent = m.agentStatus(ctx, c.ID, c.PID)
 		}
 	}
 	return ws
 }
 
-func (m *Manager) agentStatus(ctx context.Context, bot string) *AgentStatus {
+func (m *Manager) agentStatus(ctx context.Context, bot string, initPID uint32) *AgentStatus {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	client := agent.NewClient(m.socketPath(bot))
+	client := agent.NewClient(m.socketPath(bot), agent.WithInitPID(initPID))
 	defer client.Close()
 	h, err := client.Health(ctx)
 	var mismatch *agent.ProtocolMismatchError
 	switch {
+	case errors.Is(err, agent.ErrNotAgent):
+		return &AgentStatus{Status: "replaced", Error: err.Error()}
 	case errors.As(err, &mismatch):
 		return &AgentStatus{Status: "outdated", ProtocolVersion: mismatch.Got, BerthVersion: mismatch.BerthVersion, Error: err.Error()}
 	case err != nil:
