@@ -113,7 +113,7 @@ func (s *server) handleExport(w http.ResponseWriter, r *http.Request) {
 		panic(err)
 	}
 	sink := &archiveSink{w: zw}
-	e := &archiveExporter{ctx: r.Context(), log: s.log, sink: sink, tw: tar.NewWriter(sink), buf: make([]byte, archiveCopyBuffer)}
+	e := &archiveExporter{ctx: r.Context(), log: s.log, guard: s.fsGuard(), sink: sink, tw: tar.NewWriter(sink), buf: make([]byte, archiveCopyBuffer)}
 	err = e.export(p, fi)
 	if err == nil {
 		err = e.tw.Close()
@@ -177,6 +177,7 @@ type archiveInode struct{ dev, ino uint64 }
 type archiveExporter struct {
 	ctx   context.Context
 	log   *slog.Logger
+	guard *fsProtect
 	sink  *archiveSink
 	tw    *tar.Writer
 	buf   []byte
@@ -191,7 +192,7 @@ func (e *archiveExporter) export(root string, fi fs.FileInfo) error {
 	if !fi.IsDir() {
 		return e.entry(root, path.Base(root), fi)
 	}
-	w := &fsWalker{ctx: e.ctx, skip: fsSkipDirs(root), max: ExportMaxEntries}
+	w := &fsWalker{ctx: e.ctx, guard: e.guard, skip: fsSkipDirs(root), max: ExportMaxEntries}
 	prefix := len(root) + 1
 	if root == "/" {
 		prefix = 1

@@ -394,13 +394,9 @@ func (x *archiveExtractor) file(e *archiveEntry, name string, content io.Reader)
 	}
 	err = x.content(e, f, content)
 	if err == nil {
-		err = fsFchown(f, x.uid, x.gid)
-	}
-	if err == nil {
-		// After chown, which clears setuid and setgid; those are dropped
-		// anyway, since they would now be for the workspace user, as cp
-		// does. Sticky means nothing on a file.
-		err = f.Chmod(fsGoMode(e.mode & 0o777))
+		// setuid and setgid are dropped, since they would now be for the
+		// workspace user, as cp does. Sticky means nothing on a file.
+		err = fsSetupFD(int(f.Fd()), e.mode&0o777, x.uid, x.gid)
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr

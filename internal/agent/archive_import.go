@@ -7,6 +7,8 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -15,9 +17,8 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"path"
-	"path/filepath"
 	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -111,46 +112,49 @@ func (s *server) archiveImport(ctx context.Context, q url.Values, body io.Reader
 	if err != nil {
 		return ImportResult{}, err
 	}
-	if err := fsCheckMutable(p, "import into", false); err != nil {
-		return ImportResult{}, err
-	}
 	uid, gid := s.fsOwner()
-	real, created, err := archiveEnsureDir(p, uid, gid)
+	target, _, err := s.archiveEnsureDir(p, uid, gid)
 	if err != nil {
 		return ImportResult{}, err
 	}
+	defer target.dir.Close()
 	done := false
 	defer func() {
 		if !done {
 			// The target did not exist before; it must not after a failure.
-			for i := len(created) - 1; i >= 0; i-- {
-				_ = os.Remove(created[i])
-			}
+			target.undo()
 		}
+		target.closeCreated()
 	}()
-	if real != p {
-		if err := fsCheckMutable(real, "import into", false); err != nil {
-			return ImportResult{}, err
-		}
+	if err := s.fsCheckDir(target.dir, p, "import into"); err != nil {
+		return ImportResult{}, err
 	}
+	real := target.dir.realPath()
 
-	staging, err := os.MkdirTemp(real, archiveStagingPrefix+"*")
+	stagingName, staging, err := archiveMkdirTemp(target.dir)
 	if err != nil {
 		return ImportResult{}, fmt.Errorf("creating the staging directory in %s: %w", real, err)
 	}
+	defer staging.Close()
 	keep := false
 	defer func() {
 		if !keep {
-			if err := archiveRemoveAll(staging); err != nil {
-				s.log.Warn("import: removing the staging directory", "path", staging, "err", err)
+			if err := target.dir.removeAll(stagingName, s.fsGuard()); err != nil {
+				s.log.Warn("import: removing the staging directory", "path", staging.path, "err", err)
 			}
 		}
 	}()
-	tree := path.Join(staging, archiveStagingTree)
-	if err := os.Mkdir(tree, 0o700); err != nil {
+	if err := staging.mkdir(archiveStagingTree, 0o700); err != nil {
 		return ImportResult{}, err
 	}
-	root, err := os.OpenRoot(tree)
+	tree, err := staging.openDir(archiveStagingTree)
+	if err != nil {
+		return ImportResult{}, err
+	}
+	defer tree.Close()
+	// os.Root has no constructor from a descriptor; /proc/self/fd/N is
+	// the directory the handle holds, wherever it is now.
+	root, err := os.OpenRoot(fsFDPath(tree.fd))
 	if err != nil {
 		return ImportResult{}, err
 	}
@@ -166,7 +170,7 @@ func (s *server) archiveImport(ctx context.Context, q url.Values, body io.Reader
 	x.format = format
 	switch format {
 	case ArchiveFormatZip:
-		err = x.readZip(path.Join(staging, archiveSpoolName), br)
+		err = x.readZip(staging, br)
 	case ArchiveFormatTarGz:
 		err = x.readTarGz(br)
 	default:
@@ -181,17 +185,14 @@ func (s *server) archiveImport(ctx context.Context, q url.Values, body io.Reader
 	// Everything staged reaches the disk before it becomes visible in
 	// the target, so a crash cannot leave renamed entries without their
 	// content.
-	if d, err := os.Open(tree); err == nil {
-		_ = unix.Syncfs(int(d.Fd()))
-		_ = d.Close()
-	}
+	_ = unix.Syncfs(tree.fd)
 
-	m := &archiveMerge{realP: real, staging: path.Base(staging)}
+	m := &archiveMerge{target: target.dir, realP: real, staging: stagingName, guard: s.fsGuard()}
 	if err := m.run(ctx); err != nil {
 		keep = m.keepStaging
 		return ImportResult{}, err
 	}
-	fsSyncDir(real)
+	target.dir.sync()
 	done = true
 	res := x.res
 	res.Path = real
@@ -200,21 +201,29 @@ func (s *server) archiveImport(ctx context.Context, q url.Values, body io.Reader
 	return res, nil
 }
 
-// archiveRemoveAll removes a staging directory. Its directories carry the
-// archive's modes by now; an agent that is not root (tests, rootless
-// setups) cannot empty a read-only one until it makes it writable.
-func archiveRemoveAll(dir string) error {
-	err := os.RemoveAll(dir)
-	if err == nil || os.Geteuid() == 0 {
-		return err
-	}
-	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err == nil && d.IsDir() {
-			_ = os.Chmod(p, 0o700)
+// fsFDPath names an open file through /proc, for APIs that take a path.
+func fsFDPath(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
+
+// archiveMkdirTemp creates a new staging directory in d and opens it.
+func archiveMkdirTemp(d *fsDir) (string, *fsDir, error) {
+	for range 100 {
+		var rnd [6]byte
+		_, _ = rand.Read(rnd[:])
+		name := archiveStagingPrefix + hex.EncodeToString(rnd[:])
+		err := d.mkdir(name, 0o700)
+		if errors.Is(err, fs.ErrExist) {
+			continue
 		}
-		return nil
-	})
-	return os.RemoveAll(dir)
+		if err != nil {
+			return "", nil, err
+		}
+		sub, err := d.openDir(name)
+		if err != nil {
+			return "", nil, err
+		}
+		return name, sub, nil
+	}
+	return "", nil, fmt.Errorf("too many name collisions in %s", d.path)
 }
 
 // archiveSniff tells the format from the first bytes.
@@ -235,53 +244,93 @@ func archiveSniff(br *bufio.Reader) (string, error) {
 	return ArchiveFormatTar, nil
 }
 
-// archiveEnsureDir makes sure p is a directory, creating it and its
-// missing parents for the workspace user, and returns its real path and
-// the directories it created, outermost first.
-func archiveEnsureDir(p string, uid, gid int) (string, []string, error) {
-	fi, err := os.Stat(p)
+// archiveDest is the directory an import goes into, and what making it
+// created.
+type archiveDest struct {
+	dir *fsDir
+	// created are the directories made for it, outermost first, each
+	// as its parent's handle and its name.
+	created []archiveCreated
+}
+
+type archiveCreated struct {
+	parent *fsDir
+	name   string
+}
+
+// undo removes the directories made for the import, innermost first;
+// one that is no longer empty stays.
+func (a *archiveDest) undo() {
+	for i := len(a.created) - 1; i >= 0; i-- {
+		_ = a.created[i].parent.unlink(a.created[i].name, unix.AT_REMOVEDIR)
+	}
+	a.closeCreated()
+}
+
+func (a *archiveDest) closeCreated() {
+	for _, c := range a.created {
+		c.parent.Close()
+	}
+	a.created = nil
+}
+
+// archiveEnsureDir opens p as a directory (following symlinks), creating
+// it and its missing parents for the workspace user, one handle at a
+// time, and remembers what it created so that a failed import can remove
+// it.
+func (s *server) archiveEnsureDir(p string, uid, gid int) (*archiveDest, bool, error) {
+	d, err := fsOpenDir(p)
 	if err == nil {
-		if !fi.IsDir() {
-			return "", nil, fsErrorf(CodeNotDirectory, "%s exists and is not a directory", p)
-		}
-		real, err := filepath.EvalSymlinks(p)
-		return real, nil, err
+		return &archiveDest{dir: d}, false, nil
+	}
+	if errors.Is(err, unix.ENOTDIR) {
+		return nil, false, fsErrorf(CodeNotDirectory, "%s exists and is not a directory", p)
 	}
 	if !errors.Is(err, fs.ErrNotExist) {
-		return "", nil, fsNotFound(p, err)
+		return nil, false, fsNotFound(p, err)
 	}
-	var missing []string
-	for d := p; ; d = path.Dir(d) {
-		if _, err := os.Lstat(d); err == nil || d == "/" {
-			break
-		}
-		missing = append(missing, d)
-	}
-	var created []string
-	for i := len(missing) - 1; i >= 0; i-- {
-		d := missing[i]
-		if err := os.Mkdir(d, 0o755); err != nil {
-			for j := len(created) - 1; j >= 0; j-- {
-				_ = os.Remove(created[j])
-			}
-			return "", nil, fsNotFound(d, err)
-		}
-		created = append(created, d)
-		if err := fsSetupNew(d, 0o755, uid, gid); err != nil {
-			for j := len(created) - 1; j >= 0; j-- {
-				_ = os.Remove(created[j])
-			}
-			return "", nil, err
-		}
-	}
-	real, err := filepath.EvalSymlinks(p)
+	a := &archiveDest{}
+	cur, err := fsOpenDir("/")
 	if err != nil {
-		for j := len(created) - 1; j >= 0; j-- {
-			_ = os.Remove(created[j])
-		}
-		return "", nil, err
+		return nil, false, err
 	}
-	return real, created, nil
+	for rest := strings.TrimPrefix(p, "/"); rest != ""; {
+		var name string
+		name, rest, _ = strings.Cut(rest, "/")
+		at := cur.join(name)
+		next, err := fsOpenDirAt(cur.fd, name, true, at)
+		if errors.Is(err, fs.ErrNotExist) {
+			next, err = s.fsMkdirIn(cur, name, at, uid, gid)
+			if err == nil {
+				// cur stays open as the parent of what was created.
+				a.created = append(a.created, archiveCreated{parent: cur, name: name})
+				cur = next
+				continue
+			}
+		}
+		if !a.owns(cur) {
+			cur.Close()
+		}
+		if err != nil {
+			a.undo()
+			if errors.Is(err, unix.ENOTDIR) {
+				return nil, false, fsErrorf(CodeNotDirectory, "%s exists and is not a directory", at)
+			}
+			return nil, false, fsNotFound(at, err)
+		}
+		cur = next
+	}
+	a.dir = cur
+	return a, len(a.created) > 0, nil
+}
+
+func (a *archiveDest) owns(d *fsDir) bool {
+	for _, c := range a.created {
+		if c.parent == d {
+			return true
+		}
+	}
+	return false
 }
 
 // broken turns a failure to read the archive into a message that says
@@ -421,10 +470,10 @@ func (z *archiveZipReaderAt) ReadAt(p []byte, off int64) (int, error) {
 	return z.r.ReadAt(p, off)
 }
 
-// readZip spools the zip (it is read from its end) to spool, next to the
-// staging tree, and extracts it.
-func (x *archiveExtractor) readZip(spool string, body io.Reader) error {
-	f, err := os.OpenFile(spool, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+// readZip spools the zip (it is read from its end) into the staging
+// directory, next to the staging tree, and extracts it.
+func (x *archiveExtractor) readZip(staging *fsDir, body io.Reader) error {
+	f, err := staging.openFile(archiveSpoolName, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL, 0o600)
 	if err != nil {
 		return err
 	}

@@ -51,7 +51,10 @@ type archiveOp struct {
 }
 
 type archiveMerge struct {
-	realP string
+	// target is the directory imported into, realP its path.
+	target *fsDir
+	guard  *fsProtect
+	realP  string
 	// staging is the base name of the staging directory in realP.
 	staging     string
 	root        *os.Root
@@ -66,7 +69,8 @@ func (m *archiveMerge) staged(rel string) string {
 }
 
 func (m *archiveMerge) run(ctx context.Context) error {
-	root, err := os.OpenRoot(m.realP)
+	// Through the handle that was checked, not by its path again.
+	root, err := os.OpenRoot(fsFDPath(m.target.fd))
 	if err != nil {
 		return err
 	}
@@ -130,9 +134,6 @@ func (m *archiveMerge) plan(ctx context.Context, rel string) error {
 		}
 		dfi, err := m.root.Lstat(r)
 		if errors.Is(err, fs.ErrNotExist) {
-			if err := archiveCheckProtected(dest); err != nil {
-				return err
-			}
 			m.ops = append(m.ops, archiveOp{rel: r})
 			continue
 		}
@@ -142,6 +143,9 @@ func (m *archiveMerge) plan(ctx context.Context, rel string) error {
 		sm, dm := sfi.Mode(), dfi.Mode()
 		switch {
 		case sm.IsDir() && dm.IsDir():
+			if err := m.checkProtected(r, dest); err != nil {
+				return err
+			}
 			if archiveDev(dfi) != m.dev {
 				return fsErrorf(CodeInvalid, "%s is on another file system than %s (a mount point); import into %s itself; nothing was imported", dest, m.realP, dest)
 			}
@@ -153,9 +157,6 @@ func (m *archiveMerge) plan(ctx context.Context, rel string) error {
 		case dm.IsDir():
 			return fsErrorf(CodeIsDirectory, "the archive has %s %q where %s is a directory; nothing was imported", archiveDescribe(sm), r, dest)
 		case dm.IsRegular() || dm&fs.ModeSymlink != 0:
-			if err := archiveCheckProtected(dest); err != nil {
-				return err
-			}
 			m.ops = append(m.ops, archiveOp{rel: r, replace: true})
 			m.replaced++
 		default:
@@ -165,13 +166,19 @@ func (m *archiveMerge) plan(ctx context.Context, rel string) error {
 	return nil
 }
 
-// archiveCheckProtected keeps an import out of berth's own directories,
-// which a target above them (/run, say) would otherwise reach.
-func archiveCheckProtected(dest string) error {
-	for _, prot := range fsProtected {
-		if fsWithin(dest, prot) {
-			return fsErrorf(CodePermission, "the archive would write %s, inside %s, which belongs to berth; nothing was imported", dest, prot)
-		}
+// checkProtected keeps an import out of berth's own directories, which a
+// target above them (/run, say) would otherwise reach: the target itself
+// was checked, and below it only a directory that is one of them (a mount
+// point) leads into one.
+func (m *archiveMerge) checkProtected(rel, dest string) error {
+	d, err := m.root.Open(rel)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = d.Close() }()
+	dir := &fsDir{f: d, fd: int(d.Fd()), path: dest}
+	if prot := m.guard.is(dir); prot != "" {
+		return fsErrorf(CodePermission, "the archive would write into %s, which belongs to berth; nothing was imported", prot)
 	}
 	return nil
 }

@@ -172,6 +172,7 @@ func buildZip(t testing.TB, entries ...zipEntry) []byte {
 // and a canary outside the data directory that no import may touch.
 type archiveEnv struct {
 	c         *Client
+	prot      string
 	data      string
 	target    string
 	canaryDir string
@@ -180,8 +181,8 @@ type archiveEnv struct {
 
 func newArchiveEnv(t *testing.T) *archiveEnv {
 	t.Helper()
-	c, data := startFSAgent(t, nil)
-	env := &archiveEnv{c: c, data: data, target: filepath.Join(data, "target"), canaryDir: filepath.Join(t.TempDir(), "canary-dir")}
+	c, data, prot := startFSAgentProt(t, nil)
+	env := &archiveEnv{c: c, data: data, prot: prot, target: filepath.Join(data, "target"), canaryDir: filepath.Join(t.TempDir(), "canary-dir")}
 	mustWrite(t, filepath.Join(env.canaryDir, "canary.txt"), "do not touch")
 	mustWrite(t, filepath.Join(env.target, "keep.txt"), "precious")
 	mustWrite(t, filepath.Join(env.target, "conf"), "a file named conf")
@@ -540,8 +541,19 @@ func TestArchiveImportEntryLimits(t *testing.T) {
 func TestArchiveImportProtectedAndMissingTarget(t *testing.T) {
 	env := newArchiveEnv(t)
 	body := buildTar(t, tarFile("a", "a"))
-	_, err := env.c.Import(context.Background(), ImportRequest{Path: ContainerDir + "/x"}, bytes.NewReader(body))
+	for _, p := range []string{env.prot + "/run/berth/x", env.prot + "/run/berth", env.prot + "/.berth"} {
+		_, err := env.c.Import(context.Background(), ImportRequest{Path: p}, bytes.NewReader(body))
+		wantCode(t, err, CodePermission)
+	}
+	// Nor through an import into a directory above them, whose archive
+	// has entries for them.
+	_, err := env.c.Import(context.Background(), ImportRequest{Path: env.prot + "/run"},
+		bytes.NewReader(buildTar(t, tarFile("berth/new", "x"))))
 	wantCode(t, err, CodePermission)
+	_, err = env.c.Import(context.Background(), ImportRequest{Path: env.prot},
+		bytes.NewReader(buildTar(t, tarFile(".berth/berth", "x"))))
+	wantCode(t, err, CodePermission)
+	protEntries(t, env.prot)
 
 	// A refused import into a directory it had to create leaves no
 	// directory behind.

@@ -14,9 +14,12 @@ import (
 
 // File operations run in the agent, inside the container, as root: the
 // container is the security boundary, so the agent does not confine paths
-// further. It only refuses to damage what berth itself needs in there (see
-// fsCheckMutable), bounds every request, and gives files it creates to the
-// image's user so that the bot's own commands can change them later.
+// further. It refuses to touch what berth itself needs in there (see
+// fsProtect), resolves every path to directory handles and acts on them
+// with *at calls so that the workspace cannot redirect an operation by
+// renaming things under it (fs_dir.go), bounds every request, and gives
+// files it creates to the image's user so that the bot's own commands can
+// change them later.
 
 const (
 	// fsMaxJSONRequest caps the JSON body of every file request but edit.
@@ -34,6 +37,11 @@ const (
 
 // routeFiles registers the file endpoints.
 func (s *server) routeFiles(mux *http.ServeMux) {
+	// berth's directories are known by their handles from the start, not
+	// by whatever their paths name when a request comes.
+	if s.fsProt == nil {
+		s.fsProt = fsDefaultProtect()
+	}
 	route(mux, PathFSStat, map[string]http.HandlerFunc{http.MethodGet: s.handleStat})
 	route(mux, PathFSFile, map[string]http.HandlerFunc{
 		http.MethodGet: s.handleReadRange,

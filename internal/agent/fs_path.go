@@ -6,7 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path"
-	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -53,61 +53,14 @@ func (s *server) fsPath(p string) (string, error) {
 	return fsResolvePath(s.opts.DataDir, p)
 }
 
-// fsProtected are berth's own places in the container: the per-workspace
-// host directory with the agent's socket, and where the agent binary is
-// mounted. Deleting, moving or writing into them would cut the host off
-// from the workspace, which a bot can do through a shell but should not be
-// able to do by accident through a file tool.
-var fsProtected = []string{ContainerDir, "/.berth"}
-
 // fsWithin reports whether p is dir or below it; both are clean and
-// absolute.
+// absolute. It compares strings, so it decides nothing about files (an
+// archive's names and symlink targets, before anything exists).
 func fsWithin(p, dir string) bool {
 	if dir == "/" {
 		return true
 	}
 	return p == dir || strings.HasPrefix(p, dir+"/")
-}
-
-// fsCheckMutable refuses to change p when it is "/", inside one of berth's
-// own directories, or (when whole trees are removed or moved away) above
-// one. The real location of p's parent is checked as well, so a symlink
-// does not open a way around.
-func fsCheckMutable(p, op string, tree bool) error {
-	candidates := []string{p}
-	if r := fsRealParent(p); r != p {
-		candidates = append(candidates, r)
-	}
-	for _, c := range candidates {
-		if c == "/" {
-			return fsErrorf(CodePermission, "refusing to %s / (the root of the workspace)", op)
-		}
-		for _, prot := range fsProtected {
-			if fsWithin(c, prot) {
-				return fsErrorf(CodePermission, "refusing to %s %s: %s belongs to berth (its agent's socket and binary live there)", op, p, prot)
-			}
-			if tree && fsWithin(prot, c) {
-				return fsErrorf(CodePermission, "refusing to %s %s: it contains %s, which belongs to berth", op, p, prot)
-			}
-		}
-	}
-	return nil
-}
-
-// fsRealParent resolves the symlinks in p's deepest existing ancestor and
-// keeps the rest (which does not exist yet, or is the final component that
-// an operation acts on without following).
-func fsRealParent(p string) string {
-	dir, rest := path.Dir(p), path.Base(p)
-	for {
-		if real, err := filepath.EvalSymlinks(dir); err == nil && path.IsAbs(real) {
-			return path.Join(real, rest)
-		}
-		if dir == "/" {
-			return p
-		}
-		dir, rest = path.Dir(dir), path.Join(path.Base(dir), rest)
-	}
 }
 
 // fsSkipWalk are the kernel's virtual trees: walking them from "/" would
@@ -203,17 +156,41 @@ func fsInfo(p string, fi fs.FileInfo) FileInfo {
 	return info
 }
 
-// fsLstat describes p without following a final symlink.
-func fsLstat(p string) (FileInfo, error) {
-	fi, err := os.Lstat(p)
-	if err != nil {
-		return FileInfo{}, fsNotFound(p, err)
+// fsLstat describes p without following a final symlink. berth's own
+// directories and what is in them are not shown.
+func (s *server) fsLstat(p string) (FileInfo, error) {
+	if p == "/" {
+		d, err := fsOpenDir("/")
+		if err != nil {
+			return FileInfo{}, err
+		}
+		defer d.Close()
+		st, err := d.stat()
+		if err != nil {
+			return FileInfo{}, err
+		}
+		return fsInfoStat(p, &st), nil
 	}
-	info := fsInfo(p, fi)
-	if info.Type == FileTypeSymlink {
-		// A link that changes between lstat and readlink is reported with
-		// an empty target rather than failing the whole call.
-		info.LinkTarget, _ = os.Readlink(p)
+	d, name, err := fsParent(p)
+	if err != nil {
+		return FileInfo{}, err
+	}
+	defer d.Close()
+	if err := s.fsCheckDir(d, p, "read"); err != nil {
+		return FileInfo{}, err
+	}
+	info, err := d.info(name, p)
+	if err != nil {
+		return FileInfo{}, err
+	}
+	if info.Type == FileTypeDir {
+		if sub, err := d.openDir(name); err == nil {
+			prot := s.fsGuard().is(sub)
+			sub.Close()
+			if prot != "" {
+				return FileInfo{}, fsErrorf(CodePermission, "refusing to read %s: it belongs to berth", p)
+			}
+		}
 	}
 	return info, nil
 }
@@ -230,28 +207,44 @@ func fsNotFound(p string, err error) error {
 }
 
 // fsOpenRegular opens p (following symlinks) for reading and makes sure it
-// is a regular file. O_NONBLOCK keeps a FIFO from blocking the open until a
-// writer shows up; for regular files the flag means nothing.
-func fsOpenRegular(p string) (*os.File, fs.FileInfo, error) {
-	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
+// is a regular file. The file is first opened O_PATH, which has no effect
+// on what it is (a FIFO would block until a writer shows up, a device may
+// rewind a tape), and only a regular file is then opened for reading,
+// through that handle, so it is the same file.
+func (s *server) fsOpenRegular(p string) (*os.File, fs.FileInfo, error) {
+	fd, err := fsEINTR(func() (int, error) { return unix.Open(p, unix.O_PATH|unix.O_CLOEXEC, 0) })
 	if err != nil {
 		if errors.Is(err, syscall.ELOOP) {
 			return nil, nil, fsErrorf(CodeInvalid, "%s: too many levels of symbolic links", p)
 		}
-		return nil, nil, fsNotFound(p, err)
+		return nil, nil, fsNotFound(p, &fs.PathError{Op: "open", Path: p, Err: err})
 	}
+	defer func() { _ = unix.Close(fd) }()
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, nil, &fs.PathError{Op: "stat", Path: p, Err: err}
+	}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFREG:
+	case unix.S_IFDIR:
+		return nil, nil, fsErrorf(CodeIsDirectory, "%s is a directory", p)
+	default:
+		return nil, nil, fsErrorf(CodeInvalid, "%s is not a regular file (%s); only regular files can be read", p, fsDescribeType(fsGoModeOf(st.Mode)))
+	}
+	if prot := s.fsGuard().fileIn(fd); prot != "" {
+		return nil, nil, fsErrorf(CodePermission, "refusing to read %s: %s belongs to berth", p, prot)
+	}
+	rfd, err := fsEINTR(func() (int, error) {
+		return unix.Open("/proc/self/fd/"+strconv.Itoa(fd), unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	})
+	if err != nil {
+		return nil, nil, fsNotFound(p, &fs.PathError{Op: "open", Path: p, Err: err})
+	}
+	f := os.NewFile(uintptr(rfd), p)
 	fi, err := f.Stat()
 	if err != nil {
 		_ = f.Close()
 		return nil, nil, err
-	}
-	switch {
-	case fi.IsDir():
-		_ = f.Close()
-		return nil, nil, fsErrorf(CodeIsDirectory, "%s is a directory", p)
-	case !fi.Mode().IsRegular():
-		_ = f.Close()
-		return nil, nil, fsErrorf(CodeInvalid, "%s is not a regular file (%s)", p, fsDescribeType(fi.Mode()))
 	}
 	return f, fi, nil
 }
@@ -284,94 +277,71 @@ func (s *server) fsOwner() (uid, gid int) {
 	return -1, -1
 }
 
-// fsChown changes ownership without following a final symlink. An agent
-// that is not root (tests, rootless setups) cannot give files away, and
-// should still work, so there the failure is ignored.
-func fsChown(p string, uid, gid int) error {
-	if uid < 0 && gid < 0 {
-		return nil
+// fsMkdirAll opens directory p, creating it and its missing parents with
+// mode 0755 (whatever the umask), owned by uid:gid, and reports whether
+// it created p. It goes down from "/" one handle at a time, so each
+// directory is created in the one just opened (after checking that it is
+// not one of berth's), whatever is renamed meanwhile; existing symlinks on
+// the way are followed.
+func (s *server) fsMkdirAll(p string, uid, gid int) (*fsDir, bool, error) {
+	if d, err := fsOpenDir(p); err == nil {
+		return d, false, nil
+	} else if errors.Is(err, unix.ENOTDIR) {
+		return nil, false, fsErrorf(CodeNotDirectory, "%s (or a directory above it) exists and is not a directory", p)
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return nil, false, err
 	}
-	if err := os.Lchown(p, uid, gid); err != nil {
-		if os.Geteuid() != 0 {
-			return nil
-		}
-		return err
+	cur, err := fsOpenDir("/")
+	if err != nil {
+		return nil, false, err
 	}
-	return nil
-}
-
-func fsFchown(f *os.File, uid, gid int) error {
-	if uid < 0 && gid < 0 {
-		return nil
-	}
-	if err := f.Chown(uid, gid); err != nil {
-		if os.Geteuid() != 0 {
-			return nil
-		}
-		return err
-	}
-	return nil
-}
-
-// fsStatOwner returns the owner of fi, for keeping it across a rewrite.
-func fsStatOwner(fi fs.FileInfo) (uid, gid int) {
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		return int(st.Uid), int(st.Gid)
-	}
-	return -1, -1
-}
-
-// fsSyncDir makes a rename or create in dir durable. Failure is not
-// reported: the operation itself succeeded and is visible; only its
-// survival of a power cut is in doubt, which callers cannot act on.
-func fsSyncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		_ = d.Close()
-	}
-}
-
-// fsMkdirAll creates p and its missing parents with mode 0755 (whatever
-// the umask), owned by uid:gid, and reports whether it created p.
-func fsMkdirAll(p string, uid, gid int) (bool, error) {
-	fi, err := os.Stat(p)
-	if err == nil {
-		if !fi.IsDir() {
-			return false, fsErrorf(CodeNotDirectory, "%s exists and is not a directory", p)
-		}
-		return false, nil
-	}
-	if !errors.Is(err, fs.ErrNotExist) {
-		return false, fsNotFound(p, err)
-	}
-	if parent := path.Dir(p); parent != p {
-		if _, err := fsMkdirAll(parent, uid, gid); err != nil {
-			return false, err
-		}
-	}
-	if err := os.Mkdir(p, 0o755); err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			// Created by someone else meanwhile; fine if it is a directory.
-			if fi, serr := os.Stat(p); serr == nil && fi.IsDir() {
-				return false, nil
+	created := false
+	for rest := strings.TrimPrefix(p, "/"); rest != ""; {
+		var name string
+		name, rest, _ = strings.Cut(rest, "/")
+		at := cur.join(name)
+		next, err := fsOpenDirAt(cur.fd, name, true, at)
+		created = false
+		if errors.Is(err, fs.ErrNotExist) {
+			next, err = s.fsMkdirIn(cur, name, at, uid, gid)
+			if errors.Is(err, fs.ErrExist) {
+				// Created by someone else meanwhile; fine if it is a
+				// directory.
+				next, err = fsOpenDirAt(cur.fd, name, true, at)
+			} else {
+				created = err == nil
 			}
-			return false, fsErrorf(CodeNotDirectory, "%s exists and is not a directory", p)
 		}
-		return false, err
+		cur.Close()
+		if errors.Is(err, unix.ENOTDIR) {
+			return nil, false, fsErrorf(CodeNotDirectory, "%s exists and is not a directory", at)
+		}
+		if err != nil {
+			return nil, false, err
+		}
+		cur = next
 	}
-	if err := fsSetupNew(p, 0o755, uid, gid); err != nil {
-		return true, err
-	}
-	return true, nil
+	return cur, created, nil
 }
 
-// fsSetupNew gives a newly created entry its mode (not the umask's) and
-// owner. chown before chmod, because chown clears setuid and setgid.
-func fsSetupNew(p string, mode uint32, uid, gid int) error {
-	if err := fsChown(p, uid, gid); err != nil {
-		return err
+// fsMkdirIn creates directory name in d, mode 0755 owned by uid:gid, and
+// opens it.
+func (s *server) fsMkdirIn(d *fsDir, name, p string, uid, gid int) (*fsDir, error) {
+	if err := s.fsCheckDir(d, p, "create"); err != nil {
+		return nil, err
 	}
-	return os.Chmod(p, fsGoMode(mode))
+	if err := d.mkdir(name, 0o700); err != nil {
+		return nil, err
+	}
+	sub, err := d.openDir(name)
+	if err != nil {
+		return nil, err
+	}
+	if err := fsSetupFD(sub.fd, 0o755, uid, gid); err != nil {
+		sub.Close()
+		return nil, err
+	}
+	return sub, nil
 }
 
 // fsPathLocks serializes the agent's own rewrites of one file, so that an
@@ -419,16 +389,12 @@ type fsStamp struct {
 	mtime, ctime time.Time
 }
 
-func fsStampOf(fi fs.FileInfo) (fsStamp, bool) {
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return fsStamp{}, false
-	}
+func fsStampOf(st *unix.Stat_t) fsStamp {
 	return fsStamp{
-		dev:   st.Dev,
+		dev:   uint64(st.Dev),
 		ino:   st.Ino,
 		size:  st.Size,
 		mtime: time.Unix(st.Mtim.Unix()),
 		ctime: time.Unix(st.Ctim.Unix()),
-	}, true
+	}
 }

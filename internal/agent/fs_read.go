@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"golang.org/x/sys/unix"
 	"hash"
 	"io"
 	"io/fs"
@@ -54,7 +55,7 @@ func (s *server) handleStat(w http.ResponseWriter, r *http.Request) {
 		s.fsWriteError(w, r, err)
 		return
 	}
-	info, err := fsLstat(p)
+	info, err := s.fsLstat(p)
 	if err != nil {
 		s.fsWriteError(w, r, err)
 		return
@@ -69,7 +70,11 @@ var errFSWalkLimit = errors.New("walk limit reached")
 // symlinks (a link to "/" would otherwise turn any walk into a walk of
 // the whole container, or a loop).
 type fsWalker struct {
-	ctx     context.Context
+	ctx context.Context
+	// guard keeps the walk out of berth's directories: the root is
+	// refused if it is one or inside one, and such a directory met below
+	// it is passed over.
+	guard   *fsProtect
 	skip    map[string]bool
 	max     int
 	visited int
@@ -80,7 +85,19 @@ type fsWalker struct {
 type fsVisit func(p string, d fs.DirEntry) error
 
 func (w *fsWalker) walk(root string, visit fsVisit) error {
-	entries, err := w.readDir(root)
+	d, err := fsOpenDir(root)
+	if err != nil {
+		return fsNotFound(root, err)
+	}
+	defer d.Close()
+	prot, err := w.guard.within(d)
+	if err != nil {
+		return err
+	}
+	if prot != "" {
+		return fsErrorf(CodePermission, "refusing to read %s: %s belongs to berth (its agent's socket and binary live there)", root, prot)
+	}
+	entries, err := w.readDirFrom(d)
 	if err != nil {
 		return fsNotFound(root, err)
 	}
@@ -126,11 +143,21 @@ func (w *fsWalker) walkEntries(dir string, entries []fs.DirEntry, visit fsVisit)
 // the walk may still visit: a directory with millions of entries must not
 // be read into memory whole to report that it is too big.
 func (w *fsWalker) readDir(dir string) ([]fs.DirEntry, error) {
-	f, err := os.Open(dir)
+	// Not following a final symlink: the walk saw a directory here, and
+	// a symlink put in its place since must not lead it elsewhere.
+	d, err := fsOpenDirAt(unix.AT_FDCWD, dir, false, dir)
 	if err != nil {
 		return nil, err
 	}
-	defer func() { _ = f.Close() }()
+	defer d.Close()
+	if w.guard.is(d) != "" {
+		return nil, nil
+	}
+	return w.readDirFrom(d)
+}
+
+func (w *fsWalker) readDirFrom(d *fsDir) ([]fs.DirEntry, error) {
+	f := d.f
 	room := w.max - w.visited + 1
 	var out []fs.DirEntry
 	for len(out) < room {
@@ -196,7 +223,7 @@ func (s *server) fsList(ctx context.Context, req ListRequest) (ListResult, error
 	}
 
 	var paths []string
-	w := &fsWalker{ctx: ctx, skip: fsSkipDirs(p), max: maxEntries}
+	w := &fsWalker{ctx: ctx, guard: s.fsGuard(), skip: fsSkipDirs(p), max: maxEntries}
 	err = w.walk(p, func(q string, d fs.DirEntry) error {
 		paths = append(paths, q)
 		if !req.Recursive {
@@ -222,7 +249,7 @@ func (s *server) fsList(ctx context.Context, req ListRequest) (ListResult, error
 	end := min(req.Offset+limit, len(paths))
 	budget := fsResponseBudget
 	for i := req.Offset; i < end; i++ {
-		info, err := fsLstat(paths[i])
+		info, err := s.fsLstat(paths[i])
 		if err != nil {
 			continue
 		}
@@ -500,7 +527,7 @@ func (s *server) fsReadText(ctx context.Context, req ReadTextRequest) (ReadTextR
 	tail := min(req.Tail, ReadMaxLimit)
 	maxBytes := fsLimit(req.MaxBytes, ReadDefaultMaxBytes, ReadMaxBytes)
 
-	f, fi, err := fsOpenRegular(p)
+	f, fi, err := s.fsOpenRegular(p)
 	if err != nil {
 		return ReadTextResult{}, err
 	}
@@ -665,24 +692,35 @@ func (s *server) handleReadRange(w http.ResponseWriter, r *http.Request) {
 		s.fsWriteError(w, r, fsErrorf(CodeInvalid, "offset must not be negative (got %d)", offset))
 		return
 	}
-	f, fi, err := fsOpenRegular(p)
+	f, fi, err := s.fsOpenRegular(p)
 	if err != nil {
 		s.fsWriteError(w, r, err)
 		return
 	}
 	defer func() { _ = f.Close() }()
+	var body io.Reader = f
+	info := fsInfo(p, fi)
 	start := min(offset, fi.Size())
 	n := fi.Size() - start
 	if length > 0 && length < n {
 		n = length
 	}
-	if start > 0 {
+	if fi.Size() == 0 {
+		// Files of /proc and /sys say 0 bytes and have content, made when
+		// read: read it (up to the cap) to know how much there is.
+		data, err := fsReadPseudo(f, offset, length)
+		if err != nil {
+			s.fsWriteError(w, r, err)
+			return
+		}
+		body, n, info.Size = bytes.NewReader(data), int64(len(data)), offset+int64(len(data))
+	} else if start > 0 {
 		if _, err := f.Seek(start, io.SeekStart); err != nil {
 			s.fsWriteError(w, r, err)
 			return
 		}
 	}
-	hdr, err := fsASCIIJSON(fsInfo(p, fi))
+	hdr, err := fsASCIIJSON(info)
 	if err != nil {
 		s.fsWriteError(w, r, err)
 		return
@@ -698,9 +736,28 @@ func (s *server) handleReadRange(w http.ResponseWriter, r *http.Request) {
 	// can). If the file shrinks meanwhile, the body comes up short of
 	// Content-Length and the client sees an unexpected EOF, not a silently
 	// shorter file.
-	if _, err := io.CopyN(w, f, n); err != nil {
+	if _, err := io.CopyN(w, body, n); err != nil {
 		s.log.Debug("file download ended early", "path", p, "err", err)
 	}
+}
+
+// fsPseudoMax caps what is read of a file whose size is not known (a
+// /proc or /sys file that says 0 bytes).
+const fsPseudoMax = 16 << 20
+
+// fsReadPseudo reads length bytes (all, up to fsPseudoMax, for 0) from
+// offset of a file that does not know its size.
+func fsReadPseudo(f *os.File, offset, length int64) ([]byte, error) {
+	if length <= 0 || length > fsPseudoMax {
+		length = fsPseudoMax
+	}
+	if offset > 0 {
+		// Many such files cannot seek; reading up to offset works for all.
+		if _, err := io.CopyN(io.Discard, f, offset); err != nil && err != io.EOF {
+			return nil, err
+		}
+	}
+	return io.ReadAll(io.LimitReader(f, length))
 }
 
 func fsQueryInt(v string) (int64, error) {

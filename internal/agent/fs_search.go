@@ -88,7 +88,7 @@ func (s *server) fsFind(ctx context.Context, req FindRequest) (FindResult, error
 			res.Truncated, res.Reason = true, fsReasonMaxResults
 			return errFSStop
 		}
-		info, err := fsLstat(p)
+		info, err := s.fsLstat(p)
 		if err != nil {
 			return nil
 		}
@@ -113,7 +113,7 @@ func (s *server) fsFind(ctx context.Context, req FindRequest) (FindResult, error
 		}
 		return res, nil
 	}
-	w := &fsWalker{ctx: ctx, skip: fsSkipDirs(root), max: maxEntries}
+	w := &fsWalker{ctx: ctx, guard: s.fsGuard(), skip: fsSkipDirs(root), max: maxEntries}
 	err = w.walk(root, func(p string, d fs.DirEntry) error { return visit(p, d.Type()) })
 	res.Scanned = min(w.visited, maxEntries)
 	switch {
@@ -217,7 +217,7 @@ func (s *server) fsGrep(ctx context.Context, req GrepRequest) (GrepResult, error
 	case fi.Mode().IsRegular():
 		err = g.file(root, true)
 	case fi.IsDir():
-		w := &fsWalker{ctx: ctx, skip: fsSkipDirs(root), max: GrepMaxEntries}
+		w := &fsWalker{ctx: ctx, guard: s.fsGuard(), skip: fsSkipDirs(root), max: GrepMaxEntries}
 		err = w.walk(root, func(p string, d fs.DirEntry) error {
 			if !d.Type().IsRegular() {
 				return nil

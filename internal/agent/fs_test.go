@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"os"
 	"path"
@@ -27,6 +28,28 @@ import (
 // directory, and returns a client for it and that directory.
 func startFSAgent(t *testing.T, user *Credential) (*Client, string) {
 	t.Helper()
+	c, data, _ := startFSAgentProt(t, user)
+	return c, data
+}
+
+// startFSAgentProt is startFSAgent with berth's directories played by
+// PROT/run/berth (holding a socket named agent.sock) and PROT/.berth
+// (holding a file named berth), under a temporary PROT that it returns.
+func startFSAgentProt(t *testing.T, user *Credential) (*Client, string, string) {
+	t.Helper()
+	prot := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(prot, "run", "berth"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(prot, ".berth"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	mustWrite(t, filepath.Join(prot, ".berth", "berth"), "binary")
+	l, err := net.Listen("unix", filepath.Join(prot, "run", "berth", SocketName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close() })
 	// Socket paths are limited to 107 bytes; test temp dirs carry the test
 	// name and can be longer.
 	sockDir, err := os.MkdirTemp("", "bfs")
@@ -46,6 +69,8 @@ func startFSAgent(t *testing.T, user *Credential) (*Client, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	s.fsProt = newFSProtect([]string{filepath.Join(prot, "run", "berth"), filepath.Join(prot, ".berth")})
+	t.Cleanup(s.fsProt.close)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.run(ctx) }()
@@ -65,7 +90,7 @@ func startFSAgent(t *testing.T, user *Credential) (*Client, string) {
 	}
 	c := NewClient(sock)
 	t.Cleanup(c.Close)
-	return c, data
+	return c, data, prot
 }
 
 func wantCode(t *testing.T, err error, code string) *RemoteError {
@@ -653,7 +678,7 @@ func TestFSWriteAtomic(t *testing.T) {
 }
 
 func TestFSWrite(t *testing.T) {
-	c, data := startFSAgent(t, nil)
+	c, data, prot := startFSAgentProt(t, nil)
 	ctx := context.Background()
 
 	res, err := c.Write(ctx, WriteRequest{Path: "new.txt"}, strings.NewReader("hello\n"))
@@ -718,12 +743,29 @@ func TestFSWrite(t *testing.T) {
 	wantCode(t, err, CodeInvalid)
 
 	// Berth's own directories are off limits.
-	_, err = c.Write(ctx, WriteRequest{Path: "/run/berth/agent.sock"}, strings.NewReader("x"))
+	for _, p := range []string{"/run/berth/agent.sock", "/run/berth/new", "/.berth/berth"} {
+		_, err = c.Write(ctx, WriteRequest{Path: prot + p}, strings.NewReader("x"))
+		wantCode(t, err, CodePermission)
+	}
+	// Nor through a symlink to one of them, or to a file in one.
+	os.Symlink(prot+"/run/berth", filepath.Join(data, "sockdir"))
+	_, err = c.Write(ctx, WriteRequest{Path: "sockdir/new"}, strings.NewReader("x"))
 	wantCode(t, err, CodePermission)
+	os.Symlink(prot+"/.berth/berth", filepath.Join(data, "binlink"))
+	_, err = c.Write(ctx, WriteRequest{Path: "binlink"}, strings.NewReader("x"))
+	wantCode(t, err, CodePermission)
+	if mustRead(t, prot+"/.berth/berth") != "binary" {
+		t.Error("a write through a symlink changed berth's binary")
+	}
 
 	// The size cap of a write.
 	dir := t.TempDir()
-	_, _, _, err = fsWriteTemp(filepath.Join(dir, "f"), strings.NewReader(strings.Repeat("x", 101)), 100, 0o644, -1, -1)
+	d, err := fsOpenDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	_, _, _, err = fsWriteTemp(d, "f", strings.NewReader(strings.Repeat("x", 101)), 100, 0o644, -1, -1)
 	if fe := fsClassify(err); fe.code != CodeTooLarge {
 		t.Errorf("writing 101 bytes with a cap of 100: %v", err)
 	}
@@ -760,7 +802,12 @@ func TestFSWriteConflict(t *testing.T) {
 
 	// A change behind the agent's back between the check and the rename
 	// is caught by the re-check.
-	check, err := fsCheckRevision(filepath.Join(data, "f"), sha("v2"))
+	dd, err := fsOpenDir(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dd.Close()
+	check, err := fsCheckRevision(fsRevisionCheck{dir: dd, name: "f", target: filepath.Join(data, "f"), expected: sha("v2")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -872,7 +919,7 @@ func TestFSEdit(t *testing.T) {
 }
 
 func TestFSMkdirDelete(t *testing.T) {
-	c, data := startFSAgent(t, nil)
+	c, data, prot := startFSAgentProt(t, nil)
 	ctx := context.Background()
 
 	fi, err := c.Mkdir(ctx, "d", false)
@@ -893,15 +940,22 @@ func TestFSMkdirDelete(t *testing.T) {
 	_, err = c.Mkdir(ctx, "file", true)
 	wantCode(t, err, CodeNotDirectory)
 
-	for _, p := range []string{"/", "/run/berth", "/run/berth/agent.sock", "/run", "/.berth/berth", "/data/../"} {
+	for _, p := range []string{"/", prot, prot + "/run/berth", prot + "/run/berth/agent.sock", prot + "/run", prot + "/.berth/berth", "/data/../"} {
 		re := wantCode(t, c.Delete(ctx, p, true), CodePermission)
 		if !strings.Contains(re.Message, "refusing") {
 			t.Errorf("delete %s: message %q", p, re.Message)
 		}
 	}
 	// Nor through a symlink to one of them.
-	os.Symlink("/run", filepath.Join(data, "runlink"))
+	os.Symlink(prot+"/run", filepath.Join(data, "runlink"))
 	wantCode(t, c.Delete(ctx, "runlink/berth", true), CodePermission)
+	wantCode(t, c.Delete(ctx, "runlink/berth/agent.sock", false), CodePermission)
+	// Nor made in them.
+	_, err = c.Mkdir(ctx, "runlink/berth/sub", false)
+	wantCode(t, err, CodePermission)
+	_, err = c.Mkdir(ctx, "runlink/berth/sub/deeper", true)
+	wantCode(t, err, CodePermission)
+	protEntries(t, prot)
 
 	re := wantCode(t, c.Delete(ctx, "x", false), CodeNotEmpty)
 	if !strings.Contains(re.Message, "recursive") {
@@ -931,7 +985,7 @@ func TestFSMkdirDelete(t *testing.T) {
 }
 
 func TestFSMoveCopy(t *testing.T) {
-	c, data := startFSAgent(t, nil)
+	c, data, prot := startFSAgentProt(t, nil)
 	ctx := context.Background()
 	mustWrite(t, filepath.Join(data, "a.txt"), "A")
 	mustWrite(t, filepath.Join(data, "b.txt"), "B")
@@ -995,8 +1049,17 @@ func TestFSMoveCopy(t *testing.T) {
 	}
 	_, err = c.Move(ctx, "dst", "dst/x/sub", false)
 	wantCode(t, err, CodeInvalid)
-	_, err = c.Move(ctx, "dst", "/run/berth/x", false)
+	_, err = c.Move(ctx, "dst", prot+"/run/berth/x", false)
 	wantCode(t, err, CodePermission)
+	_, err = c.Copy(ctx, "b.txt", prot+"/run/berth/agent.sock", true)
+	wantCode(t, err, CodePermission)
+	_, err = c.Move(ctx, prot+"/run/berth/agent.sock", "stolen", false)
+	wantCode(t, err, CodePermission)
+	_, err = c.Copy(ctx, prot+"/run", "runcopy", false)
+	wantCode(t, err, CodePermission)
+	_, err = c.Move(ctx, prot+"/run", "runmoved", false)
+	wantCode(t, err, CodePermission)
+	protEntries(t, prot)
 	entries, _ := os.ReadDir(data)
 	for _, e := range entries {
 		if strings.HasPrefix(e.Name(), ".berth-") {
@@ -1226,5 +1289,30 @@ func TestFSClientRejectsBadAnswers(t *testing.T) {
 				t.Errorf("Stat accepted %s: %v", body, err)
 			}
 		})
+	}
+}
+
+// protEntries fails unless the protected directories of startFSAgentProt
+// hold exactly what it put there.
+func protEntries(t *testing.T, prot string) {
+	t.Helper()
+	for dir, want := range map[string]string{"run/berth": SocketName, ".berth": "berth"} {
+		entries, err := os.ReadDir(filepath.Join(prot, dir))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(entries) != 1 || entries[0].Name() != want {
+			var names []string
+			for _, e := range entries {
+				names = append(names, e.Name())
+			}
+			t.Errorf("%s holds %v; want only %s", dir, names, want)
+		}
+	}
+	if fi, err := os.Lstat(filepath.Join(prot, "run", "berth", SocketName)); err != nil || fi.Mode()&os.ModeSocket == 0 {
+		t.Errorf("the socket was replaced: %v, %v", fi, err)
+	}
+	if mustRead(t, filepath.Join(prot, ".berth", "berth")) != "binary" {
+		t.Error("the binary was changed")
 	}
 }

@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -12,7 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path"
-	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -70,13 +69,10 @@ func (s *server) fsWrite(r *http.Request) (WriteResult, error) {
 	if r.ContentLength > MaxWriteBytes {
 		return WriteResult{}, fsErrorf(CodeTooLarge, "content of %d bytes is larger than the %d bytes one write allows", r.ContentLength, int64(MaxWriteBytes))
 	}
-	if err := fsCheckMutable(p, "write", false); err != nil {
-		return WriteResult{}, err
-	}
 	// With an expected revision the file must exist already, so there are
 	// no parents to make, and a missing one is a conflict like a missing
 	// file.
-	plan, err := s.fsPlanWrite(p, req.MakeParents && req.ExpectedRevision == "")
+	plan, err := s.fsPlanWrite(p, req.MakeParents && req.ExpectedRevision == "", "write")
 	if err != nil {
 		var fe *fsError
 		if req.ExpectedRevision != "" && errors.As(err, &fe) && fe.code == CodeNotFound {
@@ -84,49 +80,50 @@ func (s *server) fsWrite(r *http.Request) (WriteResult, error) {
 		}
 		return WriteResult{}, err
 	}
+	defer plan.dir.Close()
 	var pre fsRevisionCheck
 	if req.ExpectedRevision != "" {
 		// Checked before taking the body so that a stale write fails at
 		// once instead of after uploading gigabytes; checked again below,
 		// cheaply if the file did not change.
-		if pre, err = fsCheckRevision(plan.target, req.ExpectedRevision); err != nil {
+		if pre, err = plan.checkRevision(req.ExpectedRevision); err != nil {
 			return WriteResult{}, err
 		}
 	}
 	if req.Mode == "" {
 		mode = 0o644
 		if plan.old != nil {
-			mode = fsModeBits(plan.old.Mode())
+			mode = plan.old.Mode & 0o7777
 		}
 	}
 	uid, gid := s.fsOwner()
 	if plan.old != nil {
-		uid, gid = fsStatOwner(plan.old)
+		uid, gid = int(plan.old.Uid), int(plan.old.Gid)
 	}
-	tmp, n, sum, err := fsWriteTemp(plan.target, r.Body, MaxWriteBytes, mode, uid, gid)
+	tmp, n, sum, err := fsWriteTemp(plan.dir, plan.name, r.Body, MaxWriteBytes, mode, uid, gid)
 	if err != nil {
 		return WriteResult{}, err
 	}
 	committed := false
 	defer func() {
 		if !committed {
-			_ = os.Remove(tmp)
+			_ = plan.dir.unlink(tmp, 0)
 		}
 	}()
 
-	unlock := fsLocks.lock(plan.target)
+	unlock := fsLocks.lock(plan.key())
 	defer unlock()
 	if req.ExpectedRevision != "" {
 		if err := pre.recheck(); err != nil {
 			return WriteResult{}, err
 		}
 	}
-	_, statErr := os.Lstat(plan.target)
-	if err := os.Rename(tmp, plan.target); err != nil {
+	_, statErr := plan.dir.lstat(plan.name)
+	if err := plan.dir.rename(tmp, plan.dir, plan.name, 0); err != nil {
 		return WriteResult{}, err
 	}
 	committed = true
-	fsSyncDir(path.Dir(plan.target))
+	plan.dir.sync()
 	res := WriteResult{Path: plan.target, Size: n, Created: statErr != nil}
 	if n <= MaxRevisionBytes {
 		res.Revision = hex.EncodeToString(sum)
@@ -136,75 +133,138 @@ func (s *server) fsWrite(r *http.Request) (WriteResult, error) {
 
 // fsWritePlan is where a write goes and what it replaces.
 type fsWritePlan struct {
-	// target is the file to replace: the request's path, or where the
-	// symlink there points.
+	// dir holds the file to replace, name: the request's path, or where
+	// the symlink there points.
+	dir  *fsDir
+	name string
+	// target is that file's path, for results and messages.
 	target string
 	// old is the file being replaced, nil if there is none.
-	old fs.FileInfo
+	old *unix.Stat_t
 }
+
+// key names the file for fsLocks: by its directory's identity, which two
+// paths to one file share.
+func (pl *fsWritePlan) key() string {
+	st, err := pl.dir.stat()
+	if err != nil {
+		return pl.target
+	}
+	return fmt.Sprintf("%d:%d/%s", st.Dev, st.Ino, pl.name)
+}
+
+// fsMaxLinks bounds the symlinks a write follows, as the kernel does.
+const fsMaxLinks = 40
 
 // fsPlanWrite finds the file that a write to p replaces, and makes sure its
 // directory exists. A symlink is written through, as editors and shell
-// redirection do, rather than replaced by a file.
-func (s *server) fsPlanWrite(p string, makeParents bool) (*fsWritePlan, error) {
-	pl := &fsWritePlan{target: p}
-	fi, err := os.Lstat(p)
-	if err == nil && fi.Mode()&fs.ModeSymlink != 0 {
-		real, rerr := filepath.EvalSymlinks(p)
-		if rerr != nil {
-			link, _ := os.Readlink(p)
-			return nil, fsErrorf(CodeInvalid, "%s is a symlink to %q, which cannot be resolved (%v); write to the target's path or delete the link first", p, link, rerr)
-		}
-		pl.target = real
-		if err := fsCheckMutable(real, "write", false); err != nil {
-			return nil, err
-		}
-		fi, err = os.Lstat(real)
+// redirection do, rather than replaced by a file; it is followed one link
+// at a time from the handle of the directory it is in, and the file it
+// leads to must exist. op names the operation in messages.
+func (s *server) fsPlanWrite(p string, makeParents bool, op string) (*fsWritePlan, error) {
+	if p == "/" {
+		return nil, fsErrorf(CodeIsDirectory, "/ is a directory")
 	}
-	switch {
-	case err == nil && fi.IsDir():
-		return nil, fsErrorf(CodeIsDirectory, "%s is a directory", pl.target)
-	case err == nil && !fi.Mode().IsRegular():
-		return nil, fsErrorf(CodeInvalid, "%s is %s, not a regular file; refusing to replace it", pl.target, fsDescribeType(fi.Mode()))
-	case err == nil:
-		pl.old = fi
-	case !errors.Is(err, fs.ErrNotExist):
-		return nil, fsNotFound(pl.target, err)
-	}
-	dir := path.Dir(pl.target)
-	dfi, err := os.Stat(dir)
+	dirPath, name := path.Dir(p), path.Base(p)
+	d, err := fsOpenDir(dirPath)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		if !makeParents {
-			return nil, fsErrorf(CodeNotFound, "directory %s does not exist; set make_parents to create it", dir)
+			return nil, fsErrorf(CodeNotFound, "directory %s does not exist; set make_parents to create it", dirPath)
 		}
 		uid, gid := s.fsOwner()
-		if _, err := fsMkdirAll(dir, uid, gid); err != nil {
+		if d, _, err = s.fsMkdirAll(dirPath, uid, gid); err != nil {
 			return nil, err
 		}
+	case errors.Is(err, unix.ENOTDIR):
+		return nil, fsErrorf(CodeNotDirectory, "%s is not a directory", dirPath)
 	case err != nil:
-		return nil, fsNotFound(dir, err)
-	case !dfi.IsDir():
-		return nil, fsErrorf(CodeNotDirectory, "%s is not a directory", dir)
+		return nil, err
 	}
+	pl := &fsWritePlan{dir: d, name: name, target: p}
+	ok := false
+	defer func() {
+		if !ok {
+			pl.dir.Close()
+		}
+	}()
+	st, err := d.lstat(name)
+	followed := false
+	for links := 0; err == nil && st.Mode&unix.S_IFMT == unix.S_IFLNK; links++ {
+		link, rerr := pl.dir.readlink(pl.name)
+		if rerr != nil {
+			return nil, rerr
+		}
+		if links >= fsMaxLinks {
+			return nil, fsErrorf(CodeInvalid, "%s: too many levels of symbolic links", p)
+		}
+		followed = true
+		if err = pl.follow(link); err != nil {
+			return nil, fsErrorf(CodeInvalid, "%s is a symlink to %q, which cannot be resolved (%v); write to the target's path or delete the link first", p, link, err)
+		}
+		if st, err = pl.dir.lstat(pl.name); err != nil {
+			return nil, fsErrorf(CodeInvalid, "%s is a symlink to %q, which does not exist; write to the target's path or delete the link first", p, link)
+		}
+	}
+	if followed {
+		pl.target = fsJoin(pl.dir.realPath(), pl.name)
+	}
+	if err := s.fsCheckDir(pl.dir, pl.target, op); err != nil {
+		return nil, err
+	}
+	switch {
+	case err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR:
+		return nil, fsErrorf(CodeIsDirectory, "%s is a directory", pl.target)
+	case err == nil && st.Mode&unix.S_IFMT != unix.S_IFREG:
+		return nil, fsErrorf(CodeInvalid, "%s is %s, not a regular file; refusing to replace it", pl.target, fsDescribeType(fsGoModeOf(st.Mode)))
+	case err == nil:
+		pl.old = &st
+	case !errors.Is(err, fs.ErrNotExist):
+		return nil, fsNotFound(pl.target, err)
+	}
+	ok = true
 	return pl, nil
 }
 
-// fsWriteTemp writes src (at most limit bytes) to a new temporary file next
-// to target, so that a rename can replace target atomically: a reader sees
-// the old or the new content, never a mix. The file is synced before it is
-// renamed, or a crash could leave target empty.
-func fsWriteTemp(target string, src io.Reader, limit int64, mode uint32, uid, gid int) (tmp string, n int64, sum []byte, err error) {
-	base := string(fsCutUTF8([]byte(path.Base(target)), 64))
-	f, err := os.CreateTemp(path.Dir(target), ".berth-"+strings.ReplaceAll(base, "*", "_")+"-*.tmp")
+// follow moves the plan to where the symlink target link, read from the
+// plan's directory, points: its directory opened from the plan's (or from
+// "/"), its last name not yet followed.
+func (pl *fsWritePlan) follow(link string) error {
+	base := pl.dir
+	start := pl.dir.fd
+	p := fsJoin(pl.dir.path, link)
+	if path.IsAbs(link) {
+		start, p = unix.AT_FDCWD, link
+	}
+	clean := path.Clean(link)
+	dir, name := path.Dir(clean), path.Base(clean)
+	if name == "." || name == ".." || name == "/" {
+		// Names a directory, which a write cannot replace.
+		return unix.EISDIR
+	}
+	next, err := fsOpenDirAt(start, dir, true, path.Dir(path.Clean(p)))
+	if err != nil {
+		return err
+	}
+	base.Close()
+	pl.dir, pl.name = next, name
+	return nil
+}
+
+// fsWriteTemp writes src (at most limit bytes) to a new temporary file in
+// d next to name, so that a rename can replace name atomically: a reader
+// sees the old or the new content, never a mix. The file is synced before
+// it is renamed, or a crash could leave the file empty. On failure nothing
+// is left behind.
+func fsWriteTemp(d *fsDir, name string, src io.Reader, limit int64, mode uint32, uid, gid int) (tmp string, n int64, sum []byte, err error) {
+	f, created, err := d.createTemp(name)
 	if err != nil {
 		return "", 0, nil, err
 	}
-	name := f.Name()
 	defer func() {
 		if err != nil {
 			_ = f.Close()
-			_ = os.Remove(name)
+			_ = d.unlink(created, 0)
 		}
 	}()
 	h := sha256.New()
@@ -214,7 +274,7 @@ func fsWriteTemp(target string, src io.Reader, limit int64, mode uint32, uid, gi
 		if errors.As(err, &mbe) {
 			return "", 0, nil, fsErrorf(CodeTooLarge, "content larger than %d bytes", limit)
 		}
-		return "", 0, nil, fmt.Errorf("writing %s: %w", target, err)
+		return "", 0, nil, fmt.Errorf("writing %s: %w", d.join(name), err)
 	}
 	if n > limit {
 		return "", 0, nil, fsErrorf(CodeTooLarge, "content larger than the %d bytes one write allows", limit)
@@ -222,16 +282,13 @@ func fsWriteTemp(target string, src io.Reader, limit int64, mode uint32, uid, gi
 	if err = f.Sync(); err != nil {
 		return "", 0, nil, err
 	}
-	if err = fsFchown(f, uid, gid); err != nil {
-		return "", 0, nil, err
-	}
-	if err = f.Chmod(fsGoMode(mode)); err != nil {
+	if err = fsSetupFD(int(f.Fd()), mode, uid, gid); err != nil {
 		return "", 0, nil, err
 	}
 	if err = f.Close(); err != nil {
 		return "", 0, nil, err
 	}
-	return name, n, h.Sum(nil), nil
+	return created, n, h.Sum(nil), nil
 }
 
 func fsCheckRevisionSyntax(rev string) error {
@@ -257,21 +314,23 @@ func fsShort(s string) string {
 // fsRevisionCheck remembers which version of a file matched an expected
 // revision, so the check can be repeated just before the file is replaced.
 type fsRevisionCheck struct {
-	target, expected string
-	stamp            fsStamp
-	hashedAt         time.Time
+	dir          *fsDir
+	name, target string
+	expected     string
+	stamp        fsStamp
+	hashedAt     time.Time
 }
 
-// fsHashFile returns the revision of target and the stat of the version
+// fsHashFile returns the revision of name in d and the stat of the version
 // hashed. A file too large for a revision has rev "".
-func fsHashFile(target string) (rev string, fi fs.FileInfo, err error) {
-	f, fi, err := fsOpenRegular(target)
+func fsHashFile(d *fsDir, name string) (rev string, st *unix.Stat_t, err error) {
+	f, st, err := fsOpenRegularAt(d, name)
 	if err != nil {
 		return "", nil, err
 	}
 	defer func() { _ = f.Close() }()
-	if fi.Size() > MaxRevisionBytes {
-		return "", fi, nil
+	if st.Size > MaxRevisionBytes {
+		return "", st, nil
 	}
 	h := sha256.New()
 	n, err := io.Copy(h, io.LimitReader(f, MaxRevisionBytes+1))
@@ -279,41 +338,66 @@ func fsHashFile(target string) (rev string, fi fs.FileInfo, err error) {
 		return "", nil, err
 	}
 	if n > MaxRevisionBytes {
-		return "", fi, nil
+		return "", st, nil
 	}
-	return hex.EncodeToString(h.Sum(nil)), fi, nil
+	return hex.EncodeToString(h.Sum(nil)), st, nil
 }
 
-func fsCheckRevision(target, expected string) (fsRevisionCheck, error) {
-	c := fsRevisionCheck{target: target, expected: expected, hashedAt: time.Now()}
-	rev, fi, err := fsHashFile(target)
+// fsOpenRegularAt opens name in d for reading without following it, and
+// makes sure it is a regular file.
+func fsOpenRegularAt(d *fsDir, name string) (*os.File, *unix.Stat_t, error) {
+	f, err := d.openFile(name, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY, 0)
+	if err != nil {
+		if errors.Is(err, unix.ELOOP) {
+			return nil, nil, fsErrorf(CodeConflict, "%s was replaced by a symlink", d.join(name))
+		}
+		return nil, nil, fsNotFound(d.join(name), err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		_ = f.Close()
+		return nil, nil, err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		_ = f.Close()
+		return nil, nil, fsErrorf(CodeInvalid, "%s is not a regular file (%s)", d.join(name), fsDescribeType(fsGoModeOf(st.Mode)))
+	}
+	return f, &st, nil
+}
+
+func (pl *fsWritePlan) checkRevision(expected string) (fsRevisionCheck, error) {
+	return fsCheckRevision(fsRevisionCheck{dir: pl.dir, name: pl.name, target: pl.target, expected: expected})
+}
+
+func fsCheckRevision(c fsRevisionCheck) (fsRevisionCheck, error) {
+	c.hashedAt = time.Now()
+	rev, st, err := fsHashFile(c.dir, c.name)
 	if err != nil {
 		var fe *fsError
 		if errors.As(err, &fe) && fe.code == CodeNotFound {
-			return c, fsErrorf(CodeConflict, "%s does not exist, but expected_revision %s was given: it was deleted or moved since it was read", target, expected)
+			return c, fsErrorf(CodeConflict, "%s does not exist, but expected_revision %s was given: it was deleted or moved since it was read", c.target, c.expected)
 		}
 		return c, err
 	}
 	if rev == "" {
-		return c, fsErrorf(CodeConflict, "%s is larger than %d bytes and so has no revision; write without expected_revision", target, MaxRevisionBytes)
+		return c, fsErrorf(CodeConflict, "%s is larger than %d bytes and so has no revision; write without expected_revision", c.target, MaxRevisionBytes)
 	}
-	if rev != expected {
-		return c, fsErrorf(CodeConflict, "%s has changed since it was read: its current revision is %s, not %s; read it again and redo the change", target, rev, expected)
+	if rev != c.expected {
+		return c, fsErrorf(CodeConflict, "%s has changed since it was read: its current revision is %s, not %s; read it again and redo the change", c.target, rev, c.expected)
 	}
-	c.stamp, _ = fsStampOf(fi)
+	c.stamp = fsStampOf(st)
 	return c, nil
 }
 
 // recheck repeats the check, hashing again only if the file may have
 // changed since it was hashed.
 func (c fsRevisionCheck) recheck() error {
-	fi, err := os.Stat(c.target)
-	if err == nil {
-		if st, ok := fsStampOf(fi); ok && st == c.stamp && st.ctime.Before(c.hashedAt.Add(-fsRacyWindow)) {
+	if st, err := c.dir.lstat(c.name); err == nil {
+		if s := fsStampOf(&st); s == c.stamp && s.ctime.Before(c.hashedAt.Add(-fsRacyWindow)) {
 			return nil
 		}
 	}
-	_, err = fsCheckRevision(c.target, c.expected)
+	_, err := fsCheckRevision(c)
 	return err
 }
 
@@ -336,18 +420,15 @@ func (s *server) fsEdit(ctx context.Context, req EditRequest) (EditResult, error
 	if err := fsCheckRevisionSyntax(req.ExpectedRevision); err != nil {
 		return EditResult{}, err
 	}
-	if !req.DryRun {
-		if err := fsCheckMutable(p, "edit", false); err != nil {
-			return EditResult{}, err
-		}
-	}
-	if _, err := os.Stat(p); errors.Is(err, fs.ErrNotExist) {
-		return EditResult{}, fsErrorf(CodeNotFound, "%s does not exist; use write to create a file", p)
-	}
-	plan, err := s.fsPlanWrite(p, false)
+	plan, err := s.fsPlanWrite(p, false, "edit")
 	if err != nil {
+		var fe *fsError
+		if errors.As(err, &fe) && fe.code == CodeNotFound {
+			return EditResult{}, fsErrorf(CodeNotFound, "%s does not exist; use write to create a file", p)
+		}
 		return EditResult{}, err
 	}
+	defer plan.dir.Close()
 	if plan.old == nil {
 		return EditResult{}, fsErrorf(CodeNotFound, "%s does not exist; use write to create a file", p)
 	}
@@ -355,16 +436,16 @@ func (s *server) fsEdit(ctx context.Context, req EditRequest) (EditResult, error
 
 	// Held from the read to the rename, so two edits through the agent
 	// cannot both start from the same content and lose one.
-	unlock := fsLocks.lock(target)
+	unlock := fsLocks.lock(plan.key())
 	defer unlock()
 	readAt := time.Now()
-	f, fi, err := fsOpenRegular(target)
+	f, st, err := fsOpenRegularAt(plan.dir, plan.name)
 	if err != nil {
 		return EditResult{}, err
 	}
-	if fi.Size() > MaxEditBytes {
+	if st.Size > MaxEditBytes {
 		_ = f.Close()
-		return EditResult{}, fsErrorf(CodeTooLarge, "%s is %d bytes; edit handles files up to %d bytes (use write to replace it)", target, fi.Size(), MaxEditBytes)
+		return EditResult{}, fsErrorf(CodeTooLarge, "%s is %d bytes; edit handles files up to %d bytes (use write to replace it)", target, st.Size, MaxEditBytes)
 	}
 	data, err := io.ReadAll(io.LimitReader(f, MaxEditBytes+1))
 	_ = f.Close()
@@ -374,7 +455,6 @@ func (s *server) fsEdit(ctx context.Context, req EditRequest) (EditResult, error
 	if len(data) > MaxEditBytes {
 		return EditResult{}, fsErrorf(CodeTooLarge, "%s grew beyond %d bytes while being read", target, MaxEditBytes)
 	}
-	stamp, _ := fsStampOf(fi)
 	sum := sha256.Sum256(data)
 	cur := hex.EncodeToString(sum[:])
 	if req.ExpectedRevision != "" && req.ExpectedRevision != cur {
@@ -404,20 +484,19 @@ func (s *server) fsEdit(ctx context.Context, req EditRequest) (EditResult, error
 	}
 	// A writer outside the agent may have changed the file since it was
 	// read; replacing it now would silently drop that change.
-	check := fsRevisionCheck{target: target, expected: cur, stamp: stamp, hashedAt: readAt}
+	check := fsRevisionCheck{dir: plan.dir, name: plan.name, target: target, expected: cur, stamp: fsStampOf(st), hashedAt: readAt}
 	if err := check.recheck(); err != nil {
 		return EditResult{}, fsErrorf(CodeConflict, "%s was changed by something else while being edited; nothing was written: %v", target, err)
 	}
-	uid, gid := fsStatOwner(fi)
-	tmp, _, newSum, err := fsWriteTemp(target, strings.NewReader(content), MaxEditBytes, fsModeBits(fi.Mode()), uid, gid)
+	tmp, _, newSum, err := fsWriteTemp(plan.dir, plan.name, strings.NewReader(content), MaxEditBytes, st.Mode&0o7777, int(st.Uid), int(st.Gid))
 	if err != nil {
 		return EditResult{}, err
 	}
-	if err := os.Rename(tmp, target); err != nil {
-		_ = os.Remove(tmp)
+	if err := plan.dir.rename(tmp, plan.dir, plan.name, 0); err != nil {
+		_ = plan.dir.unlink(tmp, 0)
 		return EditResult{}, err
 	}
-	fsSyncDir(path.Dir(target))
+	plan.dir.sync()
 	res.Revision = hex.EncodeToString(newSum)
 	return res, nil
 }
@@ -470,38 +549,47 @@ func (s *server) fsMkdir(_ context.Context, req fsMkdirRequest) (FileInfo, error
 	if err != nil {
 		return FileInfo{}, err
 	}
-	if err := fsCheckMutable(p, "create", false); err != nil {
-		return FileInfo{}, err
-	}
-	if fi, err := os.Lstat(p); err == nil {
-		if !req.Parents {
-			return FileInfo{}, fsErrorf(CodeExists, "%s already exists (%s)", p, fsDescribeType(fi.Mode()))
-		}
-		if sfi, err := os.Stat(p); err == nil && sfi.IsDir() {
-			return fsLstat(p)
-		}
-		return FileInfo{}, fsErrorf(CodeNotDirectory, "%s exists and is not a directory", p)
-	}
 	uid, gid := s.fsOwner()
 	if req.Parents {
-		if _, err := fsMkdirAll(p, uid, gid); err != nil {
+		if p == "/" {
+			return FileInfo{}, fsErrorf(CodePermission, "refusing to create / (the root of the workspace)")
+		}
+		d, _, err := s.fsMkdirAll(p, uid, gid)
+		if err != nil {
 			return FileInfo{}, err
 		}
-		return fsLstat(p)
+		prot, err := s.fsGuard().within(d)
+		d.Close()
+		if err != nil {
+			return FileInfo{}, err
+		}
+		if prot != "" {
+			return FileInfo{}, fsErrorf(CodePermission, "refusing to create %s: %s belongs to berth (its agent's socket and binary live there)", p, prot)
+		}
+		return s.fsLstat(p)
 	}
-	if err := os.Mkdir(p, 0o755); err != nil {
-		switch {
-		case errors.Is(err, fs.ErrNotExist):
+	d, name, err := s.fsMutableParent(p, "create", false)
+	if err != nil {
+		var fe *fsError
+		if errors.As(err, &fe) && fe.code == CodeNotFound {
 			return FileInfo{}, fsErrorf(CodeNotFound, "directory %s does not exist; set parents to create it too", path.Dir(p))
-		case errors.Is(err, fs.ErrExist):
+		}
+		return FileInfo{}, err
+	}
+	defer d.Close()
+	if st, err := d.lstat(name); err == nil {
+		return FileInfo{}, fsErrorf(CodeExists, "%s already exists (%s)", p, fsDescribeType(fsGoModeOf(st.Mode)))
+	}
+	sub, err := s.fsMkdirIn(d, name, p, uid, gid)
+	if err != nil {
+		if errors.Is(err, fs.ErrExist) {
 			return FileInfo{}, fsErrorf(CodeExists, "%s already exists", p)
 		}
 		return FileInfo{}, fsNotFound(p, err)
 	}
-	if err := fsSetupNew(p, 0o755, uid, gid); err != nil {
-		return FileInfo{}, err
-	}
-	return fsLstat(p)
+	sub.Close()
+	d.sync()
+	return d.info(name, p)
 }
 
 func (s *server) fsDelete(_ context.Context, req fsDeleteRequest) (fsDeleteResult, error) {
@@ -509,24 +597,27 @@ func (s *server) fsDelete(_ context.Context, req fsDeleteRequest) (fsDeleteResul
 	if err != nil {
 		return fsDeleteResult{}, err
 	}
-	if err := fsCheckMutable(p, "delete", true); err != nil {
+	d, name, err := s.fsMutableParent(p, "delete", true)
+	if err != nil {
+		var fe *fsError
+		if errors.As(err, &fe) && fe.code == CodeNotFound {
+			return fsDeleteResult{}, fsErrorf(CodeNotFound, "%s does not exist", p)
+		}
 		return fsDeleteResult{}, err
 	}
-	fi, err := os.Lstat(p)
+	defer d.Close()
+	st, err := d.lstat(name)
 	if err != nil {
 		return fsDeleteResult{}, fsNotFound(p, err)
 	}
 	switch {
-	case !fi.IsDir():
-		err = os.Remove(p)
+	case st.Mode&unix.S_IFMT != unix.S_IFDIR:
+		err = d.unlink(name, 0)
 	case req.Recursive:
-		err = os.RemoveAll(p)
+		err = d.removeAll(name, s.fsGuard())
 	default:
-		if err = syscall.Rmdir(p); errors.Is(err, syscall.ENOTEMPTY) || errors.Is(err, syscall.EEXIST) {
+		if err = d.unlink(name, unix.AT_REMOVEDIR); errors.Is(err, syscall.ENOTEMPTY) || errors.Is(err, syscall.EEXIST) {
 			return fsDeleteResult{}, fsErrorf(CodeNotEmpty, "directory %s is not empty; set recursive to delete it with everything in it", p)
-		}
-		if err != nil {
-			err = &fs.PathError{Op: "rmdir", Path: p, Err: err}
 		}
 	}
 	if err != nil {
@@ -535,15 +626,24 @@ func (s *server) fsDelete(_ context.Context, req fsDeleteRequest) (fsDeleteResul
 	return fsDeleteResult{Path: p}, nil
 }
 
-// fsTransfer holds what Move and Copy check alike.
+// fsTransfer holds what Move and Copy check alike: the source and the
+// destination, each as a name in a held directory.
 type fsTransfer struct {
-	src, dst  string
-	sfi       fs.FileInfo
-	dstIsDir  bool
-	overwrite bool
+	src, dst   string
+	sdir, ddir *fsDir
+	sname      string
+	dname      string
+	sst        unix.Stat_t
+	dstIsDir   bool
+	overwrite  bool
 }
 
-func (s *server) fsPrepareTransfer(req fsTransferRequest, verb string) (*fsTransfer, error) {
+func (t *fsTransfer) close() {
+	t.sdir.Close()
+	t.ddir.Close()
+}
+
+func (s *server) fsPrepareTransfer(req fsTransferRequest, verb string) (_ *fsTransfer, err error) {
 	src, err := s.fsPath(req.Src)
 	if err != nil {
 		return nil, fmt.Errorf("src: %w", err)
@@ -553,43 +653,60 @@ func (s *server) fsPrepareTransfer(req fsTransferRequest, verb string) (*fsTrans
 		return nil, fmt.Errorf("dst: %w", err)
 	}
 	t := &fsTransfer{src: src, dst: dst, overwrite: req.Overwrite}
-	if verb == "move" {
-		if err := fsCheckMutable(src, "move", true); err != nil {
-			return nil, err
+	defer func() {
+		if err != nil {
+			t.close()
 		}
-	}
-	if err := fsCheckMutable(dst, verb+" onto", true); err != nil {
+	}()
+	// A copy reads its source, which must not be in berth's directories
+	// either; a move changes it.
+	t.sdir, t.sname, err = s.fsMutableParent(src, verb, true)
+	if err != nil {
+		var fe *fsError
+		if errors.As(err, &fe) && fe.code == CodeNotFound {
+			return nil, fsErrorf(CodeNotFound, "%s does not exist", src)
+		}
 		return nil, err
 	}
-	if t.sfi, err = os.Lstat(src); err != nil {
+	if t.sst, err = t.sdir.lstat(t.sname); err != nil {
 		return nil, fsNotFound(src, err)
 	}
 	if src == dst {
 		return t, nil
 	}
-	if t.sfi.IsDir() && fsWithin(dst, src) {
-		return nil, fsErrorf(CodeInvalid, "cannot %s %s into itself (%s)", verb, src, dst)
-	}
-	dir := path.Dir(dst)
-	dfi, err := os.Stat(dir)
+	t.ddir, t.dname, err = s.fsMutableParent(dst, verb+" onto", true)
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fsErrorf(CodeNotFound, "directory %s does not exist; create it first", dir)
+		var fe *fsError
+		if errors.As(err, &fe) && fe.code == CodeNotFound {
+			return nil, fsErrorf(CodeNotFound, "directory %s does not exist; create it first", path.Dir(dst))
 		}
-		return nil, fsNotFound(dir, err)
+		return nil, err
 	}
-	if !dfi.IsDir() {
-		return nil, fsErrorf(CodeNotDirectory, "%s is not a directory", dir)
+	if t.sst.Mode&unix.S_IFMT == unix.S_IFDIR {
+		// Into itself: the destination's directory is the source or
+		// below it, wherever either is now.
+		inside, err := fsDirWithin(t.ddir, fsIDOf(&t.sst))
+		if err != nil {
+			return nil, err
+		}
+		if inside {
+			return nil, fsErrorf(CodeInvalid, "cannot %s %s into itself (%s)", verb, src, dst)
+		}
 	}
-	if old, err := os.Lstat(dst); err == nil {
+	if old, err := t.ddir.lstat(t.dname); err == nil {
+		if fsIDOf(&old) == fsIDOf(&t.sst) {
+			// The same entry by another path.
+			return t, nil
+		}
 		if !req.Overwrite {
 			return nil, fsErrorf(CodeExists, "%s already exists; set overwrite to replace it", dst)
 		}
-		t.dstIsDir = old.IsDir()
+		oldDir, srcDir := old.Mode&unix.S_IFMT == unix.S_IFDIR, t.sst.Mode&unix.S_IFMT == unix.S_IFDIR
+		t.dstIsDir = oldDir
 		switch {
-		case old.IsDir() && !t.sfi.IsDir():
+		case oldDir && !srcDir:
 			return nil, fsErrorf(CodeIsDirectory, "%s is a directory and %s is not; delete the directory first to replace it", dst, src)
-		case !old.IsDir() && t.sfi.IsDir():
+		case !oldDir && srcDir:
 			return nil, fsErrorf(CodeNotDirectory, "%s is not a directory and %s is; delete it first to replace it", dst, src)
 		}
 	} else if !errors.Is(err, fs.ErrNotExist) {
@@ -598,15 +715,34 @@ func (s *server) fsPrepareTransfer(req fsTransferRequest, verb string) (*fsTrans
 	return t, nil
 }
 
+// same says source and destination are one entry.
+func (t *fsTransfer) same() bool {
+	if t.src == t.dst {
+		return true
+	}
+	if old, err := t.ddir.lstat(t.dname); err == nil {
+		return fsIDOf(&old) == fsIDOf(&t.sst)
+	}
+	return false
+}
+
+// fsDirWithin says whether d is the directory id or below it.
+func fsDirWithin(d *fsDir, id fsID) (bool, error) {
+	g := &fsProtect{dirs: []fsProtected{{path: "x", id: id}}}
+	prot, err := g.within(d)
+	return prot != "", err
+}
+
 func (s *server) fsMove(ctx context.Context, req fsTransferRequest) (FileInfo, error) {
 	t, err := s.fsPrepareTransfer(req, "move")
 	if err != nil {
 		return FileInfo{}, err
 	}
-	if t.src == t.dst {
-		return fsLstat(t.dst)
+	defer t.close()
+	if t.same() {
+		return s.fsLstat(t.dst)
 	}
-	err = fsPlace(t.src, t.dst, t.overwrite, t.dstIsDir)
+	err = s.fsPlace(t.sdir, t.sname, t.ddir, t.dname, t.overwrite, t.dstIsDir)
 	if errors.Is(err, syscall.EXDEV) {
 		// Another file system (a volume mounted into the workspace, say):
 		// copy everything as it is, then remove the original.
@@ -614,11 +750,11 @@ func (s *server) fsMove(ctx context.Context, req fsTransferRequest) (FileInfo, e
 		if cerr != nil {
 			return FileInfo{}, cerr
 		}
-		if err := fsPlace(tmp, t.dst, t.overwrite, t.dstIsDir); err != nil {
-			_ = os.RemoveAll(tmp)
+		if err := s.fsPlace(t.ddir, tmp, t.ddir, t.dname, t.overwrite, t.dstIsDir); err != nil {
+			_ = t.ddir.removeAll(tmp, s.fsGuard())
 			return FileInfo{}, fsPlaceError(t.dst, err)
 		}
-		if err := os.RemoveAll(t.src); err != nil {
+		if err := t.sdir.removeAll(t.sname, s.fsGuard()); err != nil {
 			return FileInfo{}, fmt.Errorf("copied %s to %s, but removing the original failed: %w", t.src, t.dst, err)
 		}
 		err = nil
@@ -626,8 +762,8 @@ func (s *server) fsMove(ctx context.Context, req fsTransferRequest) (FileInfo, e
 	if err != nil {
 		return FileInfo{}, fsPlaceError(t.dst, err)
 	}
-	fsSyncDir(path.Dir(t.dst))
-	return fsLstat(t.dst)
+	t.ddir.sync()
+	return t.ddir.info(t.dname, t.dst)
 }
 
 func fsPlaceError(dst string, err error) error {
@@ -637,47 +773,40 @@ func fsPlaceError(dst string, err error) error {
 	return err
 }
 
-// fsPlace renames src to dst. Without overwrite it never replaces a dst
-// that appeared meanwhile (RENAME_NOREPLACE). A directory replacing a
-// directory is swapped in atomically (RENAME_EXCHANGE) and the old one then
-// removed, so dst is never missing in between.
-func fsPlace(src, dst string, overwrite, dstIsDir bool) error {
+// fsPlace renames src in sd to dst in dd. Without overwrite it never
+// replaces a dst that appeared meanwhile (RENAME_NOREPLACE). A directory
+// replacing a directory is swapped in atomically (RENAME_EXCHANGE) and the
+// old one then removed, so dst is never missing in between.
+func (s *server) fsPlace(sd *fsDir, src string, dd *fsDir, dst string, overwrite, dstIsDir bool) error {
 	switch {
 	case !overwrite:
-		err := unix.Renameat2(unix.AT_FDCWD, src, unix.AT_FDCWD, dst, unix.RENAME_NOREPLACE)
+		err := sd.rename(src, dd, dst, unix.RENAME_NOREPLACE)
 		if !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOSYS) {
-			return fsRenameError(src, dst, err)
+			return err
 		}
 		// A file system without RENAME_NOREPLACE: check, then rename.
-		if _, err := os.Lstat(dst); err == nil {
-			return &os.LinkError{Op: "rename", Old: src, New: dst, Err: syscall.EEXIST}
+		if _, err := dd.lstat(dst); err == nil {
+			return &os.LinkError{Op: "rename", Old: sd.join(src), New: dd.join(dst), Err: syscall.EEXIST}
 		}
-		return os.Rename(src, dst)
+		return sd.rename(src, dd, dst, 0)
 	case dstIsDir:
-		err := unix.Renameat2(unix.AT_FDCWD, src, unix.AT_FDCWD, dst, unix.RENAME_EXCHANGE)
+		err := sd.rename(src, dd, dst, unix.RENAME_EXCHANGE)
 		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) {
-			if err := os.RemoveAll(dst); err != nil {
+			if err := dd.removeAll(dst, s.fsGuard()); err != nil {
 				return err
 			}
-			return os.Rename(src, dst)
+			return sd.rename(src, dd, dst, 0)
 		}
 		if err != nil {
-			return fsRenameError(src, dst, err)
+			return err
 		}
 		// src now holds the replaced directory.
-		if err := os.RemoveAll(src); err != nil {
-			return fmt.Errorf("replaced %s, but removing its old content (left at %s) failed: %w", dst, src, err)
+		if err := sd.removeAll(src, s.fsGuard()); err != nil {
+			return fmt.Errorf("replaced %s, but removing its old content (left at %s) failed: %w", dd.join(dst), sd.join(src), err)
 		}
 		return nil
 	}
-	return os.Rename(src, dst)
-}
-
-func fsRenameError(src, dst string, err error) error {
-	if err == nil {
-		return nil
-	}
-	return &os.LinkError{Op: "rename", Old: src, New: dst, Err: err}
+	return sd.rename(src, dd, dst, 0)
 }
 
 func (s *server) fsCopy(ctx context.Context, req fsTransferRequest) (FileInfo, error) {
@@ -685,40 +814,44 @@ func (s *server) fsCopy(ctx context.Context, req fsTransferRequest) (FileInfo, e
 	if err != nil {
 		return FileInfo{}, err
 	}
-	if t.src == t.dst {
+	defer t.close()
+	if t.same() {
 		return FileInfo{}, fsErrorf(CodeInvalid, "source and destination are the same path (%s)", t.src)
 	}
 	tmp, err := s.fsCopyToTemp(ctx, t, false)
 	if err != nil {
 		return FileInfo{}, err
 	}
-	if err := fsPlace(tmp, t.dst, t.overwrite, t.dstIsDir); err != nil {
-		_ = os.RemoveAll(tmp)
+	if err := s.fsPlace(t.ddir, tmp, t.ddir, t.dname, t.overwrite, t.dstIsDir); err != nil {
+		_ = t.ddir.removeAll(tmp, s.fsGuard())
 		return FileInfo{}, fsPlaceError(t.dst, err)
 	}
-	fsSyncDir(path.Dir(t.dst))
-	return fsLstat(t.dst)
+	t.ddir.sync()
+	return t.ddir.info(t.dname, t.dst)
 }
 
 // fsCopyOwner says who copies belong to: the source's owner (preserve, for
 // a move), or the workspace user.
 type fsCopyOwner struct {
+	ctx      context.Context
+	guard    *fsProtect
 	preserve bool
 	uid, gid int
 	entries  int
 }
 
-// fsCopyToTemp copies t.src to a new hidden name next to t.dst, so that the
-// copy only appears at t.dst once it is complete.
+// fsCopyToTemp copies t's source to a new hidden name next to its
+// destination, so that the copy only appears at the destination once it
+// is complete.
 func (s *server) fsCopyToTemp(ctx context.Context, t *fsTransfer, preserve bool) (string, error) {
-	if t.sfi.Mode()&fs.ModeSocket != 0 {
+	if t.sst.Mode&unix.S_IFMT == unix.S_IFSOCK {
 		return "", fsErrorf(CodeInvalid, "%s is a socket, which cannot be copied", t.src)
 	}
-	if t.sfi.IsDir() {
+	if t.sst.Mode&unix.S_IFMT == unix.S_IFDIR {
 		// Count first, so that an oversized tree fails before anything is
 		// written.
-		w := &fsWalker{ctx: ctx, skip: map[string]bool{}, max: MaxCopyEntries - 1}
-		err := w.walk(t.src, func(string, fs.DirEntry) error { return nil })
+		n := 0
+		err := fsCountTree(ctx, t.sdir, t.sname, &n, MaxCopyEntries-1)
 		if errors.Is(err, errFSWalkLimit) {
 			return "", fsErrorf(CodeLimit, "%s has more than %d entries; copy it in smaller parts", t.src, MaxCopyEntries)
 		}
@@ -726,125 +859,186 @@ func (s *server) fsCopyToTemp(ctx context.Context, t *fsTransfer, preserve bool)
 			return "", err
 		}
 	}
-	var rnd [6]byte
-	_, _ = rand.Read(rnd[:])
-	base := string(fsCutUTF8([]byte(path.Base(t.dst)), 64))
-	tmp := path.Join(path.Dir(t.dst), ".berth-"+base+"-"+hex.EncodeToString(rnd[:])+".tmp")
-	own := &fsCopyOwner{preserve: preserve}
+	tmp := fsTempName(t.dname)
+	own := &fsCopyOwner{ctx: ctx, guard: s.fsGuard(), preserve: preserve}
 	own.uid, own.gid = s.fsOwner()
-	if err := fsCopyTree(ctx, t.src, tmp, t.sfi, own); err != nil {
-		_ = os.RemoveAll(tmp)
+	if err := own.copyTree(t.sdir, t.sname, &t.sst, t.ddir, tmp); err != nil {
+		_ = t.ddir.removeAll(tmp, s.fsGuard())
 		return "", err
 	}
 	return tmp, nil
 }
 
-// fsCopyTree copies src (described by fi, not followed if a symlink) to dst,
-// which must not exist.
-func fsCopyTree(ctx context.Context, src, dst string, fi fs.FileInfo, own *fsCopyOwner) error {
+// fsCountTree counts the entries below name in d (a directory), stopping
+// with errFSWalkLimit past max.
+func fsCountTree(ctx context.Context, d *fsDir, name string, n *int, max int) error {
+	sub, err := d.openDir(name)
+	if err != nil {
+		return err
+	}
+	defer sub.Close()
+	names, err := sub.names()
+	if err != nil {
+		return err
+	}
+	for _, c := range names {
+		*n++
+		if *n > max {
+			return errFSWalkLimit
+		}
+		if *n%1024 == 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
+		if st, err := sub.lstat(c); err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
+			if err := fsCountTree(ctx, sub, c, n, max); err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, unix.ENOTDIR) {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// copyTree copies name in sd (described by st, not followed if a symlink)
+// to dname in dd, which must not exist. Directories are descended through
+// handles opened without following symlinks, so the copy reads the tree
+// that was there, not one a symlink swapped in points to.
+func (own *fsCopyOwner) copyTree(sd *fsDir, name string, st *unix.Stat_t, dd *fsDir, dname string) error {
 	own.entries++
 	if own.entries > MaxCopyEntries {
 		return fsErrorf(CodeLimit, "more than %d entries to copy (the tree grew while being copied)", MaxCopyEntries)
 	}
 	if own.entries%256 == 0 {
-		if err := ctx.Err(); err != nil {
+		if err := own.ctx.Err(); err != nil {
 			return err
 		}
 	}
 	uid, gid := own.uid, own.gid
-	bits := fsModeBits(fi.Mode())
+	bits := st.Mode & 0o7777
 	if own.preserve {
-		uid, gid = fsStatOwner(fi)
+		uid, gid = int(st.Uid), int(st.Gid)
 	} else {
 		// setuid and setgid would now be for the new owner; cp drops
 		// them too.
 		bits &^= unix.S_ISUID | unix.S_ISGID
 	}
-	m := fi.Mode()
-	switch {
-	case m&fs.ModeSymlink != 0:
-		target, err := os.Readlink(src)
+	var fd int
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFLNK:
+		target, err := sd.readlink(name)
 		if err != nil {
 			return err
 		}
-		if err := os.Symlink(target, dst); err != nil {
+		if err := dd.symlink(target, dname); err != nil {
 			return err
 		}
-		return fsChown(dst, uid, gid)
-	case m.IsDir():
-		if err := os.Mkdir(dst, 0o700); err != nil {
+		if err := dd.lchown(dname, uid, gid); err != nil {
 			return err
 		}
-		entries, err := os.ReadDir(src)
+		if own.preserve {
+			dd.setTimes(dname, time.Unix(st.Mtim.Unix()))
+		}
+		return nil
+	case unix.S_IFDIR:
+		src, err := sd.openDir(name)
 		if err != nil {
 			return err
 		}
-		for _, e := range entries {
-			cfi, err := os.Lstat(fsJoin(src, e.Name()))
+		defer src.Close()
+		if sst, err := src.stat(); err != nil || fsIDOf(&sst) != fsIDOf(st) {
+			return fsErrorf(CodeConflict, "%s changed while being copied", src.path)
+		}
+		if prot := own.guard.is(src); prot != "" {
+			return fsErrorf(CodePermission, "refusing to copy %s: it belongs to berth", prot)
+		}
+		if err := dd.mkdir(dname, 0o700); err != nil {
+			return err
+		}
+		dst, err := dd.openDir(dname)
+		if err != nil {
+			return err
+		}
+		defer dst.Close()
+		names, err := src.names()
+		if err != nil {
+			return err
+		}
+		slices.Sort(names)
+		for _, n := range names {
+			cst, err := src.lstat(n)
 			if errors.Is(err, fs.ErrNotExist) {
 				continue
 			}
 			if err != nil {
 				return err
 			}
-			if cfi.Mode()&fs.ModeSocket != 0 {
+			if cst.Mode&unix.S_IFMT == unix.S_IFSOCK {
 				// A socket is only an address of a process that listens;
 				// a copy of one means nothing.
 				continue
 			}
-			if err := fsCopyTree(ctx, fsJoin(src, e.Name()), fsJoin(dst, e.Name()), cfi, own); err != nil {
+			if err := own.copyTree(src, n, &cst, dst, n); err != nil {
 				return err
 			}
 		}
-	case m.IsRegular():
-		if err := fsCopyFile(src, dst); err != nil {
+		fd = dst.fd
+	case unix.S_IFREG:
+		out, err := fsCopyFile(sd, name, dd, dname)
+		if err != nil {
 			return err
 		}
-	case m&fs.ModeNamedPipe != 0:
-		if err := unix.Mkfifo(dst, 0o600); err != nil {
-			return &fs.PathError{Op: "mkfifo", Path: dst, Err: err}
+		defer func() { _ = out.Close() }()
+		fd = int(out.Fd())
+	case unix.S_IFIFO, unix.S_IFCHR, unix.S_IFBLK:
+		if err := unix.Mknodat(dd.fd, dname, st.Mode&unix.S_IFMT|0o600, int(st.Rdev)); err != nil {
+			return &fs.PathError{Op: "mknod", Path: dd.join(dname), Err: err}
 		}
-	case m&fs.ModeDevice != 0:
-		st, ok := fi.Sys().(*syscall.Stat_t)
-		if !ok {
-			return fsErrorf(CodeInvalid, "cannot copy device %s", src)
+		// O_PATH: opening a FIFO or a device for real does things.
+		pfd, err := unix.Openat(dd.fd, dname, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return &fs.PathError{Op: "open", Path: dd.join(dname), Err: err}
 		}
-		kind := uint32(unix.S_IFBLK)
-		if m&fs.ModeCharDevice != 0 {
-			kind = unix.S_IFCHR
-		}
-		if err := unix.Mknod(dst, kind|0o600, int(st.Rdev)); err != nil {
-			return &fs.PathError{Op: "mknod", Path: dst, Err: err}
-		}
+		defer func() { _ = unix.Close(pfd) }()
+		fd = pfd
 	default:
-		return fsErrorf(CodeInvalid, "cannot copy %s: %s", src, fsDescribeType(m))
+		return fsErrorf(CodeInvalid, "cannot copy %s: %s", sd.join(name), fsDescribeType(fsGoModeOf(st.Mode)))
 	}
 	// Ownership, then mode (chown clears setuid), then times; for a
 	// directory after its content, so a read-only directory can be filled.
-	if err := fsSetupNew(dst, bits, uid, gid); err != nil {
+	if err := fsSetupFD(fd, bits, uid, gid); err != nil {
 		return err
 	}
 	if own.preserve {
-		_ = os.Chtimes(dst, time.Time{}, fi.ModTime())
+		dd.setTimes(dname, time.Unix(st.Mtim.Unix()))
 	}
 	return nil
 }
 
-func fsCopyFile(src, dst string) error {
-	in, err := os.OpenFile(src, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+// fsCopyFile copies the regular file name in sd to a new file dname in dd
+// and returns the new file, still open.
+func fsCopyFile(sd *fsDir, name string, dd *fsDir, dname string) (*os.File, error) {
+	in, err := sd.openFile(name, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY, 0)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer func() { _ = in.Close() }()
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	var st unix.Stat_t
+	if err := unix.Fstat(int(in.Fd()), &st); err != nil {
+		return nil, err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return nil, fsErrorf(CodeConflict, "%s changed while being copied", sd.join(name))
+	}
+	out, err := dd.openFile(dname, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL, 0o600)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	// *os.File to *os.File: the kernel copies (copy_file_range), which is
 	// also a reflink on file systems that can.
 	if _, err := io.Copy(out, in); err != nil {
 		_ = out.Close()
-		return err
+		return nil, err
 	}
-	return out.Close()
+	return out, nil
 }

@@ -80,6 +80,8 @@ type server struct {
 	startedAt time.Time
 	procRoot  string
 	reaper    *reaper
+	// fsProt is berth's own directories, for the file operations (fs_dir.go).
+	fsProt *fsProtect
 }
 
 // Run is the agent's main loop: it listens on opts.SocketPath, reaps every
