@@ -62,7 +62,18 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	defer rt.Close()
-	mgr := workspace.NewManager(rt, managerOptions(cfg, log))
+	mopts := managerOptions(cfg, log)
+	if mopts.Limits, err = workspace.NewLimitPolicy(workspace.LimitSettings{
+		DefaultPids: cfg.DefaultPids, MaxPids: cfg.MaxPids, DefaultMemory: cfg.DefaultMemory, MaxMemory: cfg.MaxMemory,
+		DefaultCPUs: cfg.DefaultCPUs, MaxCPUs: cfg.MaxCPUs,
+	}); err != nil {
+		return err
+	}
+	if err := workspace.CheckDevicePatterns(cfg.AllowedDevices); err != nil {
+		return err
+	}
+	log.Info("workspace limits", "default", mopts.Limits.Default, "max", mopts.Limits.Max, "allowed_devices", cfg.AllowedDevices)
+	mgr := workspace.NewManager(rt, mopts)
 	go func() {
 		// containerd may be down now; tools then say so, and it heals itself.
 		if err := mgr.Reconcile(ctx); err != nil {
@@ -155,14 +166,14 @@ func managerOptions(cfg config.Config, log *slog.Logger) workspace.Options {
 	return workspace.Options{
 		StateDir: cfg.StateDir, DefaultImage: cfg.DefaultImage, Snapshotter: cfg.Snapshotter,
 		AgentBinary: cfg.AgentBinary, AgentTimeout: cfg.AgentTimeout, StopGrace: cfg.StopGrace,
-		Version: version, Logger: log,
+		Version: version, Logger: log, AllowedDevices: cfg.AllowedDevices,
 	}
 }
 
 func newRuntime(cfg config.Config) (*runtime.Containerd, error) {
 	return runtime.NewContainerd(runtime.Options{
 		Address: cfg.ContainerdAddress, Namespace: cfg.Namespace,
-		RegistryConfigDir: cfg.RegistryConfigDir, CDISpecDirs: cfg.CDISpecDirs,
+		RegistryConfigDir: cfg.RegistryConfigDir, CDISpecDirs: cfg.CDISpecDirs, CallTimeout: cfg.ContainerdTimeout,
 	})
 }
 

@@ -36,6 +36,14 @@ type Config struct {
 	AgentTimeout      time.Duration
 	StopGrace         time.Duration
 
+	// Workspace limits and devices (see workspace.NewLimitPolicy): zero or
+	// empty derives the value from the host.
+	DefaultPids, MaxPids     int64
+	DefaultMemory, MaxMemory string
+	DefaultCPUs, MaxCPUs     float64
+	AllowedDevices           []string
+	ContainerdTimeout        time.Duration
+
 	ExecTimeout         time.Duration
 	ExecMaxOutput       int
 	TerminalIdleTimeout time.Duration
@@ -70,6 +78,9 @@ func Defaults() Config {
 		CDISpecDirs:         []string{"/etc/cdi", "/var/run/cdi"},
 		AgentTimeout:        30 * time.Second,
 		StopGrace:           10 * time.Second,
+		DefaultPids:         1024,
+		MaxPids:             32768,
+		ContainerdTimeout:   30 * time.Second,
 		ExecTimeout:         60 * time.Second,
 		ExecMaxOutput:       64 << 10,
 		TerminalIdleTimeout: time.Hour,
@@ -108,6 +119,14 @@ func Register(fs *flag.FlagSet, cfg *Config, serve bool) {
 	fs.DurationVar(&cfg.MCPStartTimeout, "mcp-start-timeout", cfg.MCPStartTimeout, "how long a bot's MCP server may take to start and list its tools (npx may download it first)")
 	fs.DurationVar(&cfg.MCPCallTimeout, "mcp-call-timeout", cfg.MCPCallTimeout, "timeout of one call of a federated tool of a bot's MCP server")
 	fs.IntVar(&cfg.MCPResultMax, "mcp-result-max", cfg.MCPResultMax, "cap in bytes on a federated tool's result; larger ones are cut with a marker")
+	fs.Int64Var(&cfg.DefaultPids, "default-pids", cfg.DefaultPids, "process limit of a workspace whose create names none")
+	fs.Int64Var(&cfg.MaxPids, "max-pids", cfg.MaxPids, "most processes any workspace may ask for")
+	fs.StringVar(&cfg.DefaultMemory, "default-memory", cfg.DefaultMemory, "memory limit of a workspace whose create names none, e.g. 2G (default 2G, at most --max-memory)")
+	fs.StringVar(&cfg.MaxMemory, "max-memory", cfg.MaxMemory, "most memory any workspace may ask for (default: the host's memory)")
+	fs.Float64Var(&cfg.DefaultCPUs, "default-cpus", cfg.DefaultCPUs, "CPU limit in cores of a workspace whose create names none (default: --max-cpus)")
+	fs.Float64Var(&cfg.MaxCPUs, "max-cpus", cfg.MaxCPUs, "most CPU cores any workspace may ask for (default: the host's CPUs)")
+	fs.Var((*listValue)(&cfg.AllowedDevices), "allowed-devices", "comma-separated CDI device patterns (e.g. example.com/gpu=*) that tokens without the admin scope may inject; admins may inject any")
+	fs.DurationVar(&cfg.ContainerdTimeout, "containerd-timeout", cfg.ContainerdTimeout, "longest wait for containerd's answer to a call that is not long by nature (then: containerd is not responding)")
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error (logs go to stderr)")
 	if !serve {
 		return
@@ -219,6 +238,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MCPStartTimeout <= 0 || c.MCPCallTimeout <= 0 {
 		return errors.New("--mcp-start-timeout and --mcp-call-timeout must be positive")
+	}
+	if c.ContainerdTimeout <= 0 {
+		return errors.New("--containerd-timeout must be positive")
 	}
 	if c.ExecTimeout < 0 || c.TerminalIdleTimeout < 0 {
 		return errors.New("--exec-timeout and --terminal-idle-timeout must not be negative")

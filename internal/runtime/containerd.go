@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -12,6 +13,7 @@ import (
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	cdi "tags.cncf.io/container-device-interface/pkg/cdi"
@@ -23,6 +25,9 @@ type Options struct {
 	Namespace         string   // containerd namespace that holds everything berth makes
 	RegistryConfigDir string   // hosts.toml directory, as containerd's certs.d
 	CDISpecDirs       []string // where CDI specs live
+	// CallTimeout bounds each containerd call that is not long by nature
+	// (see longMethods); 0 means DefaultCallTimeout.
+	CallTimeout time.Duration
 }
 
 // Containerd implements Runtime with a containerd daemon.
@@ -70,7 +75,16 @@ func (r *Containerd) connect(ctx context.Context) (*containerd.Client, context.C
 	if _, err := os.Stat(r.opts.Address); err != nil {
 		return nil, ctx, r.unavailable(err)
 	}
-	c, err := containerd.New(r.opts.Address, containerd.WithTimeout(5*time.Second))
+	timeout := r.opts.CallTimeout
+	if timeout <= 0 {
+		timeout = DefaultCallTimeout
+	}
+	d := callDeadline{timeout: timeout}
+	c, err := containerd.New(r.opts.Address, containerd.WithTimeout(5*time.Second),
+		containerd.WithExtraDialOpts([]grpc.DialOption{
+			grpc.WithChainUnaryInterceptor(d.unary),
+			grpc.WithChainStreamInterceptor(d.stream),
+		}))
 	if err != nil {
 		return nil, ctx, r.unavailable(err)
 	}
@@ -113,7 +127,7 @@ type UnavailableError struct {
 
 func (e *UnavailableError) Error() string {
 	hint := "start containerd (for example `systemctl start containerd`, or `make run` for a private one) or point berth at it with --containerd / BERTH_CONTAINERD"
-	if errors.Is(e.Err, os.ErrPermission) || errors.Is(e.Err, syscall.EACCES) || status.Code(e.Err) == codes.PermissionDenied {
+	if errors.Is(e.Err, os.ErrPermission) || errors.Is(e.Err, syscall.EACCES) || status.Code(e.Err) == codes.PermissionDenied || strings.Contains(e.Err.Error(), "permission denied") {
 		hint = "berth needs root (or write access to the socket) to use containerd"
 	}
 	return fmt.Sprintf("containerd is not reachable at %s (%v): %s", e.Address, e.Err, hint)
@@ -125,21 +139,24 @@ func (r *Containerd) unavailable(err error) error {
 	return &UnavailableError{Address: r.opts.Address, Err: err}
 }
 
-// wrap turns transport failures into UnavailableError and keeps the
-// errdefs class of everything else.
+// wrap turns failures of the containerd connection into UnavailableError
+// or NotRespondingError and keeps the errdefs class of everything else.
+// Only errors that came over the containerd connection (marked by the
+// interceptors in deadline.go) count: a registry that refuses a pull made
+// by this client fails with the same syscall errors but is not containerd.
 func (r *Containerd) wrap(err error) error {
 	if err == nil {
 		return nil
 	}
 	var ue *UnavailableError
-	if errors.As(err, &ue) {
+	var nr *NotRespondingError
+	if errors.As(err, &ue) || errors.As(err, &nr) {
 		return err
 	}
-	switch status.Code(errors.Unwrap(err)) {
-	case codes.Unavailable, codes.PermissionDenied:
-		return r.unavailable(err)
-	}
-	if errdefs.IsUnavailable(err) || status.Code(err) == codes.Unavailable || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EACCES) {
+	switch {
+	case isNotResponding(err):
+		return &NotRespondingError{Address: r.opts.Address, Err: err}
+	case isConnFailed(err):
 		return r.unavailable(err)
 	}
 	return err

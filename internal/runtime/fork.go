@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/contrib/seccomp"
 	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/core/snapshots"
 	ctrcdi "github.com/containerd/containerd/v2/pkg/cdi"
@@ -84,5 +85,8 @@ func containerSpecOpts(img containerd.Image, spec ContainerSpec) []oci.SpecOpts 
 	if len(spec.Devices) > 0 {
 		specOpts = append(specOpts, ctrcdi.WithCDIDevices(spec.Devices...))
 	}
-	return specOpts
+	// containerd's default profile (Docker's) refuses what a workspace has no
+	// business doing (user namespaces, mounts, keyctl, bpf, ...). It reads
+	// the process capabilities, so it comes after everything that sets them.
+	return append(specOpts, seccomp.WithDefaultProfile())
 }

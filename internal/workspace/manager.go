@@ -30,6 +30,12 @@ type Options struct {
 	StopGrace    time.Duration // SIGTERM → SIGKILL
 	Version      string        // this berth's version, recorded in labels
 	Logger       *slog.Logger
+	// Limits bound new workspaces; zero fields are derived from the host
+	// (see NewLimitPolicy).
+	Limits LimitPolicy
+	// AllowedDevices are the CDI device patterns that callers without
+	// AnyDevice may ask for.
+	AllowedDevices []string
 }
 
 // Manager runs workspaces. All methods are safe for concurrent use;
@@ -60,6 +66,7 @@ func NewManager(rt runtime.Runtime, opts Options) *Manager {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	opts.Limits = opts.Limits.withHostDefaults()
 	return &Manager{rt: rt, opts: opts, log: opts.Logger, stats: map[string]statsCache{}}
 }
 
@@ -77,7 +84,11 @@ type CreateRequest struct {
 	Devices     []string
 	Snapshotter string
 	Env         map[string]string
-	Limits      runtime.Limits
+	// Limits asks for limits; zero fields take the operator's defaults.
+	Limits runtime.Limits
+	// AnyDevice lets the caller inject any CDI device; without it only
+	// devices matching Options.AllowedDevices (admins set it).
+	AnyDevice bool
 	// RestoreData brings back the /data that workspace_delete preserved.
 	RestoreData bool
 }
@@ -134,12 +145,6 @@ func (r *CreateRequest) validate() error {
 			return fmt.Errorf("%w: device name %q must be a CDI name such as vendor.com/gpu=0", errdefs.ErrInvalidArgument, d)
 		}
 	}
-	if r.Limits.CPUs < 0 || r.Limits.MemoryBytes < 0 || r.Limits.Pids < 0 {
-		return fmt.Errorf("%w: limits must not be negative", errdefs.ErrInvalidArgument)
-	}
-	if r.Limits.MemoryBytes > 0 && r.Limits.MemoryBytes < 6<<20 {
-		return fmt.Errorf("%w: memory limit must be at least 6 MiB", errdefs.ErrInvalidArgument)
-	}
 	return nil
 }
 
@@ -155,6 +160,13 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest, progress func(P
 		req.Snapshotter = m.opts.Snapshotter
 	}
 	if err := req.validate(); err != nil {
+		return CreateResult{}, err
+	}
+	limits, err := m.opts.Limits.Resolve(req.Limits)
+	if err != nil {
+		return CreateResult{}, err
+	}
+	if err := checkDevices(req.Devices, m.opts.AllowedDevices, req.AnyDevice); err != nil {
 		return CreateResult{}, err
 	}
 	ref, err := runtime.NormalizeImageRef(req.Image)
@@ -197,7 +209,9 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest, progress func(P
 	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.opts.AgentTimeout+2*time.Minute)
 	defer cancel()
 	report(progress, Progress{Message: "creating workspace " + req.BotID})
-	if err := m.rt.CreateContainer(mctx, m.containerSpec(req, ref)); err != nil {
+	made := req
+	made.Limits = limits
+	if err := m.rt.CreateContainer(mctx, m.containerSpec(made, ref)); err != nil {
 		return CreateResult{}, err
 	}
 	if err := m.start(mctx, req.BotID); err != nil {
@@ -268,9 +282,12 @@ func notApplied(req CreateRequest, ref string, ctr runtime.Container) []string {
 	if req.Snapshotter != ctr.Snapshotter {
 		out = append(out, fmt.Sprintf("snapshotter %s (the workspace uses %s)", req.Snapshotter, ctr.Snapshotter))
 	}
+	// Only the limits the request names: the others take defaults, which
+	// an existing workspace has whatever they are now.
 	var limits runtime.Limits
 	_ = json.Unmarshal([]byte(ctr.Labels[labelLimits]), &limits)
-	if req.Limits != limits {
+	if (req.Limits.CPUs != 0 && req.Limits.CPUs != limits.CPUs) || (req.Limits.MemoryBytes != 0 && req.Limits.MemoryBytes != limits.MemoryBytes) ||
+		(req.Limits.Pids != 0 && req.Limits.Pids != limits.Pids) {
 		out = append(out, fmt.Sprintf("limits %+v (the workspace has %+v)", req.Limits, limits))
 	}
 	devices := slices.Sorted(slices.Values(req.Devices))

@@ -399,6 +399,11 @@ func (m *Manager) Fork(ctx context.Context, bot string, v int, newBot string, pr
 	}
 	req := CreateRequest{BotID: newBot, Snapshotter: src.Snapshotter, Devices: splitList(src.Labels[labelDevices])}
 	_ = json.Unmarshal([]byte(src.Labels[labelLimits]), &req.Limits)
+	// The fork gets the source's limits within today's maximums; a source
+	// made before berth had limits passes zeros, which take the defaults.
+	if req.Limits, err = m.opts.Limits.Resolve(req.Limits); err != nil {
+		return Workspace{}, fmt.Errorf("fork of %s: %w", bot, err)
+	}
 	if req.Env, err = m.createEnv(mctx, src); err != nil {
 		return Workspace{}, err
 	}

@@ -68,7 +68,7 @@ type Workspace struct {
 	Image       string         `json:"image"`
 	Snapshotter string         `json:"snapshotter"`
 	CreatedAt   time.Time      `json:"created_at"`
-	Limits      runtime.Limits `json:"limits"`
+	Limits      runtime.Limits `json:"limits" jsonschema:"description=the limits the workspace runs with; a field absent (0) is unlimited: only workspaces made before berth set default limits have those"`
 	Devices     []string       `json:"devices,omitempty"`
 	EnvNames    []string       `json:"env_names,omitempty" jsonschema:"description=names of the environment variables set at create (values are not shown)"`
 	PID         uint32         `json:"host_pid,omitempty"`

@@ -80,12 +80,10 @@ func TestCreateRequestValidation(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, req := range map[string]CreateRequest{
-		"env name":      {BotID: "b", Env: map[string]string{"A=B": "x"}},
-		"env NUL":       {BotID: "b", Env: map[string]string{"A": "x\x00"}},
-		"tiny memory":   {BotID: "b", Limits: runtime.Limits{MemoryBytes: 1024}},
-		"negative pids": {BotID: "b", Limits: runtime.Limits{Pids: -1}},
-		"device comma":  {BotID: "b", Devices: []string{"a,b"}},
-		"bad bot":       {BotID: "B"},
+		"env name":     {BotID: "b", Env: map[string]string{"A=B": "x"}},
+		"env NUL":      {BotID: "b", Env: map[string]string{"A": "x\x00"}},
+		"device comma": {BotID: "b", Devices: []string{"a,b"}},
+		"bad bot":      {BotID: "B"},
 	} {
 		if err := req.validate(); err == nil {
 			t.Errorf("%s: accepted", name)
