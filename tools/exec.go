@@ -188,18 +188,27 @@ func signalProcess(ctx context.Context, m *workspace.Manager, in SignalInput) (P
 	return ProcessInput{BotID: in.BotID, ProcessID: in.ProcessID}, fmt.Sprintf("sent %s to process %s", in.Signal, in.ProcessID), nil
 }
 
+// maxExecTimeout is the longest timeout_seconds a foreground command may
+// ask for: longer work belongs in a background process.
+const maxExecTimeout = 24 * time.Hour
+
 func (d Deps) execRequest(in ExecInput) (agent.ExecRequest, error) {
 	if (in.Command == "") == (len(in.Argv) == 0) {
 		return agent.ExecRequest{}, errors.New("give exactly one of command (a shell command line) or argv (a program and its arguments)")
 	}
 	timeout := d.Limits.ExecTimeout
 	if in.TimeoutSeconds != nil {
-		if *in.TimeoutSeconds < 0 {
-			return agent.ExecRequest{}, errors.New("timeout_seconds must not be negative")
+		secs := *in.TimeoutSeconds
+		// The comparison is false for NaN, so NaN is refused too.
+		if !(secs >= 0 && secs <= maxExecTimeout.Seconds()) {
+			return agent.ExecRequest{}, fmt.Errorf("timeout_seconds must be between 0 (no timeout) and %.0f (%s); for longer work use background=true", maxExecTimeout.Seconds(), maxExecTimeout)
 		}
-		timeout = time.Duration(*in.TimeoutSeconds * float64(time.Second))
+		timeout = time.Duration(secs * float64(time.Second))
 	}
 	maxOut := d.Limits.ExecMaxOutput
+	if in.MaxOutputBytes < 0 || in.MaxOutputBytes > agent.MaxExecOutput {
+		return agent.ExecRequest{}, fmt.Errorf("max_output_bytes must be between 1 and %d (16 MiB); redirect bigger output to a file and read it with fs_read", agent.MaxExecOutput)
+	}
 	if in.MaxOutputBytes > 0 {
 		maxOut = in.MaxOutputBytes
 	}

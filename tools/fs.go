@@ -21,6 +21,10 @@ const (
 )
 
 // PathInput names a path in the workspace.
+// maxWriteContent caps what one fs_write carries inside an MCP message;
+// bigger files stream through the HTTP upload endpoint.
+const maxWriteContent = 16 << 20
+
 type PathInput struct {
 	BotID string `json:"bot_id"`
 	Path  string `json:"path" jsonschema:"description=container path; relative paths are under /data"`
@@ -242,21 +246,30 @@ func fsTools(d Deps) []server.ServerTool {
 			"Write a whole file atomically (readers see the old or the new content, never a mix), creating parent directories. With expected_revision it fails with a conflict if the file changed since it was read.",
 			hints{destructive: true, idempotent: true}, auth.ScopeWrite,
 			func(ctx context.Context, _ *call, in FsWriteInput) (agent.WriteResult, string, error) {
-				data := []byte(in.Content)
+				// The content is already in memory once (the request); it
+				// streams to the agent from there rather than being copied.
+				var body io.Reader = strings.NewReader(in.Content)
+				size := len(in.Content)
 				if in.ContentBase64 != "" {
 					if in.Content != "" {
 						return agent.WriteResult{}, "", errors.New("give content or content_base64, not both")
 					}
-					var err error
-					if data, err = base64.StdEncoding.DecodeString(in.ContentBase64); err != nil {
+					// Checked in a first pass so that bad input fails
+					// clearly before anything is written.
+					if _, err := io.Copy(io.Discard, base64.NewDecoder(base64.StdEncoding, strings.NewReader(in.ContentBase64))); err != nil {
 						return agent.WriteResult{}, "", fmt.Errorf("content_base64: %v", err)
 					}
+					body = base64.NewDecoder(base64.StdEncoding, strings.NewReader(in.ContentBase64))
+					size = base64.StdEncoding.DecodedLen(len(in.ContentBase64))
+				}
+				if size > maxWriteContent {
+					return agent.WriteResult{}, "", fmt.Errorf("the content is about %d bytes; fs_write takes at most %d (16 MiB): upload bigger files with PUT /bots/{bot_id}/files over HTTP, or data_import", size, maxWriteContent)
 				}
 				client, err := m.Agent(ctx, in.BotID)
 				if err != nil {
 					return agent.WriteResult{}, "", err
 				}
-				res, err := client.Write(ctx, agent.WriteRequest{Path: in.Path, Mode: in.Mode, ExpectedRevision: in.ExpectedRevision, MakeParents: true}, strings.NewReader(string(data)))
+				res, err := client.Write(ctx, agent.WriteRequest{Path: in.Path, Mode: in.Mode, ExpectedRevision: in.ExpectedRevision, MakeParents: true}, body)
 				if err != nil {
 					return res, "", m.AgentError(ctx, in.BotID, err)
 				}

@@ -13,6 +13,12 @@ import (
 )
 
 // TerminalOpenInput opens an interactive shell on a pseudo-terminal.
+// Bounds of one terminal_send, as its schema states them.
+const (
+	maxTerminalWait  = 300 * time.Second
+	maxTerminalChunk = 1 << 20
+)
+
 type TerminalOpenInput struct {
 	BotID string            `json:"bot_id"`
 	Shell string            `json:"shell,omitempty" jsonschema:"description=shell to run (default bash if present, else sh)"`
@@ -104,6 +110,12 @@ func terminalTools(d Deps) []server.ServerTool {
 					if data, err = base64.StdEncoding.DecodeString(in.DataBase64); err != nil {
 						return OutputChunkOutput{}, "", fmt.Errorf("data_base64: %v", err)
 					}
+				}
+				if !(in.TimeoutSeconds >= 0 && in.TimeoutSeconds <= maxTerminalWait.Seconds()) {
+					return OutputChunkOutput{}, "", fmt.Errorf("timeout_seconds must be between 0 and %.0f", maxTerminalWait.Seconds())
+				}
+				if in.MaxOutputBytes < 0 || in.MaxOutputBytes > maxTerminalChunk {
+					return OutputChunkOutput{}, "", fmt.Errorf("max_output_bytes must be between 0 (the default) and %d; read more with terminal_read", maxTerminalChunk)
 				}
 				timeout := time.Duration(in.TimeoutSeconds * float64(time.Second))
 				client, err := m.Agent(ctx, in.BotID)

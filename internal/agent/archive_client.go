@@ -35,7 +35,7 @@ func (c *Client) Export(ctx context.Context, p string) (*ExportStream, error) {
 	if err != nil {
 		return nil, err
 	}
-	resp, err := c.http.Do(req)
+	resp, err := c.send(req)
 	if err != nil {
 		return nil, fmt.Errorf("berth agent: %w", err)
 	}
@@ -172,7 +172,7 @@ func (c *Client) Import(ctx context.Context, req ImportRequest, body io.Reader) 
 		body = http.NoBody
 	}
 	var res ImportResult
-	if err := c.fsCall(ctx, http.MethodPut, PathArchiveImport, q, body, "application/octet-stream", 0, &res); err != nil {
+	if err := c.fsCall(ctx, http.MethodPut, PathArchiveImport, q, body, "application/octet-stream", transferTimeout, &res); err != nil {
 		if cerr := ctx.Err(); cerr != nil && !errors.As(err, new(*RemoteError)) {
 			return ImportResult{}, cerr
 		}

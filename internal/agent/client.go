@@ -23,6 +23,15 @@ const (
 	// defaultCallTimeout applies to calls whose context has no deadline.
 	// There is no client-wide timeout because later endpoints stream.
 	defaultCallTimeout = 10 * time.Second
+	// answerTimeout bounds how long a streaming endpoint (exec, file and
+	// archive downloads) may take to start its answer; a correct agent
+	// answers as soon as the work has started. What follows is bounded
+	// by the caller's context.
+	answerTimeout = 30 * time.Second
+	// transferTimeout bounds uploads and imports whose context has no
+	// deadline: gigabytes cross a unix socket in seconds, so only an
+	// agent that stopped reading or answering ever needs it.
+	transferTimeout = 30 * time.Minute
 	// DefaultReadyTimeout is what WaitReady uses for a timeout <= 0.
 	DefaultReadyTimeout = 10 * time.Second
 
@@ -36,9 +45,10 @@ const (
 // Client talks to one workspace's agent from the host. It is safe for
 // concurrent use.
 type Client struct {
-	socketPath string
-	transport  *http.Transport
-	http       *http.Client
+	socketPath    string
+	transport     *http.Transport
+	http          *http.Client
+	answerTimeout time.Duration
 }
 
 // ClientOption configures a Client.
@@ -78,8 +88,9 @@ func NewClient(socketPath string, opts ...ClientOption) *Client {
 		MaxResponseHeaderBytes: 64 << 10,
 	}
 	return &Client{
-		socketPath: socketPath,
-		transport:  tr,
+		socketPath:    socketPath,
+		answerTimeout: answerTimeout,
+		transport:     tr,
 		http: &http.Client{
 			Transport: tr,
 			CheckRedirect: func(*http.Request, []*http.Request) error {
@@ -128,6 +139,41 @@ func checkHealth(h Health) error {
 // decodes a 2xx JSON answer of at most MaxResponseBytes into out.
 func (c *Client) call(ctx context.Context, method, path string, in, out any) error {
 	return c.doJSON(ctx, method, path, nil, in, out, MaxResponseBytes, defaultCallTimeout)
+}
+
+// errAgentSilent ends a request whose answer did not start in time.
+var errAgentSilent = errors.New("the agent did not start answering")
+
+// send performs req and gives the agent answerTimeout to start answering;
+// the rest of the response is bounded by req's context only. The
+// response's body must be closed as usual.
+func (c *Client) send(req *http.Request) (*http.Response, error) {
+	ctx, cancel := context.WithCancelCause(req.Context())
+	timer := time.AfterFunc(c.answerTimeout, func() { cancel(errAgentSilent) })
+	resp, err := c.http.Do(req.WithContext(ctx))
+	timer.Stop()
+	if err != nil {
+		cause := context.Cause(ctx)
+		cancel(nil)
+		if errors.Is(cause, errAgentSilent) {
+			return nil, fmt.Errorf("berth agent: %w within %s (is the workspace overloaded or its agent wedged?)", errAgentSilent, c.answerTimeout)
+		}
+		return nil, err
+	}
+	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: func() { cancel(nil) }}
+	return resp, nil
+}
+
+// cancelOnClose releases a response's context once its body is closed.
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel func()
+}
+
+func (b *cancelOnClose) Close() error {
+	err := b.ReadCloser.Close()
+	b.cancel()
+	return err
 }
 
 // request is one round trip to the agent with a JSON answer.

@@ -115,3 +115,40 @@ func TestDialAgentRefusesWhatIsNotTheAgent(t *testing.T) {
 		}
 	})
 }
+
+// TestSilentAgentTimesOut: an agent that accepts connections and never
+// answers must not hang the host's streaming calls.
+func TestSilentAgentTimesOut(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), SocketName)
+	ln := listenAt(t, sock)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			// Read the request and keep the connection open, silently.
+			go func() { _, _ = io.Copy(io.Discard, c) }()
+		}
+	}()
+	c := NewClient(sock, WithInitPID(uint32(os.Getpid())))
+	defer c.Close()
+	c.answerTimeout = 50 * time.Millisecond
+	ctx := context.Background()
+
+	if _, err := c.Exec(ctx, ExecRequest{Argv: []string{"true"}}, nil); !errors.Is(err, errAgentSilent) {
+		t.Fatalf("exec on a silent agent: %v, want errAgentSilent", err)
+	}
+	if _, _, err := c.ReadRange(ctx, "/etc/hostname", 0, 0); !errors.Is(err, errAgentSilent) {
+		t.Fatalf("read on a silent agent: %v, want errAgentSilent", err)
+	}
+	if _, err := c.Export(ctx, "/data"); !errors.Is(err, errAgentSilent) {
+		t.Fatalf("export on a silent agent: %v, want errAgentSilent", err)
+	}
+	// JSON calls have their own default deadline.
+	sctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if _, err := c.Stat(sctx, "/etc"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("stat on a silent agent: %v, want a deadline error", err)
+	}
+}

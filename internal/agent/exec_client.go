@@ -167,6 +167,10 @@ func (ch *OutputChunk) validate(offset int64, limit int) error {
 }
 
 // effectiveMaxOutput is the MaxOutput the agent applies to req.
+// execAnswerGrace is how long after a command's timeout the host still
+// waits for the agent to report how it ended.
+const execAnswerGrace = 30 * time.Second
+
 func effectiveMaxOutput(n int) int {
 	if n <= 0 {
 		return DefaultExecMaxOutput
@@ -182,6 +186,14 @@ func effectiveMaxOutput(n int) int {
 // agent kill the command's process group; Exec then returns ctx.Err().
 func (c *Client) Exec(ctx context.Context, req ExecRequest, onOutput func(stream string, data []byte)) (ExecResult, error) {
 	maxOut := effectiveMaxOutput(req.MaxOutput)
+	if _, ok := ctx.Deadline(); !ok && req.TimeoutMillis > 0 {
+		// The agent kills the command at its timeout and then answers; the
+		// host does not wait much longer for an agent that never does.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, time.Duration(req.TimeoutMillis)*time.Millisecond+execAnswerGrace,
+			fmt.Errorf("berth agent: the command's timeout passed %s ago and the agent has not reported its end: %w", execAnswerGrace, context.DeadlineExceeded))
+		defer cancel()
+	}
 	body, err := json.Marshal(req)
 	if err != nil {
 		return ExecResult{}, err
@@ -192,10 +204,10 @@ func (c *Client) Exec(ctx context.Context, req ExecRequest, onOutput func(stream
 	}
 	hreq.Header.Set("Content-Type", "application/json")
 	hreq.Header.Set("Accept", "application/x-ndjson")
-	resp, err := c.http.Do(hreq)
+	resp, err := c.send(hreq)
 	if err != nil {
 		if ctx.Err() != nil {
-			return ExecResult{}, ctx.Err()
+			return ExecResult{}, context.Cause(ctx)
 		}
 		return ExecResult{}, fmt.Errorf("berth agent: %w", err)
 	}
@@ -217,7 +229,7 @@ func (c *Client) Exec(ctx context.Context, req ExecRequest, onOutput func(stream
 	res, err := readExecEvents(resp.Body, maxOut, onOutput)
 	if err != nil {
 		if ctx.Err() != nil {
-			return ExecResult{}, ctx.Err()
+			return ExecResult{}, context.Cause(ctx)
 		}
 		return ExecResult{}, err
 	}

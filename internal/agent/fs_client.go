@@ -101,7 +101,7 @@ func (c *Client) ReadRange(ctx context.Context, p string, offset, length int64) 
 	if err != nil {
 		return nil, FileInfo{}, err
 	}
-	resp, err := c.http.Do(req)
+	resp, err := c.send(req)
 	if err != nil {
 		return nil, FileInfo{}, fmt.Errorf("berth agent: %w", err)
 	}
@@ -171,7 +171,7 @@ func (c *Client) Write(ctx context.Context, req WriteRequest, body io.Reader) (W
 		body = http.NoBody
 	}
 	var res WriteResult
-	if err := c.fsCall(ctx, http.MethodPut, PathFSFile, q, body, "application/octet-stream", 0, &res); err != nil {
+	if err := c.fsCall(ctx, http.MethodPut, PathFSFile, q, body, "application/octet-stream", transferTimeout, &res); err != nil {
 		return WriteResult{}, err
 	}
 	return res, fsCheckWriteResult(res)

@@ -310,6 +310,36 @@ func (rn *runner) ensureWorkDir(dir string) error {
 	return nil
 }
 
+// prepareDataDir gives the bot's data directory to the image's user, so a
+// workspace whose user is not root can write its own data. Only the
+// directory itself changes owner, and only while root owns it (as when the
+// image or an earlier berth made it); what is inside stays as it is.
+func (rn *runner) prepareDataDir() error {
+	cred := rn.user()
+	if cred == nil || cred.UID == 0 {
+		return nil
+	}
+	dir := rn.dataDir()
+	if err := mkdirAllOwned(dir, cred); err != nil {
+		return err
+	}
+	// Through a handle that did not follow a symlink, so the chown lands
+	// on the directory that was checked.
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return &fs.PathError{Op: "open", Path: dir, Err: err}
+	}
+	defer func() { _ = unix.Close(fd) }()
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return err
+	}
+	if st.Uid != 0 {
+		return nil
+	}
+	return unix.Fchown(fd, int(cred.UID), int(cred.GID))
+}
+
 // mkdirAllOwned is os.MkdirAll that gives the directories it creates, and
 // only those, to cred (nil: they stay root's).
 func mkdirAllOwned(dir string, cred *Credential) error {

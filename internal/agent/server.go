@@ -171,6 +171,12 @@ func (s *server) run(ctx context.Context) error {
 		<-reaperDone
 	}()
 
+	if s.isInit {
+		if err := (&runner{s: s, log: s.log}).prepareDataDir(); err != nil {
+			s.log.Warn("the data directory could not be given to the workspace's user", "err", err)
+		}
+	}
+
 	ln, err := listenUnix(s.opts.SocketPath)
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
