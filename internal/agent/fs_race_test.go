@@ -1,0 +1,161 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestFSRaceSwapIntoProtected replays the attack that found the
+// check-then-act race: while a goroutine keeps exchanging a directory with
+// a symlink to berth's socket directory (renameat2 RENAME_EXCHANGE, as the
+// workspace's own user can do in /tmp), every mutating file operation is
+// aimed through that path thousands of times. Each lands in the real
+// directory or is refused; none may add, replace or remove anything in the
+// protected directories, and none may leave a temporary file there.
+func TestFSRaceSwapIntoProtected(t *testing.T) {
+	c, data, prot := startFSAgentProt(t, nil)
+	ctx := context.Background()
+	sockDir := filepath.Join(prot, "run", "berth")
+	d, l := filepath.Join(data, "d"), filepath.Join(data, "l")
+	if err := os.Mkdir(d, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(sockDir, l); err != nil {
+		t.Fatal(err)
+	}
+	// A second pair reaches the binary's directory the same way.
+	d2, l2 := filepath.Join(data, "d2"), filepath.Join(data, "l2")
+	if err := os.Mkdir(d2, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(prot, ".berth"), l2); err != nil {
+		t.Fatal(err)
+	}
+
+	var stop atomic.Bool
+	var swaps atomic.Int64
+	var wg sync.WaitGroup
+	for _, pair := range [][2]string{{d, l}, {d2, l2}} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for !stop.Load() {
+				if err := unix.Renameat2(unix.AT_FDCWD, pair[0], unix.AT_FDCWD, pair[1], unix.RENAME_EXCHANGE); err != nil {
+					t.Errorf("swap: %v", err)
+					return
+				}
+				swaps.Add(1)
+			}
+		}()
+	}
+
+	tarBody := buildTar(t, tarFile(SocketName, "imported"), tarFile("berth", "imported"))
+	ops := []struct {
+		name string
+		run  func(i int) error
+	}{
+		{"write", func(i int) error {
+			_, err := c.Write(ctx, WriteRequest{Path: "d/" + SocketName}, strings.NewReader("x"))
+			if i%2 == 0 {
+				_, err = c.Write(ctx, WriteRequest{Path: "d2/berth"}, strings.NewReader("x"))
+			}
+			return err
+		}},
+		{"write new", func(i int) error {
+			_, err := c.Write(ctx, WriteRequest{Path: fmt.Sprintf("d/new%d", i), MakeParents: true}, strings.NewReader("x"))
+			return err
+		}},
+		{"edit", func(i int) error {
+			_, err := c.Edit(ctx, EditRequest{Path: "d2/berth", Edits: []Edit{{Old: "x", New: "y", ReplaceAll: true}}})
+			return err
+		}},
+		{"move onto", func(i int) error {
+			src := fmt.Sprintf("e%d", i)
+			mustWrite(t, filepath.Join(data, src), "moved")
+			_, err := c.Move(ctx, src, "d/"+SocketName, true)
+			return err
+		}},
+		{"move out", func(i int) error {
+			_, err := c.Move(ctx, "d/"+SocketName, fmt.Sprintf("stolen%d", i), false)
+			return err
+		}},
+		{"copy", func(i int) error {
+			mustWrite(t, filepath.Join(data, "c"), "copied")
+			_, err := c.Copy(ctx, "c", "d/"+SocketName, true)
+			if i%2 == 0 {
+				_, err = c.Copy(ctx, "c", "d2/berth", true)
+			}
+			return err
+		}},
+		{"delete", func(i int) error {
+			err := c.Delete(ctx, "d/"+SocketName, false)
+			if i%2 == 0 {
+				err = c.Delete(ctx, "d2/berth", true)
+			}
+			return err
+		}},
+		{"mkdir", func(i int) error {
+			_, err := c.Mkdir(ctx, fmt.Sprintf("d/m%d", i), false)
+			if i%2 == 0 {
+				_, err = c.Mkdir(ctx, fmt.Sprintf("d2/p%d/q", i), true)
+			}
+			return err
+		}},
+		{"import", func(i int) error {
+			_, err := c.Import(ctx, ImportRequest{Path: "d"}, bytes.NewReader(tarBody))
+			if i%2 == 0 {
+				_, err = c.Import(ctx, ImportRequest{Path: "d2"}, bytes.NewReader(tarBody))
+			}
+			return err
+		}},
+	}
+	const rounds = 400
+	landed := make([]atomic.Int64, len(ops))
+	var opsWG sync.WaitGroup
+	for k, op := range ops {
+		opsWG.Add(1)
+		go func() {
+			defer opsWG.Done()
+			for i := range rounds {
+				if op.run(i) == nil {
+					landed[k].Add(1)
+				}
+			}
+		}()
+	}
+	opsWG.Wait()
+	stop.Store(true)
+	wg.Wait()
+
+	protEntries(t, prot)
+	for k, op := range ops {
+		t.Logf("%s: %d of %d calls succeeded", op.name, landed[k].Load(), rounds)
+	}
+	t.Logf("%d swaps", swaps.Load())
+	// The operations did run against the real directories: a test where
+	// every call is refused would prove nothing.
+	if landed[0].Load() == 0 || landed[3].Load() == 0 || landed[7].Load() == 0 {
+		t.Errorf("writes, moves or mkdirs never succeeded; the race was not exercised")
+	}
+	// Whatever failed cleaned up after itself.
+	for _, dir := range []string{d, l, d2, l2} {
+		if fi, err := os.Lstat(dir); err != nil || !fi.IsDir() {
+			continue
+		}
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			if strings.HasPrefix(e.Name(), ".berth-") {
+				t.Errorf("%s left in %s", e.Name(), dir)
+			}
+		}
+	}
+}
