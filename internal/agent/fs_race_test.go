@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -157,5 +159,69 @@ func TestFSRaceSwapIntoProtected(t *testing.T) {
 				t.Errorf("%s left in %s", e.Name(), dir)
 			}
 		}
+	}
+}
+
+// TestFSReadSpecialFiles: reading what is not a regular file is a clear
+// refusal with a code, not an internal error, and opening it for the check
+// has no effect on it (a FIFO with no writer does not block the read).
+// Files of /proc, which say 0 bytes, read with their content.
+func TestFSReadSpecialFiles(t *testing.T) {
+	c, data, prot := startFSAgentProt(t, nil)
+	ctx := context.Background()
+	l, err := net.Listen("unix", filepath.Join(data, "s.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if err := unix.Mkfifo(filepath.Join(data, "fifo"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"s.sock", "fifo", "/dev/null"} {
+		_, err := c.ReadText(ctx, ReadTextRequest{Path: p})
+		re := wantCode(t, err, CodeInvalid)
+		if !strings.Contains(re.Message, "not a regular file") {
+			t.Errorf("read %s: %q", p, re.Message)
+		}
+		_, _, err = c.ReadRange(ctx, p, 0, 0)
+		wantCode(t, err, CodeInvalid)
+	}
+	// berth's own directory cannot be read either.
+	_, err = c.ReadText(ctx, ReadTextRequest{Path: prot + "/run/berth/agent.sock"})
+	wantCode(t, err, CodeInvalid)
+	_, err = c.List(ctx, ListRequest{Path: prot + "/run/berth"})
+	wantCode(t, err, CodePermission)
+	_, err = c.Stat(ctx, prot+"/run/berth/agent.sock")
+	wantCode(t, err, CodePermission)
+	if res, err := c.List(ctx, ListRequest{Path: prot + "/run", Recursive: true}); err != nil || res.Total != 1 {
+		t.Errorf("a recursive list above berth's directory should show it and not its content: %+v, %v", res, err)
+	}
+
+	want, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil || len(want) == 0 {
+		t.Fatalf("/proc/self/mountinfo: %d bytes, %v", len(want), err)
+	}
+	// The agent runs in this process, so its /proc/self is the test's.
+	rc, info, err := c.ReadRange(ctx, "/proc/self/mountinfo", 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil || len(got) == 0 || info.Size != int64(len(got)) || !bytes.HasPrefix(got, want[:min(len(want), 20)]) {
+		t.Errorf("ReadRange of /proc/self/mountinfo: %d bytes (size %d), %v", len(got), info.Size, err)
+	}
+	rc, _, err = c.ReadRange(ctx, "/proc/self/mountinfo", 5, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ = io.ReadAll(rc)
+	rc.Close()
+	if len(got) != 10 {
+		t.Errorf("a window of a /proc file: %q", got)
+	}
+	res, err := c.ReadText(ctx, ReadTextRequest{Path: "/proc/self/status"})
+	if err != nil || !strings.Contains(res.Text, "Pid:") || res.Size == 0 {
+		t.Errorf("ReadText of /proc/self/status: %+v, %v", res, err)
 	}
 }
