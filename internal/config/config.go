@@ -78,7 +78,6 @@ func Defaults() Config {
 		CDISpecDirs:         []string{"/etc/cdi", "/var/run/cdi"},
 		AgentTimeout:        30 * time.Second,
 		StopGrace:           10 * time.Second,
-		DefaultPids:         1024,
 		MaxPids:             32768,
 		ContainerdTimeout:   30 * time.Second,
 		ExecTimeout:         60 * time.Second,
@@ -119,7 +118,7 @@ func Register(fs *flag.FlagSet, cfg *Config, serve bool) {
 	fs.DurationVar(&cfg.MCPStartTimeout, "mcp-start-timeout", cfg.MCPStartTimeout, "how long a bot's MCP server may take to start and list its tools (npx may download it first)")
 	fs.DurationVar(&cfg.MCPCallTimeout, "mcp-call-timeout", cfg.MCPCallTimeout, "timeout of one call of a federated tool of a bot's MCP server")
 	fs.IntVar(&cfg.MCPResultMax, "mcp-result-max", cfg.MCPResultMax, "cap in bytes on a federated tool's result; larger ones are cut with a marker")
-	fs.Int64Var(&cfg.DefaultPids, "default-pids", cfg.DefaultPids, "process limit of a workspace whose create names none")
+	fs.Int64Var(&cfg.DefaultPids, "default-pids", cfg.DefaultPids, "process limit of a workspace whose create names none (default 1024, at most --max-pids)")
 	fs.Int64Var(&cfg.MaxPids, "max-pids", cfg.MaxPids, "most processes any workspace may ask for")
 	fs.StringVar(&cfg.DefaultMemory, "default-memory", cfg.DefaultMemory, "memory limit of a workspace whose create names none, e.g. 2G (default 2G, at most --max-memory)")
 	fs.StringVar(&cfg.MaxMemory, "max-memory", cfg.MaxMemory, "most memory any workspace may ask for (default: the host's memory)")

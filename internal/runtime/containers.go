@@ -250,7 +250,7 @@ func (r *Containerd) Container(ctx context.Context, id string) (Container, error
 	if err != nil {
 		return Container{}, r.wrap(err)
 	}
-	return r.describe(ctx, ctr, info), nil
+	return r.describe(ctx, ctr, info)
 }
 
 // Containers lists the containers that carry labelKey.
@@ -272,12 +272,18 @@ func (r *Containerd) Containers(ctx context.Context, labelKey string) ([]Contain
 		if err != nil {
 			return nil, r.wrap(err)
 		}
-		out = append(out, r.describe(ctx, ctr, info))
+		c, err := r.describe(ctx, ctr, info)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
 	}
 	return out, nil
 }
 
-func (r *Containerd) describe(ctx context.Context, ctr containerd.Container, info containers.Container) Container {
+// describe reports a task it cannot read as TaskUnknown, except when
+// containerd itself failed: that is the caller's error, not the task's state.
+func (r *Containerd) describe(ctx context.Context, ctr containerd.Container, info containers.Container) (Container, error) {
 	out := Container{
 		ID:          info.ID,
 		Image:       info.Image,
@@ -288,15 +294,21 @@ func (r *Containerd) describe(ctx context.Context, ctr containerd.Container, inf
 	}
 	task, err := ctr.Task(ctx, nil)
 	if err != nil {
+		if err := r.containerdFailure(err); err != nil {
+			return out, err
+		}
 		if !errdefs.IsNotFound(err) {
 			out.Status = TaskUnknown
 		}
-		return out
+		return out, nil
 	}
 	st, err := task.Status(ctx)
 	if err != nil {
+		if err := r.containerdFailure(err); err != nil {
+			return out, err
+		}
 		out.Status = TaskUnknown
-		return out
+		return out, nil
 	}
 	out.PID = task.Pid()
 	out.ExitStatus = st.ExitStatus
@@ -310,7 +322,19 @@ func (r *Containerd) describe(ctx context.Context, ctr containerd.Container, inf
 	default:
 		out.Status = TaskUnknown
 	}
-	return out
+	return out, nil
+}
+
+// containerdFailure is err as wrap makes it when containerd did not answer
+// or cannot be reached, else nil.
+func (r *Containerd) containerdFailure(err error) error {
+	err = r.wrap(err)
+	var ue *UnavailableError
+	var nr *NotRespondingError
+	if errors.As(err, &ue) || errors.As(err, &nr) {
+		return err
+	}
+	return nil
 }
 
 // SetLabels sets (or, with an empty value, removes) labels on a container.
