@@ -286,6 +286,13 @@ func (d *fsDir) removeAll(name string, guard *fsProtect) error {
 	if !errors.Is(err, unix.EISDIR) && !errors.Is(err, unix.EPERM) {
 		return &fs.PathError{Op: "remove", Path: d.join(name), Err: err}
 	}
+	if errors.Is(err, unix.EPERM) {
+		// EISDIR on Linux, EPERM by POSIX; EPERM also for a file the
+		// agent may not remove (sticky directory, immutable file).
+		if st, serr := d.lstat(name); serr != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			return &fs.PathError{Op: "remove", Path: d.join(name), Err: err}
+		}
+	}
 	for attempt := 0; ; attempt++ {
 		if err := d.emptyDir(name, guard); err != nil {
 			return err
