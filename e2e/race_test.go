@@ -99,9 +99,13 @@ func TestFileToolsRaceNonRoot(t *testing.T) {
 		ProcessID string `json:"process_id"`
 	}
 	mustCall(t, c, "exec", map[string]any{"bot_id": bot, "cwd": "/tmp",
-		"command": "id -u && mkdir /tmp/d && ln -s /run/berth /tmp/l && echo x > /tmp/c"}).decode(t, &out)
+		"command": "id -u && stat -c %u /data && touch /data/mine && mkdir /tmp/d && ln -s /run/berth /tmp/l && echo x > /tmp/c"}).decode(t, &out)
 	if out.ExitCode != 0 || strings.TrimSpace(strings.Split(out.Stdout, "\n")[0]) != "65534" {
 		t.Fatalf("setup as nobody: %+v", out)
+	}
+	// The workspace's user owns its data directory and can write there.
+	if owner := strings.Split(out.Stdout, "\n")[1]; owner != "65534" {
+		t.Fatalf("/data belongs to uid %s, not to the workspace's user: %+v", owner, out)
 	}
 	mustCall(t, c, "exec", map[string]any{"bot_id": bot, "cwd": "/tmp", "background": true,
 		"argv": []string{"/usr/local/bin/swapper", "/tmp/d", "/tmp/l"}}).decode(t, &out)
