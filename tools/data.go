@@ -20,8 +20,16 @@ const maxInlineArchive = 16 << 20
 // DataExportInput archives part of the workspace.
 type DataExportInput struct {
 	BotID string `json:"bot_id"`
-	Path  string `json:"path,omitempty" jsonschema:"description=directory to archive (default /data)"`
+	Path  string `json:"path,omitempty" jsonschema:"description=directory to archive: /data (the default) or a directory in it; relative paths are taken from /data"`
 }
+
+// DataExportDeleteInput names a kept export to delete.
+type DataExportDeleteInput struct {
+	BotID    string `json:"bot_id"`
+	ExportID string `json:"export_id" jsonschema:"description=the export_id data_export returned"`
+}
+
+func (d DataExportDeleteInput) bot() string { return d.BotID }
 
 func (d DataExportInput) bot() string { return d.BotID }
 
@@ -51,10 +59,11 @@ func dataTools(d Deps) []server.ServerTool {
 	m := d.Manager
 	return []server.ServerTool{
 		define("data_export", "Export data",
-			"Archive /data (or a directory in it) as tar.gz while the workspace keeps running; modes, empty directories and symlinks (as links) are kept. Returns a resource link, and a download path on the HTTP transport for any size.",
+			"Archive /data (or a directory in it; paths outside /data are refused) as tar.gz while the workspace keeps running; modes, empty directories and symlinks (as links) are kept. Returns a resource link, and a download path on the HTTP transport for any size. "+
+				"Berth keeps the newest 5 exports per bot within a per-bot size quota; over it, the export is refused: delete old ones with data_export_delete.",
 			hints{readOnly: true}, auth.ScopeRead,
 			func(ctx context.Context, c *call, in DataExportInput) (DataExportOutput, string, error) {
-				exp, err := m.SaveExport(ctx, in.BotID, in.Path, c.progress(ctx))
+				exp, err := m.SaveExport(ctx, in.BotID, in.Path, d.Limits.ExportQuota, c.progress(ctx))
 				if err != nil {
 					return DataExportOutput{}, "", err
 				}
@@ -65,6 +74,17 @@ func dataTools(d Deps) []server.ServerTool {
 				}
 				return out, fmt.Sprintf("exported %s (%d entries, %d bytes of files) to a %d-byte tar.gz: read %s or download %s",
 					exp.Path, exp.Stats.Entries, exp.Stats.Bytes, exp.Size, out.ResourceURI, out.DownloadURL), nil
+			}),
+		define("data_export_delete", "Delete export",
+			"Delete an archive data_export kept on berth's host, freeing its share of the bot's export quota. The workspace is not touched.",
+			// Read scope, like data_export: a caller that may make exports
+			// must be able to free the quota they fill.
+			hints{destructive: true, idempotent: false}, auth.ScopeRead,
+			func(ctx context.Context, _ *call, in DataExportDeleteInput) (DataExportDeleteInput, string, error) {
+				if err := m.DeleteExport(in.BotID, in.ExportID); err != nil {
+					return in, "", err
+				}
+				return in, fmt.Sprintf("deleted export %s of %s", in.ExportID, in.BotID), nil
 			}),
 		define("data_import", "Import data",
 			"Extract a tar, tar.gz or zip archive under /data (or a directory in it). Absolute paths, '..', links out of the target, devices and archives past the entry or size caps are refused; a refused or failed import changes nothing. setuid/setgid bits are dropped.",

@@ -48,14 +48,14 @@ func imageTools(d Deps) []server.ServerTool {
 	m := d.Manager
 	return []server.ServerTool{
 		define("image_list", "List images",
-			"List the images berth can create workspaces from, sorted by name, a page at a time.",
+			"List the images this caller can create workspaces from, sorted by name, a page at a time. Images labelled "+workspace.LabelOwnerBot+" (a bot's snapshot_export) are listed only to callers that may use that bot.",
 			hints{readOnly: true, idempotent: true}, auth.ScopeRead,
 			func(ctx context.Context, _ *call, in PageInput) (ImageListOutput, string, error) {
 				limit, err := in.limit()
 				if err != nil {
 					return ImageListOutput{}, "", err
 				}
-				imgs, more, err := m.ListImages(ctx, in.Cursor, limit)
+				imgs, more, err := m.ListImages(ctx, in.Cursor, limit, imageOwnersOf(auth.FromContext(ctx)))
 				if err != nil {
 					return ImageListOutput{}, "", err
 				}
@@ -94,4 +94,48 @@ func imageTools(d Deps) []server.ServerTool {
 				return in, "deleted image " + in.Image, nil
 			}),
 	}
+}
+
+// imageOwnersOf says which bots' images p may use: nil for all, which is
+// what admins and callers not limited to some bots get.
+func imageOwnersOf(p *auth.Principal) func(owner string) bool {
+	if p == nil {
+		return func(string) bool { return false }
+	}
+	if p.Bots == nil || p.Allow(auth.ScopeAdmin, "") == nil {
+		return nil
+	}
+	return func(owner string) bool { return p.Bots[owner] }
+}
+
+// checkImageOwner refuses an image that belongs to a bot the caller may
+// not use: it holds that bot's files.
+func checkImageOwner(ctx context.Context, m *workspace.Manager, image string) error {
+	may := imageOwnersOf(auth.FromContext(ctx))
+	if may == nil || image == "" {
+		return nil
+	}
+	owner, err := m.ImageOwner(ctx, image)
+	if err != nil {
+		return err
+	}
+	if owner != "" && !may(owner) {
+		return fmt.Errorf("permission denied: image %s belongs to bot %q, which %s may not use", image, owner, auth.FromContext(ctx).Name)
+	}
+	return nil
+}
+
+// imageAccess checks that the caller may use image ("" is the operator's
+// default image) and returns the context to create from it under: callers
+// without the admin scope pull only from the allowed registries, and hear
+// of a failed registry only whether it was not found, unauthorized or
+// unreachable, never the network detail (the log has it).
+func imageAccess(ctx context.Context, d Deps, image string) (context.Context, error) {
+	if image == "" || auth.FromContext(ctx).Allow(auth.ScopeAdmin, "") == nil {
+		return ctx, nil
+	}
+	if err := checkImageOwner(ctx, d.Manager, image); err != nil {
+		return ctx, err
+	}
+	return runtime.WithPullRules(ctx, runtime.PullRules{Registries: d.AllowedRegistries, Terse: true, Log: d.Logger}), nil
 }

@@ -124,6 +124,12 @@ func snapshotTools(d Deps) []server.ServerTool {
 				if err := auth.FromContext(ctx).Allow(auth.ScopeManage, in.NewBotID); err != nil {
 					return workspace.Workspace{}, "", err
 				}
+				// The fork runs the source's image, which may be another bot's export.
+				if src, err := m.Get(ctx, in.BotID); err == nil {
+					if err := checkImageOwner(ctx, m, src.Image); err != nil {
+						return workspace.Workspace{}, "", err
+					}
+				}
 				ws, err := m.Fork(ctx, in.BotID, in.Version, in.NewBotID, c.progress(ctx))
 				if err != nil {
 					return ws, "", err

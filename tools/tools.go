@@ -37,6 +37,9 @@ type Deps struct {
 	MCP *mcpproxy.Supervisor
 	// Metrics counts the calls; may be nil.
 	Metrics *metrics.Metrics
+	// AllowedRegistries are the registries (host[:port]) that callers
+	// without the admin scope may pull from; nil allows any.
+	AllowedRegistries []string
 }
 
 // Limits are the defaults and caps of the exec, terminal and file tools.
@@ -44,6 +47,7 @@ type Limits struct {
 	ExecTimeout         time.Duration // default timeout of exec
 	ExecMaxOutput       int           // default per-stream output cap of exec
 	TerminalIdleTimeout time.Duration // close terminals idle this long
+	ExportQuota         int64         // bytes of data_export archives kept per bot; 0 = no quota
 }
 
 func (l *Limits) setDefaults() {

@@ -110,6 +110,9 @@ func workspaceTools(d Deps) []server.ServerTool {
 				if err != nil {
 					return CreateOutput{}, "", err
 				}
+				if ctx, err = imageAccess(ctx, d, in.Image); err != nil {
+					return CreateOutput{}, "", err
+				}
 				res, err := m.Create(ctx, workspace.CreateRequest{
 					BotID: in.BotID, Image: in.Image, PullPolicy: in.PullPolicy, Devices: in.Devices,
 					Snapshotter: in.Snapshotter, Env: in.Env, RestoreData: in.RestoreData,
@@ -148,11 +151,10 @@ func workspaceTools(d Deps) []server.ServerTool {
 				if err != nil {
 					return ListOutput{}, "", err
 				}
-				list, more, err := m.List(ctx, in.Cursor, limit)
+				list, more, err := m.ListVisible(ctx, in.Cursor, limit, mayUseBot(auth.FromContext(ctx)))
 				if err != nil {
 					return ListOutput{}, "", err
 				}
-				list = visibleTo(auth.FromContext(ctx), list)
 				out := ListOutput{Workspaces: list}
 				if more && len(list) > 0 {
 					out.NextCursor = list[len(list)-1].BotID
@@ -214,18 +216,13 @@ func workspaceTools(d Deps) []server.ServerTool {
 	}
 }
 
-// visibleTo drops the workspaces a bot-scoped principal may not see.
-func visibleTo(p *auth.Principal, list []workspace.Workspace) []workspace.Workspace {
+// mayUseBot is the filter of what a principal may see: nil (everything)
+// for one not limited to some bots.
+func mayUseBot(p *auth.Principal) func(bot string) bool {
 	if p == nil || p.Bots == nil {
-		return list
+		return nil
 	}
-	out := list[:0]
-	for _, ws := range list {
-		if p.Bots[ws.BotID] {
-			out = append(out, ws)
-		}
-	}
-	return out
+	return func(bot string) bool { return p.Bots[bot] }
 }
 
 func moreText(more bool) string {

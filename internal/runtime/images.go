@@ -2,9 +2,14 @@ package runtime
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -12,8 +17,10 @@ import (
 	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/containerd/v2/core/leases"
+	"github.com/containerd/containerd/v2/core/remotes"
 	"github.com/containerd/containerd/v2/core/remotes/docker"
 	"github.com/containerd/containerd/v2/core/remotes/docker/config"
+	remoteerrors "github.com/containerd/containerd/v2/core/remotes/errors"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/platforms"
 	"github.com/distribution/reference"
@@ -54,8 +61,21 @@ func (r *Containerd) EnsureImage(ctx context.Context, ref string, policy PullPol
 			return Image{}, fmt.Errorf("%w: image %s is not present and pull policy is never: import it with image_import or use pull_policy if_not_present", errdefs.ErrNotFound, ref)
 		}
 	}
-	img, err := r.pull(ctx, c, ref, snapshotter, progress)
+	rules := pullRulesFrom(ctx)
+	host, err := RegistryHost(ref)
 	if err != nil {
+		return Image{}, err
+	}
+	if !RegistryAllowed(host, rules.Registries) {
+		return Image{}, fmt.Errorf("%w: image %s is in registry %s, which this token may not pull from (allowed: %s); an operator can add it to --allowed-registries or import the image",
+			errdefs.ErrPermissionDenied, ref, host, strings.Join(rules.Registries, ", "))
+	}
+	img, err := r.pull(ctx, c, ref, host, snapshotter, rules.Terse, progress)
+	if err != nil {
+		var pe *PullError
+		if errors.As(err, &pe) && rules.Log != nil {
+			rules.Log.Warn("image pull failed at the registry", "image", ref, "reported", pe.Error(), "cause", pe.Detail)
+		}
 		return Image{}, err
 	}
 	info, err := describe(ctx, img)
@@ -63,10 +83,71 @@ func (r *Containerd) EnsureImage(ctx context.Context, ref string, policy PullPol
 	return info, err
 }
 
+// PullRules bound the pulls made for one caller. The zero value, the
+// operator's, allows every registry and reports failures in full.
+type PullRules struct {
+	// Registries are the hosts (host or host:port, as in image references)
+	// a pull may contact; nil, or an entry "*", allows any.
+	Registries []string
+	// Terse reports a failed registry by class only (not found,
+	// unauthorized, unreachable), so that pulls cannot probe which hosts
+	// and ports answer and how.
+	Terse bool
+	// Log, if set, gets the cause of a registry failure.
+	Log *slog.Logger
+}
+
+type pullRulesKey struct{}
+
+// WithPullRules returns ctx whose pulls follow rules.
+func WithPullRules(ctx context.Context, rules PullRules) context.Context {
+	return context.WithValue(ctx, pullRulesKey{}, rules)
+}
+
+func pullRulesFrom(ctx context.Context) PullRules {
+	rules, _ := ctx.Value(pullRulesKey{}).(PullRules)
+	return rules
+}
+
+// RegistryHost is the registry (host or host:port) of an image reference,
+// "docker.io" for Docker Hub's short names.
+func RegistryHost(ref string) (string, error) {
+	named, err := reference.ParseNormalizedNamed(ref)
+	if err != nil {
+		return "", fmt.Errorf("%w: image reference %q: %v", errdefs.ErrInvalidArgument, ref, err)
+	}
+	return reference.Domain(named), nil
+}
+
+// RegistryAllowed says whether host is in allowed (nil allows any, as does
+// an entry "*"). Hosts compare without regard to case; a port must match.
+func RegistryAllowed(host string, allowed []string) bool {
+	if allowed == nil {
+		return true
+	}
+	for _, a := range allowed {
+		if a == "*" || strings.EqualFold(a, host) {
+			return true
+		}
+	}
+	return false
+}
+
+// PullError is a pull that failed at the registry. Its message is what the
+// caller may see; Detail is the underlying failure, for berth's log.
+type PullError struct {
+	class  error
+	msg    string
+	Detail error
+}
+
+func (e *PullError) Error() string { return e.msg }
+func (e *PullError) Unwrap() error { return e.class }
+
 // pull fetches ref under a lease of its own. The image record is what keeps
 // the content afterwards; if the pull fails or is cancelled, deleting the
 // lease synchronously lets containerd's GC drop every blob it fetched.
-func (r *Containerd) pull(ctx context.Context, c *containerd.Client, ref, snapshotter string, progress func(PullProgress)) (containerd.Image, error) {
+func (r *Containerd) pull(ctx context.Context, c *containerd.Client, ref, host, snapshotter string, terse bool, progress func(PullProgress)) (containerd.Image, error) {
 	lm := c.LeasesService()
 	lease, err := lm.Create(ctx, leases.WithRandomID(), leases.WithExpiration(2*time.Hour))
 	if err != nil {
@@ -90,9 +171,8 @@ func (r *Containerd) pull(ctx context.Context, c *containerd.Client, ref, snapsh
 			tracker.report(ctx, stop, progress)
 		}()
 	}
-	resolver := docker.NewResolver(docker.ResolverOptions{
-		Hosts: config.ConfigureHosts(ctx, config.HostOptions{HostDir: config.HostDirFromRoot(r.opts.RegistryConfigDir)}),
-	})
+	hosts := config.ConfigureHosts(ctx, config.HostOptions{HostDir: config.HostDirFromRoot(r.opts.RegistryConfigDir)})
+	resolver := &resolveRecorder{Resolver: docker.NewResolver(docker.ResolverOptions{Hosts: hosts})}
 	img, err := c.Pull(ctx, ref,
 		containerd.WithResolver(resolver),
 		containerd.WithPullUnpack,
@@ -104,6 +184,9 @@ func (r *Containerd) pull(ctx context.Context, c *containerd.Client, ref, snapsh
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("pull of %s cancelled: %w", ref, ctx.Err())
+		}
+		if rerr := resolver.failed(); rerr != nil {
+			return nil, registryError(ctx, hosts, ref, host, terse, rerr)
 		}
 		return nil, fmt.Errorf("pull %s: %w", ref, r.wrap(err))
 	}
@@ -244,12 +327,29 @@ func (r *Containerd) ListImages(ctx context.Context) ([]Image, error) {
 		info, err := describe(ctx, img)
 		if err != nil {
 			// An image whose content is incomplete still has a name and digest.
-			info = Image{Name: img.Name(), Digest: img.Target().Digest.String(), CreatedAt: img.Metadata().CreatedAt}
+			info = Image{Name: img.Name(), Digest: img.Target().Digest.String(), CreatedAt: img.Metadata().CreatedAt, Labels: img.Labels()}
 		}
 		out = append(out, info)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
+}
+
+// Image describes the image named ref.
+func (r *Containerd) Image(ctx context.Context, ref string) (Image, error) {
+	c, ctx, err := r.connect(ctx)
+	if err != nil {
+		return Image{}, err
+	}
+	img, err := c.GetImage(ctx, ref)
+	if err != nil {
+		return Image{}, fmt.Errorf("image %s: %w", ref, r.wrap(err))
+	}
+	info, err := describe(ctx, img)
+	if err != nil {
+		info = Image{Name: img.Name(), Digest: img.Target().Digest.String(), CreatedAt: img.Metadata().CreatedAt, Labels: img.Labels()}
+	}
+	return info, nil
 }
 
 // DeleteImage removes the image named ref.
@@ -282,5 +382,96 @@ func describe(ctx context.Context, img containerd.Image) (Image, error) {
 		Digest:    img.Target().Digest.String(),
 		Size:      size,
 		CreatedAt: img.Metadata().CreatedAt,
+		Labels:    img.Labels(),
 	}, nil
+}
+
+// resolveRecorder keeps the error of resolving the reference: the first
+// contact with the registry, whose failure is the registry's to explain
+// (and, for a terse caller, to hide), unlike containerd's own failures.
+type resolveRecorder struct {
+	remotes.Resolver
+	mu  sync.Mutex
+	err error
+}
+
+func (r *resolveRecorder) Resolve(ctx context.Context, ref string) (string, ocispec.Descriptor, error) {
+	name, desc, err := r.Resolver.Resolve(ctx, ref)
+	r.mu.Lock()
+	r.err = err
+	r.mu.Unlock()
+	return name, desc, err
+}
+
+func (r *resolveRecorder) failed() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.err
+}
+
+// registryError explains a failed resolution of ref at host. A caller that
+// is not told details learns only "not found" or "unauthorized" from a
+// host that answers like a registry, and one message for everything else:
+// a closed port, a TLS mismatch and a web server that is not a registry
+// must look alike, or pulls would map the network behind berth.
+func registryError(ctx context.Context, hosts docker.RegistryHosts, ref, host string, terse bool, err error) error {
+	unreachable := &PullError{class: errdefs.ErrUnavailable, Detail: err,
+		msg: fmt.Sprintf("pull %s: registry %s is unreachable or not a registry", ref, host)}
+	var class error
+	var msg string
+	var status remoteerrors.ErrUnexpectedStatus
+	switch {
+	case errdefs.IsNotFound(err):
+		class, msg = errdefs.ErrNotFound, fmt.Sprintf("pull %s: image not found in registry %s", ref, host)
+	case errors.Is(err, docker.ErrInvalidAuthorization),
+		errors.As(err, &status) && (status.StatusCode == http.StatusUnauthorized || status.StatusCode == http.StatusForbidden):
+		class, msg = errdefs.ErrPermissionDenied, fmt.Sprintf("pull %s: registry %s refused access (unauthorized): the image may not exist or may need credentials in berth's registry config", ref, host)
+	case errors.As(err, &status):
+		class, msg = errdefs.ErrUnavailable, fmt.Sprintf("pull %s: registry %s answered %s", ref, host, status.Status)
+	default:
+		if terse {
+			return unreachable
+		}
+		return &PullError{class: errdefs.ErrUnavailable, Detail: err, msg: fmt.Sprintf("pull %s: registry %s is unreachable: %v", ref, host, err)}
+	}
+	if !terse {
+		return &PullError{class: class, Detail: err, msg: msg + ": " + err.Error()}
+	}
+	if !isRegistry(ctx, hosts, host) {
+		return unreachable
+	}
+	return &PullError{class: class, Detail: err, msg: msg}
+}
+
+// isRegistry says whether host answers GET /v2/ as registries do: with the
+// Docker-Distribution-API-Version header that Docker Hub, GHCR, Quay,
+// Artifact Registry, ACR, ECR and the distribution registry all send.
+func isRegistry(ctx context.Context, hosts docker.RegistryHosts, host string) bool {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	rhosts, err := hosts(host)
+	if err != nil {
+		return false
+	}
+	for _, h := range rhosts {
+		u := url.URL{Scheme: h.Scheme, Host: h.Host, Path: strings.TrimSuffix(h.Path, "/") + "/"}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+		if err != nil {
+			continue
+		}
+		client := h.Client
+		if client == nil {
+			client = http.DefaultClient
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			continue
+		}
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		resp.Body.Close()
+		if resp.Header.Get("Docker-Distribution-API-Version") != "" {
+			return true
+		}
+	}
+	return false
 }

@@ -30,6 +30,8 @@ type Runtime interface {
 	// name, if set, names an archive's single unnamed image.
 	ImportImages(ctx context.Context, archive io.Reader, snapshotter, name string) ([]Image, error)
 	ListImages(ctx context.Context) ([]Image, error)
+	// Image describes the image named ref.
+	Image(ctx context.Context, ref string) (Image, error)
 	// DeleteImage removes the image record; containerd collects what only
 	// it held.
 	DeleteImage(ctx context.Context, ref string) error
@@ -47,8 +49,9 @@ type Runtime interface {
 	Containers(ctx context.Context, labelKey string) ([]Container, error)
 	SetLabels(ctx context.Context, id string, labels map[string]string) error
 	// ExportSnapshot names an image ref made of base's layers and those
-	// of the committed snapshot key and the snapshots below it.
-	ExportSnapshot(ctx context.Context, snapshotter, key, base, ref string) (Image, error)
+	// of the committed snapshot key and the snapshots below it, with labels
+	// on the image record.
+	ExportSnapshot(ctx context.Context, snapshotter, key, base, ref string, labels map[string]string) (Image, error)
 	// ProcessEnv is the environment the container's process starts with.
 	ProcessEnv(ctx context.Context, id string) ([]string, error)
 
@@ -116,6 +119,9 @@ type Image struct {
 	Size      int64     `json:"size_bytes"`
 	CreatedAt time.Time `json:"created_at"`
 	Pulled    bool      `json:"pulled,omitempty"`
+	// Labels of the image record; berth.dev/owner-bot names the bot an
+	// image belongs to.
+	Labels map[string]string `json:"labels,omitempty"`
 }
 
 // Mount is a host path made visible in a container.

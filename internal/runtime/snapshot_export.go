@@ -23,8 +23,8 @@ import (
 // store (uncompressed, so each digest is also its diff ID); berth writes a
 // new config and manifest and points the image record at them. The image
 // then serves like any other: workspace_create from it, or `ctr image
-// export`. An existing image named ref is replaced.
-func (r *Containerd) ExportSnapshot(ctx context.Context, snapshotter, key, base, ref string) (Image, error) {
+// export`. An existing image named ref is replaced, labels included.
+func (r *Containerd) ExportSnapshot(ctx context.Context, snapshotter, key, base, ref string, labels map[string]string) (Image, error) {
 	c, ctx, err := r.connect(ctx)
 	if err != nil {
 		return Image{}, err
@@ -77,10 +77,10 @@ func (r *Containerd) ExportSnapshot(ctx context.Context, snapshotter, key, base,
 	if err != nil {
 		return Image{}, fmt.Errorf("write image manifest: %w", r.wrap(err))
 	}
-	rec := images.Image{Name: ref, Target: manifestDesc, CreatedAt: now, UpdatedAt: now}
+	rec := images.Image{Name: ref, Labels: labels, Target: manifestDesc, CreatedAt: now, UpdatedAt: now}
 	is := c.ImageService()
 	if _, err := is.Create(lctx, rec); errdefs.IsAlreadyExists(err) {
-		_, err = is.Update(lctx, rec, "target")
+		_, err = is.Update(lctx, rec, "target", "labels")
 		if err != nil {
 			return Image{}, fmt.Errorf("replace image %s: %w", ref, r.wrap(err))
 		}
@@ -91,7 +91,7 @@ func (r *Containerd) ExportSnapshot(ctx context.Context, snapshotter, key, base,
 	for _, l := range out.Layers {
 		size += l.Size
 	}
-	return Image{Name: ref, Digest: manifestDesc.Digest.String(), Size: size, CreatedAt: now}, nil
+	return Image{Name: ref, Digest: manifestDesc.Digest.String(), Size: size, CreatedAt: now, Labels: labels}, nil
 }
 
 // snapshotLayers returns the layers of the committed snapshot key and of

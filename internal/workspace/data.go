@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	pathpkg "path"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -42,6 +43,12 @@ func (m *Manager) HasPreservedData(bot string) bool {
 // exportTo streams the archive of path in the bot's running workspace into
 // dst atomically (a temp file renamed into place once complete).
 func (m *Manager) exportTo(ctx context.Context, bot, path, dst string, progress func(Progress)) (agent.ExportStats, error) {
+	return m.exportLimited(ctx, bot, path, dst, progress, nil)
+}
+
+// exportLimited is exportTo whose archive stops with check's error once
+// check refuses the bytes written so far (and the temp file they are in).
+func (m *Manager) exportLimited(ctx context.Context, bot, path, dst string, progress func(Progress), check func(tmp string, written int64) (int64, error)) (agent.ExportStats, error) {
 	client, err := m.Agent(ctx, bot)
 	if err != nil {
 		return agent.ExportStats{}, err
@@ -59,7 +66,16 @@ func (m *Manager) exportTo(ctx context.Context, bot, path, dst string, progress 
 		return agent.ExportStats{}, err
 	}
 	defer os.Remove(tmp.Name())
-	_, err = io.Copy(tmp, &progressReader{r: body, report: progress, message: "exporting " + path + " of " + bot})
+	var w io.Writer = tmp
+	if check != nil {
+		w = &checkedWriter{w: tmp, check: func(n int64) (int64, error) { return check(tmp.Name(), n) }}
+	}
+	_, err = io.Copy(w, &progressReader{r: body, report: progress, message: "exporting " + path + " of " + bot})
+	var refused *quotaError
+	if errors.As(err, &refused) {
+		tmp.Close()
+		return agent.ExportStats{}, err
+	}
 	if err == nil {
 		err = tmp.Sync()
 	}
@@ -98,6 +114,10 @@ func (m *Manager) ImportData(ctx context.Context, bot, path, format string, arch
 // ExportData streams a tar.gz of path (default /data) of the running
 // workspace. The caller closes the reader.
 func (m *Manager) ExportData(ctx context.Context, bot, path string) (*agent.ExportStream, error) {
+	path, err := DataPath(path)
+	if err != nil {
+		return nil, err
+	}
 	client, err := m.Agent(ctx, bot)
 	if err != nil {
 		return nil, err
@@ -120,15 +140,63 @@ type Export struct {
 	file      string
 }
 
+// DataPath is the directory an export of p archives: p cleaned, relative
+// paths taken from /data (as the agent does), default /data. Anything
+// outside /data is refused: an export is a copy of the bot's data, and
+// path=/ would otherwise archive the whole root filesystem onto berth's host.
+func DataPath(p string) (string, error) {
+	const dir = agent.DefaultDataDir
+	if p == "" {
+		return dir, nil
+	}
+	if strings.ContainsRune(p, 0) {
+		return "", fmt.Errorf("%w: path contains a NUL byte", errdefs.ErrInvalidArgument)
+	}
+	clean := p
+	if !pathpkg.IsAbs(clean) {
+		clean = pathpkg.Join(dir, clean)
+	}
+	clean = pathpkg.Clean(clean)
+	if clean != dir && !strings.HasPrefix(clean, dir+"/") {
+		return "", fmt.Errorf("%w: path %q is outside %s: exports archive %s or a directory in it", errdefs.ErrInvalidArgument, p, dir, dir)
+	}
+	return clean, nil
+}
+
 // SaveExport archives path of the bot's workspace into a new export kept
-// under the state directory (the newest few per bot are kept).
-func (m *Manager) SaveExport(ctx context.Context, bot, path string, progress func(Progress)) (Export, error) {
-	if path == "" {
-		path = agent.DefaultDataDir
+// under the state directory (the newest few per bot are kept). The bot's
+// kept exports, this one included, may use at most quota bytes (0: no
+// quota): an export that would pass it is refused or stopped, and nothing
+// of it is kept.
+func (m *Manager) SaveExport(ctx context.Context, bot, path string, quota int64, progress func(Progress)) (Export, error) {
+	if err := ValidateBotID(bot); err != nil {
+		return Export{}, err
+	}
+	path, err := DataPath(path)
+	if err != nil {
+		return Export{}, err
+	}
+	var check func(string, int64) (int64, error)
+	if quota > 0 {
+		if used, _ := m.exportUsage(bot, ""); used >= quota {
+			return Export{}, m.quotaRefusal(bot, path, quota, used, false)
+		}
+		// Re-measured as the archive grows, so that exports running at
+		// once cannot pass the quota together.
+		check = func(tmp string, written int64) (int64, error) {
+			others, err := m.exportUsage(bot, tmp)
+			if err != nil {
+				return 0, err
+			}
+			if others+written > quota {
+				return 0, m.quotaRefusal(bot, path, quota, others, true)
+			}
+			return quota - others, nil
+		}
 	}
 	id := randomID()
 	dst := filepath.Join(m.exportDir(bot), id+".tar.gz")
-	stats, err := m.exportTo(ctx, bot, path, dst, progress)
+	stats, err := m.exportLimited(ctx, bot, path, dst, progress, check)
 	if err != nil {
 		return Export{}, err
 	}
@@ -140,13 +208,135 @@ func (m *Manager) SaveExport(ctx context.Context, bot, path string, progress fun
 	return Export{ID: id, BotID: bot, Path: path, Size: st.Size(), Stats: stats, CreatedAt: st.ModTime().UTC(), file: dst}, nil
 }
 
+// exportUsage is the bytes of the bot's export directory: kept archives and
+// those being written, except the file skip.
+func (m *Manager) exportUsage(bot, skip string) (int64, error) {
+	entries, err := os.ReadDir(m.exportDir(bot))
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	var total int64
+	for _, e := range entries {
+		if filepath.Join(m.exportDir(bot), e.Name()) == skip {
+			continue
+		}
+		if info, err := e.Info(); err == nil && info.Mode().IsRegular() {
+			total += info.Size()
+		}
+	}
+	return total, nil
+}
+
+// quotaError is an export refused for the bot's export quota.
+type quotaError struct{ msg string }
+
+func (e *quotaError) Error() string { return e.msg }
+func (e *quotaError) Unwrap() error { return errdefs.ErrResourceExhausted }
+
+// quotaRefusal says how much of its quota the bot's exports use, and how to
+// free space: the kept exports, oldest first, to delete.
+func (m *Manager) quotaRefusal(bot, path string, quota, used int64, during bool) error {
+	var b strings.Builder
+	if during {
+		fmt.Fprintf(&b, "export of %s of %s stopped and not kept: with the %s its other exports use, it grew past the bot's export quota of %s.",
+			path, bot, humanBytes(used), humanBytes(quota))
+	} else {
+		fmt.Fprintf(&b, "export of %s of %s refused: the bot's kept exports use %s of its export quota of %s.",
+			path, bot, humanBytes(used), humanBytes(quota))
+	}
+	b.WriteString(" Free space by deleting old exports with data_export_delete")
+	if exps := m.ListExports(bot); len(exps) > 0 {
+		b.WriteString(" (kept, oldest first:")
+		for i, e := range exps {
+			if i > 0 {
+				b.WriteString(",")
+			}
+			fmt.Fprintf(&b, " %s %s %s", e.ID, humanBytes(e.Size), e.CreatedAt.Format(time.RFC3339))
+		}
+		b.WriteString(")")
+	}
+	fmt.Fprintf(&b, ", export a smaller directory, or download it without keeping it from GET /bots/%s/data/export.", bot)
+	return &quotaError{msg: b.String()}
+}
+
+// ListExports lists the bot's kept exports, oldest first. Their paths and
+// contents are not recorded: size and time only.
+func (m *Manager) ListExports(bot string) []Export {
+	if ValidateBotID(bot) != nil {
+		return nil
+	}
+	entries, err := os.ReadDir(m.exportDir(bot))
+	if err != nil {
+		return nil
+	}
+	var out []Export
+	for _, e := range entries {
+		id, ok := strings.CutSuffix(e.Name(), ".tar.gz")
+		if !ok || validExportID(id) != nil {
+			continue
+		}
+		if info, err := e.Info(); err == nil {
+			out = append(out, Export{ID: id, BotID: bot, Size: info.Size(), CreatedAt: info.ModTime().UTC()})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt.Before(out[j].CreatedAt) })
+	return out
+}
+
+// DeleteExport removes a kept export, freeing its share of the quota.
+func (m *Manager) DeleteExport(bot, id string) error {
+	if err := ValidateBotID(bot); err != nil {
+		return err
+	}
+	if err := validExportID(id); err != nil {
+		return err
+	}
+	err := os.Remove(filepath.Join(m.exportDir(bot), id+".tar.gz"))
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("%w: no export %s for bot %s", errdefs.ErrNotFound, id, bot)
+	}
+	return err
+}
+
+func validExportID(id string) error {
+	if len(id) != exportIDLen*2 || strings.Trim(id, "0123456789abcdef") != "" {
+		return fmt.Errorf("%w: export id %q is not one data_export returned", errdefs.ErrInvalidArgument, id)
+	}
+	return nil
+}
+
+// checkedWriter asks check before it writes past the limit check last
+// gave, and at least every MiB (what else uses the quota changes).
+type checkedWriter struct {
+	w io.Writer
+	// check refuses written bytes, or says how many may be written.
+	check          func(written int64) (limit int64, err error)
+	n, limit, next int64
+}
+
+func (c *checkedWriter) Write(b []byte) (int, error) {
+	if end := c.n + int64(len(b)); end > c.next || end > c.limit {
+		limit, err := c.check(end)
+		if err != nil {
+			return 0, err
+		}
+		c.limit, c.next = limit, end+1<<20
+	}
+	n, err := c.w.Write(b)
+	c.n += int64(n)
+	return n, err
+}
+
 // OpenExport opens an export made by SaveExport.
 func (m *Manager) OpenExport(bot, id string) (*os.File, error) {
 	if err := ValidateBotID(bot); err != nil {
 		return nil, err
 	}
-	if len(id) != exportIDLen*2 || strings.Trim(id, "0123456789abcdef") != "" {
-		return nil, fmt.Errorf("%w: export id %q is not one data_export returned", errdefs.ErrInvalidArgument, id)
+	if err := validExportID(id); err != nil {
+		return nil, err
 	}
 	f, err := os.Open(filepath.Join(m.exportDir(bot), id+".tar.gz"))
 	if errors.Is(err, os.ErrNotExist) {

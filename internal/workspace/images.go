@@ -11,8 +11,59 @@ import (
 	"github.com/containerd/errdefs"
 )
 
-// ListImages returns up to limit images whose name sorts after `after`.
-func (m *Manager) ListImages(ctx context.Context, after string, limit int) ([]runtime.Image, bool, error) {
+// LabelOwnerBot on an image names the bot it belongs to: only callers that
+// may use that bot see it in image_list and create or fork workspaces from
+// it. snapshot_export sets it, since the image holds the bot's files.
+const LabelOwnerBot = labelPrefix + "owner-bot"
+
+// ImageOwner is the bot an image belongs to, "" for a shared image. The
+// label decides; an image named like a snapshot export belongs to the bot
+// in its name even without one (made before the label existed, or imported
+// under that name), so no one can pass another bot's export off as shared.
+func ImageOwner(img runtime.Image) string {
+	if bot := img.Labels[LabelOwnerBot]; bot != "" {
+		return bot
+	}
+	return snapshotImageBot(img.Name)
+}
+
+// snapshotImageBot is the bot in a name SnapshotImagePrefix+bot+":v"+n,
+// or "" for other names. A malformed name under the prefix belongs to a
+// bot no token names, so only callers that may use every bot use it.
+func snapshotImageBot(name string) string {
+	rest, ok := strings.CutPrefix(name, SnapshotImagePrefix)
+	if !ok {
+		return ""
+	}
+	bot, _, _ := strings.Cut(rest, ":")
+	if ValidateBotID(bot) != nil {
+		return SnapshotImagePrefix + rest
+	}
+	return bot
+}
+
+// ImageOwner is the bot the image named ref belongs to, "" if it is shared.
+// An image that is not there is judged by its name alone, so the answer
+// never tells whether another bot's export exists.
+func (m *Manager) ImageOwner(ctx context.Context, ref string) (string, error) {
+	norm, err := runtime.NormalizeImageRef(ref)
+	if err != nil {
+		return "", err
+	}
+	img, err := m.rt.Image(ctx, norm)
+	if isNotFound(err) {
+		return snapshotImageBot(norm), nil
+	}
+	if err != nil {
+		return "", err
+	}
+	return ImageOwner(img), nil
+}
+
+// ListImages returns up to limit of the images whose owner visible accepts
+// (nil accepts all; shared images have owner "") and whose name sorts after
+// `after`. It filters before it pages, so that no page counts others' images.
+func (m *Manager) ListImages(ctx context.Context, after string, limit int, visible func(owner string) bool) ([]runtime.Image, bool, error) {
 	imgs, err := m.rt.ListImages(ctx)
 	if err != nil {
 		return nil, false, err
@@ -20,6 +71,9 @@ func (m *Manager) ListImages(ctx context.Context, after string, limit int) ([]ru
 	out := []runtime.Image{}
 	for _, img := range imgs {
 		if img.Name <= after {
+			continue
+		}
+		if owner := ImageOwner(img); owner != "" && visible != nil && !visible(owner) {
 			continue
 		}
 		if len(out) == limit {

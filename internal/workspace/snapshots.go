@@ -325,7 +325,7 @@ func (m *Manager) ExportSnapshot(ctx context.Context, bot string, v int) (runtim
 	if err != nil {
 		return runtime.Image{}, err
 	}
-	return m.rt.ExportSnapshot(mctx, ctr.Snapshotter, target.key, ctr.Image, fmt.Sprintf("%s%s:v%d", SnapshotImagePrefix, bot, v))
+	return m.rt.ExportSnapshot(mctx, ctr.Snapshotter, target.key, ctr.Image, fmt.Sprintf("%s%s:v%d", SnapshotImagePrefix, bot, v), map[string]string{LabelOwnerBot: bot})
 }
 
 // createEnv recovers the env a workspace was created with: its names are

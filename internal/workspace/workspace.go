@@ -6,9 +6,11 @@
 package workspace
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"regexp"
+	"sort"
 	"strings"
 	"time"
 
@@ -125,3 +127,27 @@ func notFound(bot string) error {
 
 // isNotFound reports whether err means the container is gone.
 func isNotFound(err error) bool { return errors.Is(err, errdefs.ErrNotFound) }
+
+// ListVisible returns up to limit of the workspaces that visible accepts
+// (nil accepts all) whose bot id sorts after `after`, and whether more of
+// those follow. It filters before it pages: a caller limited to some bots
+// must neither count nor be told of ("more follow") the others, and must
+// reach its own bots at any page size.
+func (m *Manager) ListVisible(ctx context.Context, after string, limit int, visible func(bot string) bool) ([]Workspace, bool, error) {
+	ctrs, err := m.rt.Containers(ctx, LabelBot)
+	if err != nil {
+		return nil, false, err
+	}
+	sort.Slice(ctrs, func(i, j int) bool { return ctrs[i].ID < ctrs[j].ID })
+	out := []Workspace{}
+	for _, c := range ctrs {
+		if c.ID <= after || (visible != nil && !visible(c.ID)) {
+			continue
+		}
+		if len(out) == limit {
+			return out, true, nil
+		}
+		out = append(out, m.describe(ctx, c, false))
+	}
+	return out, false, nil
+}
