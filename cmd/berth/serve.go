@@ -104,10 +104,12 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		Logger:  log,
 		Limits: tools.Limits{
 			ExecTimeout: cfg.ExecTimeout, ExecMaxOutput: cfg.ExecMaxOutput, TerminalIdleTimeout: cfg.TerminalIdleTimeout,
+			ExportQuota: cfg.ExportQuota,
 		},
-		Skills:  skills.Config{ReadOnlyRoots: cfg.SkillRoots},
-		MCP:     mcpSup,
-		Metrics: reg,
+		Skills:            skills.Config{ReadOnlyRoots: cfg.SkillRoots},
+		MCP:               mcpSup,
+		Metrics:           reg,
+		AllowedRegistries: cfg.AllowedRegistries,
 	}, cfg.Bot)
 	if cfg.Stdio {
 		log.Info("serving MCP on stdio", "version", version, "containerd", cfg.ContainerdAddress, "namespace", cfg.Namespace)

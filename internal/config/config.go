@@ -62,6 +62,10 @@ type Config struct {
 	NoAuth         bool
 	AllowedOrigins []string
 	SessionIdleTTL time.Duration
+	// AllowedRegistries bound the pulls of tokens without the admin scope;
+	// ExportQuota the bytes of data_export archives kept per bot.
+	AllowedRegistries []string
+	ExportQuota       int64
 
 	LogLevel string
 }
@@ -85,6 +89,8 @@ func Defaults() Config {
 		TerminalIdleTimeout: time.Hour,
 		SkillRoots:          []string{"/data/.agents/skills"},
 		SessionIdleTTL:      30 * time.Minute,
+		AllowedRegistries:   []string{"docker.io", "ghcr.io", "quay.io", "registry.k8s.io", "mcr.microsoft.com", "public.ecr.aws"},
+		ExportQuota:         4 << 30,
 		MCPStartTimeout:     2 * time.Minute,
 		MCPCallTimeout:      10 * time.Minute,
 		MCPResultMax:        1 << 20,
@@ -139,6 +145,8 @@ func Register(fs *flag.FlagSet, cfg *Config, serve bool) {
 	fs.BoolVar(&cfg.NoAuth, "no-auth", cfg.NoAuth, "serve HTTP without a token; refused unless the address is loopback")
 	fs.Var((*listValue)(&cfg.AllowedOrigins), "allowed-origins", "comma-separated browser origins allowed to call /mcp (requests without Origin are always allowed)")
 	fs.DurationVar(&cfg.SessionIdleTTL, "session-idle-ttl", cfg.SessionIdleTTL, "forget HTTP sessions idle for this long")
+	fs.Var((*listValue)(&cfg.AllowedRegistries), "allowed-registries", "comma-separated registries (host or host:port as in image names; * for any) that tokens without the admin scope may pull from")
+	fs.Int64Var(&cfg.ExportQuota, "export-quota", cfg.ExportQuota, "bytes of data_export archives berth keeps per bot (0 = no quota)")
 }
 
 // Resolve parses args into cfg: flags first, then fills every flag not
