@@ -142,11 +142,17 @@ func TestAgentStatusOutdated(t *testing.T) {
 	go srv.Serve(ln)
 	defer srv.Close()
 
-	st := m.agentStatus(context.Background(), "old")
+	// The fake agent is served by this process, as the workspace's init.
+	me := uint32(os.Getpid())
+	st := m.agentStatus(context.Background(), "old", me)
 	if st.Status != "outdated" || !strings.Contains(st.Error, "workspace_stop") {
 		t.Fatalf("want outdated with advice, got %+v", st)
 	}
-	if st := m.agentStatus(context.Background(), "missing"); st.Status != "unreachable" {
+	// Served by anyone else, it is not the workspace's agent at all.
+	if st := m.agentStatus(context.Background(), "old", me+1); st.Status != "replaced" {
+		t.Fatalf("a socket served by another process: %+v", st)
+	}
+	if st := m.agentStatus(context.Background(), "missing", me); st.Status != "unreachable" {
 		t.Fatalf("no agent: %+v", st)
 	}
 }
