@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/berth-dev/berth/internal/audit"
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/mcpproxy"
 	"github.com/berth-dev/berth/internal/metrics"
@@ -38,6 +39,9 @@ type HTTPOptions struct {
 	MCPProxy *mcpproxy.Endpoint
 	// Metrics is served at /metrics, to holders of a token.
 	Metrics *metrics.Metrics
+	// Audit records the use of the per-bot endpoints and every refused
+	// request; nil records nothing.
+	Audit *audit.Logger
 }
 
 // Limits of the HTTP transport.
@@ -102,9 +106,11 @@ func NewHTTPHandler(s *server.MCPServer, o HTTPOptions) (http.Handler, func(cont
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	owners := newSessionOwners()
 	mcpHandler := server.NewStreamableHTTPServer(s,
 		server.WithEndpointPath("/mcp"),
-		server.WithStateful(true),
+		// Stateful, with ids owned by the credential that opened them.
+		server.WithSessionIdManagerResolver(owners),
 		server.WithStreamableHTTPProtocolVersions(sessionProtocolVersions...),
 		server.WithEventStore(newEventStore(eventsPerSession)),
 		server.WithSessionIdleTTL(o.SessionIdleTTL),
@@ -115,8 +121,11 @@ func NewHTTPHandler(s *server.MCPServer, o HTTPOptions) (http.Handler, func(cont
 		}),
 	)
 	mux := http.NewServeMux()
-	mux.Handle("/mcp", o.checkOrigin(o.authenticate(pinBot(http.MaxBytesHandler(mcpHandler, maxRequestBytes)))))
-	wrap := func(h http.Handler) http.Handler { return o.checkOrigin(o.authenticate(h)) }
+	// /mcp's tool calls and resource reads are audited one by one; its
+	// HTTP requests only when refused.
+	mux.Handle("/mcp", auditHTTP(o.Audit, false,
+		o.checkOrigin(o.authenticate(owners.guard(pinBot(http.MaxBytesHandler(mcpHandler, maxRequestBytes)))))))
+	wrap := func(h http.Handler) http.Handler { return auditHTTP(o.Audit, true, o.checkOrigin(o.authenticate(h))) }
 	if o.Manager != nil {
 		botRoutes{m: o.Manager, origins: o.AllowedOrigins}.register(mux, wrap)
 	}
@@ -127,11 +136,14 @@ func NewHTTPHandler(s *server.MCPServer, o HTTPOptions) (http.Handler, func(cont
 				httpError(w, http.StatusForbidden, err)
 				return
 			}
-			o.MCPProxy.Serve(w, r, mcpproxy.Target{Bot: bot, Server: r.PathValue("name"), Caller: p.Name})
+			// Proxy sessions are matched by the credential's ID, which no
+			// other token can share (names may look alike after Only).
+			o.MCPProxy.Serve(w, r, mcpproxy.Target{Bot: bot, Server: r.PathValue("name"), Caller: p.ID})
 		})))
 	}
 	if o.Metrics != nil {
-		mux.Handle("GET /metrics", wrap(o.Metrics.Handler()))
+		// Scrapes are frequent: only refused ones are audited.
+		mux.Handle("GET /metrics", auditHTTP(o.Audit, false, o.checkOrigin(o.authenticate(o.Metrics.Handler()))))
 	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
@@ -180,6 +192,7 @@ func (o HTTPOptions) authenticate(next http.Handler) http.Handler {
 				return
 			}
 		}
+		setAuditToken(r, p.ID)
 		next.ServeHTTP(w, r.WithContext(auth.WithPrincipal(r.Context(), p)))
 	})
 }
@@ -213,6 +226,7 @@ func (o HTTPOptions) checkOrigin(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		origin := r.Header.Get("Origin")
 		if origin != "" && !slices.Contains(o.AllowedOrigins, origin) && !sameHost(origin, r.Host) {
+			markDenied(r, "origin not allowed")
 			http.Error(w, "origin "+origin+" is not allowed (see --allowed-origins)", http.StatusForbidden)
 			return
 		}

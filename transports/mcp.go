@@ -5,6 +5,7 @@
 package transports
 
 import (
+	"github.com/berth-dev/berth/internal/audit"
 	"github.com/berth-dev/berth/resources"
 	"github.com/berth-dev/berth/tools"
 	"github.com/mark3labs/mcp-go/server"
@@ -13,17 +14,35 @@ import (
 const instructions = `berth gives each bot its own long-lived Linux workspace (a container whose files persist).
 Start with workspace_create for your bot_id (it is idempotent), then use the other workspace_* tools.`
 
+// Option configures NewMCPServer.
+type Option func(*[]server.ServerOption)
+
+// WithAudit records every tool call and resource read in a. The audit
+// middleware is outermost, so a call that panics is recorded as failed.
+func WithAudit(a *audit.Logger) Option {
+	return func(opts *[]server.ServerOption) {
+		if a != nil {
+			*opts = append(*opts, server.WithToolHandlerMiddleware(auditTools(a)),
+				server.WithResourceHandlerMiddleware(auditResources(a)))
+		}
+	}
+}
+
 // NewMCPServer builds the MCP server with every tool and resource. With
 // d.MCP, the tools of bots' own MCP servers join the tool lists: on stdio
 // those of stdioBot, over HTTP those of the one bot a session is limited to.
-func NewMCPServer(version string, d tools.Deps, stdioBot string) *server.MCPServer {
-	opts := []server.ServerOption{
+func NewMCPServer(version string, d tools.Deps, stdioBot string, options ...Option) *server.MCPServer {
+	var opts []server.ServerOption
+	for _, o := range options {
+		o(&opts)
+	}
+	opts = append(opts,
 		server.WithToolCapabilities(true),
 		server.WithResourceCapabilities(false, true),
 		server.WithInstructions(instructions),
 		server.WithRecovery(),
 		server.WithResourceRecovery(),
-	}
+	)
 	var fed *federation
 	if d.MCP != nil {
 		fed = newFederation(d, stdioBot)
