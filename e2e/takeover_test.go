@@ -63,6 +63,11 @@ func TestAgentSocketTakeoverRefused(t *testing.T) {
 	if o := execute(t, c2, "bravo", map[string]any{"command": "hostname; cat /data/secret; echo; ls /data"}); o.Stdout != "bravo\nbravo-secret\nsecret\n" {
 		t.Fatalf("bravo was touched: %+v", o)
 	}
+	// Starting a running workspace leaves its agent where it is.
+	mustCall(t, c2, "workspace_start", map[string]any{"bot_id": "bravo"})
+	if o := execute(t, c2, "bravo", map[string]any{"command": "hostname"}); o.Stdout != "bravo\n" {
+		t.Fatalf("bravo after workspace_start while running: %+v", o)
+	}
 	// Restarting alpha gives it its agent back, in a clean agent directory.
 	mustCall(t, c2, "workspace_stop", map[string]any{"bot_id": "alpha"})
 	mustCall(t, c2, "workspace_start", map[string]any{"bot_id": "alpha"})

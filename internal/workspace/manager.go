@@ -402,8 +402,11 @@ func (m *Manager) start(ctx context.Context, bot string) error {
 	// The workspace can write its agent directory; a new task starts from
 	// an empty one, so nothing a previous run left there (a symlink where
 	// the socket was, stray files) is seen by the new agent or by berth.
-	if err := os.RemoveAll(m.runDir(bot)); err != nil {
-		return fmt.Errorf("clear agent directory: %w", err)
+	// A running task keeps its directory: its agent listens there.
+	if c, err := m.rt.Container(ctx, bot); err != nil || c.Status != runtime.TaskRunning {
+		if err := os.RemoveAll(m.runDir(bot)); err != nil {
+			return fmt.Errorf("clear agent directory: %w", err)
+		}
 	}
 	if err := os.MkdirAll(m.runDir(bot), 0o700); err != nil {
 		return fmt.Errorf("prepare agent directory: %w", err)
