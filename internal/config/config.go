@@ -6,6 +6,7 @@
 // (BERTH_ plus the flag name in upper snake case) and its config-file key
 // (the flag name) are derived from it, so the three can never drift apart.
 // Precedence: command-line flag, then environment, then file, then default.
+// The file is DefaultFile unless --config or BERTH_CONFIG names another.
 package config
 
 import (
@@ -21,8 +22,16 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
+// DefaultFile is the config file every berth command reads when neither
+// --config nor BERTH_CONFIG names one. `make run` and `make install` write it,
+// so a plain `berth serve --stdio` in an MCP client's config finds the same
+// containerd, namespace and state directory as the HTTP server they started.
+const DefaultFile = "/etc/berth/config.yaml"
+
 // Config is the resolved configuration of one berth process.
 type Config struct {
+	// ConfigFile is the file the settings were read from; after Resolve it
+	// is empty when none was read (DefaultFile absent, or --config '').
 	ConfigFile string
 
 	ContainerdAddress string
@@ -73,6 +82,7 @@ type Config struct {
 // Defaults returns the configuration used when nothing else is said.
 func Defaults() Config {
 	return Config{
+		ConfigFile:          DefaultFile,
 		ContainerdAddress:   "/run/containerd/containerd.sock",
 		Namespace:           "berth",
 		Snapshotter:         "overlayfs",
@@ -106,7 +116,7 @@ func EnvName(name string) string {
 // Register declares every setting of cfg as a flag on fs, with cfg's
 // current values as defaults. serve selects the serving flags too.
 func Register(fs *flag.FlagSet, cfg *Config, serve bool) {
-	fs.StringVar(&cfg.ConfigFile, "config", cfg.ConfigFile, "YAML config file whose keys are these flag names")
+	fs.StringVar(&cfg.ConfigFile, "config", cfg.ConfigFile, "YAML config file whose keys are these flag names; the default file is skipped when absent, '' reads none")
 	fs.StringVar(&cfg.ContainerdAddress, "containerd", cfg.ContainerdAddress, "containerd socket")
 	fs.StringVar(&cfg.Namespace, "namespace", cfg.Namespace, "containerd namespace that holds berth's workspaces and images")
 	fs.StringVar(&cfg.Snapshotter, "snapshotter", cfg.Snapshotter, "default containerd snapshotter for new workspaces")
@@ -169,7 +179,16 @@ func Resolve(fs *flag.FlagSet, args []string) error {
 			return err
 		}
 	}
+	_, namedInEnv := fromEnv["config"]
 	fromFile, err := readFile(fs.Lookup("config").Value.String())
+	if errors.Is(err, os.ErrNotExist) && !explicit["config"] && !namedInEnv {
+		// Only the default file may be missing: a host without
+		// make install runs on the defaults. A file someone named
+		// must exist, or a typo would silently drop every setting in it.
+		// Clearing the flag records that no file was read.
+		err = fs.Set("config", "")
+		fromFile = nil
+	}
 	if err != nil {
 		return err
 	}

@@ -12,6 +12,15 @@ import (
 func resolve(t *testing.T, args []string) (Config, error) {
 	t.Helper()
 	cfg := Defaults()
+	// The host's own /etc/berth/config.yaml (left by make run or make
+	// install) must not leak into these tests: the default file they see is
+	// one that does not exist.
+	cfg.ConfigFile = filepath.Join(t.TempDir(), "absent.yaml")
+	return resolveWith(t, cfg, args)
+}
+
+func resolveWith(t *testing.T, cfg Config, args []string) (Config, error) {
+	t.Helper()
 	fs := flag.NewFlagSet("test", flag.ContinueOnError)
 	Register(fs, &cfg, true)
 	err := Resolve(fs, args)
@@ -77,4 +86,67 @@ func TestUsageNamesEveryEnvVar(t *testing.T) {
 			t.Errorf("usage lacks %s / %s", f.Name, EnvName(f.Name))
 		}
 	})
+}
+
+// TestDefaultFile: the default config file is read without --config, so a
+// plain `berth serve --stdio` finds what make run or make install set up;
+// flags and the environment still win over it; an absent default file means
+// the built-in defaults, and an empty --config reads no file.
+func TestDefaultFile(t *testing.T) {
+	if Defaults().ConfigFile != "/etc/berth/config.yaml" {
+		t.Fatalf("default config file is %q; README, scripts/run.sh and scripts/install.sh say /etc/berth/config.yaml", Defaults().ConfigFile)
+	}
+	file := filepath.Join(t.TempDir(), "config.yaml")
+	os.WriteFile(file, []byte("containerd: /var/lib/berth-run/ctd/containerd.sock\nstate-dir: /var/lib/berth-run/state\nnamespace: from-file\n"), 0o644)
+	withDefault := Defaults()
+	withDefault.ConfigFile = file
+
+	cfg, err := resolveWith(t, withDefault, []string{"--stdio"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.ContainerdAddress != "/var/lib/berth-run/ctd/containerd.sock" || cfg.StateDir != "/var/lib/berth-run/state" ||
+		cfg.Namespace != "from-file" || cfg.ConfigFile != file {
+		t.Fatalf("default file not read: %+v", cfg)
+	}
+
+	t.Setenv("BERTH_NAMESPACE", "from-env")
+	cfg, err = resolveWith(t, withDefault, []string{"--stdio", "--state-dir", "/flag/state"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.StateDir != "/flag/state" || cfg.Namespace != "from-env" || cfg.ContainerdAddress != "/var/lib/berth-run/ctd/containerd.sock" {
+		t.Fatalf("flag and environment must win over the default file: %+v", cfg)
+	}
+
+	// --config '' and BERTH_CONFIG= turn the default file off.
+	cfg, err = resolveWith(t, withDefault, []string{"--config", ""})
+	if err != nil || cfg.ContainerdAddress != Defaults().ContainerdAddress || cfg.ConfigFile != "" {
+		t.Fatalf("--config '' still read %q: %+v, %v", file, cfg, err)
+	}
+	t.Setenv("BERTH_CONFIG", "")
+	cfg, err = resolveWith(t, withDefault, nil)
+	if err != nil || cfg.ContainerdAddress != Defaults().ContainerdAddress {
+		t.Fatalf("BERTH_CONFIG= still read %q: %+v, %v", file, cfg, err)
+	}
+}
+
+// TestMissingConfigFile: only the default file may be absent. A file named
+// by --config or BERTH_CONFIG that is not there is an error, because
+// ignoring it would silently run on other settings than the ones meant.
+func TestMissingConfigFile(t *testing.T) {
+	absent := filepath.Join(t.TempDir(), "absent.yaml")
+	withDefault := Defaults()
+	withDefault.ConfigFile = absent
+	cfg, err := resolveWith(t, withDefault, nil)
+	if err != nil || cfg.ConfigFile != "" || cfg.StateDir != Defaults().StateDir {
+		t.Fatalf("absent default file: %+v, %v", cfg, err)
+	}
+	if _, err := resolve(t, []string{"--config", absent}); err == nil || !strings.Contains(err.Error(), absent) {
+		t.Fatalf("--config of a missing file: %v", err)
+	}
+	t.Setenv("BERTH_CONFIG", absent)
+	if _, err := resolve(t, nil); err == nil || !strings.Contains(err.Error(), absent) {
+		t.Fatalf("BERTH_CONFIG of a missing file: %v", err)
+	}
 }
