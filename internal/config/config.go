@@ -192,8 +192,13 @@ func Resolve(fs *flag.FlagSet, args []string) error {
 	if err != nil {
 		return err
 	}
+	// One file serves every subcommand, so a key only `berth serve` knows
+	// (tokens-file, say) is fine for `berth doctor`; a key no subcommand
+	// knows is a typo.
+	every := flag.NewFlagSet("every", flag.ContinueOnError)
+	Register(every, &Config{}, true)
 	for name := range fromFile {
-		if fs.Lookup(name) == nil {
+		if every.Lookup(name) == nil {
 			return fmt.Errorf("config file: unknown key %q (keys are the flag names, see berth --help)", name)
 		}
 	}

@@ -150,3 +150,27 @@ func TestMissingConfigFile(t *testing.T) {
 		t.Fatalf("BERTH_CONFIG of a missing file: %v", err)
 	}
 }
+
+// TestServeKeysInSharedFile: the one config file holds serve's settings too
+// (tokens-file, allowed-origins), and `berth doctor` or `berth image`, which
+// do not have those flags, still read it.
+func TestServeKeysInSharedFile(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "config.yaml")
+	os.WriteFile(file, []byte("namespace: shared\ntokens-file: /etc/berth/tokens.yaml\nallowed-origins: [https://a.example]\n"), 0o644)
+	cfg := Defaults()
+	cfg.ConfigFile = file
+	fs := flag.NewFlagSet("doctor", flag.ContinueOnError)
+	Register(fs, &cfg, false)
+	if err := Resolve(fs, nil); err != nil {
+		t.Fatalf("a non-serve command refused serve's keys: %v", err)
+	}
+	if cfg.Namespace != "shared" || cfg.TokensFile != "" {
+		t.Fatalf("doctor's settings: %+v", cfg)
+	}
+	os.WriteFile(file, []byte("tokens-flie: /etc/berth/tokens.yaml\n"), 0o644)
+	fs = flag.NewFlagSet("doctor", flag.ContinueOnError)
+	Register(fs, &cfg, false)
+	if err := Resolve(fs, nil); err == nil || !strings.Contains(err.Error(), "tokens-flie") {
+		t.Fatalf("typo in a shared file: %v", err)
+	}
+}
