@@ -34,12 +34,13 @@ Usage:
                                       pack a root filesystem into an OCI image archive
   berth image import [--name REF] FILE
                                       import an OCI or docker archive into berth's namespace
+  berth token                         print the HTTP bearer token (--token, or the token file)
   berth agent                         run as a workspace's init (berth starts this itself)
   berth version
 
 Every setting is a flag, an environment variable, or a key of the YAML file
-given by --config (keys are the flag names). Flags win over the environment,
-the environment over the file.
+given by --config, /etc/berth/config.yaml by default (keys are the flag
+names). Flags win over the environment, the environment over the file.
 
 Settings:
 `
@@ -65,6 +66,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = doctor(ctx, rest, stdout)
 	case "image":
 		err = image(ctx, rest, stdout)
+	case "token":
+		err = printToken(rest, stdout)
 	case "agent":
 		stop() // as init, the agent handles signals itself
 		err = runAgent(rest)
