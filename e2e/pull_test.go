@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -11,24 +12,56 @@ import (
 )
 
 // TestPullWithProgress creates a workspace from an image that only the
-// loopback registry has, and watches byte-level progress.
+// loopback registry has, and watches byte-level progress. The registry holds
+// the pull after its first bytes until the client has seen them reported, so
+// the test sees a pull midway however fast or busy the machine is.
 func TestPullWithProgress(t *testing.T) {
-	reg := testenv.StartRegistry(t, testenv.RegistryOptions{BytesPerSecond: 8 << 20})
-	ref := reg.PushRandomImage(t, "berth/pull:progress", 3, 2<<20)
+	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
 
 	for _, cl := range clients {
 		t.Run(cl.name, func(t *testing.T) {
+			// An image per client: containerd shares blobs between
+			// namespaces, so pulling the same image again would
+			// transfer no bytes at all.
+			ref := reg.PushRandomImage(t, "berth/pull:"+cl.name, 3, 2<<20)
+			reg.HoldBlobs(256 << 10)
+			defer reg.ReleaseBlobs()
+
 			e := newEnv(t)
 			c := cl.connect(e)
 			var progress progressLog
+			midway := make(chan struct{})
+			var sawMidway sync.Once
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 			defer cancel()
-			res, err := c.call(ctx, "workspace_create", map[string]any{"bot_id": "pulled", "image": ref, "pull_policy": "always"}, progress.add)
-			if err != nil {
-				t.Fatal(err)
+			type result struct {
+				res *toolResult
+				err error
+			}
+			done := make(chan result, 1)
+			go func() {
+				res, err := c.call(ctx, "workspace_create", map[string]any{"bot_id": "pulled", "image": ref, "pull_policy": "always"}, func(ev progressEvent) {
+					progress.add(ev)
+					if ev.Total > 0 && ev.Progress > 0 && ev.Progress < ev.Total {
+						sawMidway.Do(func() { close(midway) })
+					}
+				})
+				done <- result{res, err}
+			}()
+			select {
+			case <-midway:
+			case r := <-done:
+				t.Fatalf("create ended while the registry held the pull (%v); progress %+v", r.err, progress.all())
+			case <-ctx.Done():
+				t.Fatalf("no byte progress while the registry held the pull midway; progress %+v", progress.all())
+			}
+			reg.ReleaseBlobs()
+			r := <-done
+			if r.err != nil {
+				t.Fatal(r.err)
 			}
 			var out createOut
-			res.decode(t, &out)
+			r.res.decode(t, &out)
 			if !out.Created || !out.Pulled || out.Workspace.Status != "running" {
 				t.Fatalf("want a pulled, running workspace: %+v", out)
 			}
@@ -56,27 +89,29 @@ func TestPullWithProgress(t *testing.T) {
 	}
 }
 
-// TestPullCancelled cancels a create in the middle of a slow pull and
-// checks that nothing is left: no workspace, no image, no blobs, no lease.
+// TestPullCancelled cancels a create in the middle of a pull and checks that
+// nothing is left: no workspace, no image, no blobs, no lease. The registry
+// holds the pull after its first bytes, so the cancel lands midway for certain.
 func TestPullCancelled(t *testing.T) {
-	reg := testenv.StartRegistry(t, testenv.RegistryOptions{BytesPerSecond: 512 << 10})
+	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
 	ref := reg.PushRandomImage(t, "berth/pull:cancel", 2, 4<<20)
 
 	for _, cl := range clients {
 		t.Run(cl.name, func(t *testing.T) {
+			reg.HoldBlobs(256 << 10)
+			defer reg.ReleaseBlobs()
 			e := newEnv(t)
 			blobsBefore := e.blobs(t)
 			c := cl.connect(e)
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			started := make(chan struct{})
-			var once bool
+			var once sync.Once
 			done := make(chan error, 1)
 			go func() {
 				_, err := c.call(ctx, "workspace_create", map[string]any{"bot_id": "cancelled", "image": ref}, func(ev progressEvent) {
-					if ev.Progress > 0 && !once {
-						once = true
-						close(started)
+					if ev.Progress > 0 {
+						once.Do(func() { close(started) })
 					}
 				})
 				done <- err
@@ -85,8 +120,8 @@ func TestPullCancelled(t *testing.T) {
 			case <-started:
 			case err := <-done:
 				t.Fatalf("create ended before any bytes arrived: %v", err)
-			case <-time.After(time.Minute):
-				t.Fatal("no download progress within a minute")
+			case <-time.After(3 * time.Minute):
+				t.Fatal("no download progress within 3 minutes while the registry held the pull")
 			}
 			cancel()
 			if err := <-done; err == nil {
@@ -94,7 +129,7 @@ func TestPullCancelled(t *testing.T) {
 			}
 
 			// The server finishes its clean-up after the client gave up.
-			deadline := time.Now().Add(30 * time.Second)
+			deadline := time.Now().Add(time.Minute)
 			for {
 				leftovers := e.leftovers(t, blobsBefore, ref)
 				if leftovers == "" {

@@ -28,8 +28,9 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
-// progressInterval is how often a pull reports progress.
-const progressInterval = 200 * time.Millisecond
+// progressInterval is how often a pull reports the bytes of blobs still
+// arriving (a variable so that a test can take the ticker out of the way).
+var progressInterval = 200 * time.Millisecond
 
 // NormalizeImageRef turns a user's image reference into containerd's
 // canonical form ("debian" → "docker.io/library/debian:latest").
@@ -173,12 +174,16 @@ func (r *Containerd) pull(ctx context.Context, c *containerd.Client, ref, host, 
 	}
 	hosts := config.ConfigureHosts(ctx, config.HostOptions{HostDir: config.HostDirFromRoot(r.opts.RegistryConfigDir)})
 	resolver := &resolveRecorder{Resolver: docker.NewResolver(docker.ResolverOptions{Hosts: hosts})}
-	img, err := c.Pull(ctx, ref,
+	opts := []containerd.RemoteOpt{
 		containerd.WithResolver(resolver),
 		containerd.WithPullUnpack,
 		containerd.WithPullSnapshotter(snapshotter),
 		containerd.WithImageHandler(tracker.handler()),
-	)
+	}
+	if progress != nil {
+		opts = append(opts, containerd.WithImageHandlerWrapper(tracker.landed(progress)))
+	}
+	img, err := c.Pull(ctx, ref, opts...)
 	close(stop)
 	wg.Wait()
 	if err != nil {
@@ -206,6 +211,11 @@ type pullTracker struct {
 
 	mu    sync.Mutex
 	blobs map[string]ocispec.Descriptor // by digest; layers and config only
+
+	// sendMu orders reports from the ticker and from landed blobs; last is
+	// the figure sent last, so that an unchanged one is not sent again.
+	sendMu sync.Mutex
+	last   PullProgress
 }
 
 func newPullTracker(store content.Store) *pullTracker {
@@ -255,10 +265,27 @@ func (t *pullTracker) totals(ctx context.Context) (done, total int64, layers, la
 	return done, total, layers, layersDone
 }
 
+// landed wraps the pull's handlers so that every blob of this image that
+// lands in the content store is reported. The ticker in report alone is not
+// enough: on a busy machine a whole download can pass between two ticks, and
+// the client would see "resolving" and then "unpacked", never the bytes.
+func (t *pullTracker) landed(progress func(PullProgress)) func(images.Handler) images.Handler {
+	return func(h images.Handler) images.Handler {
+		return images.HandlerFunc(func(ctx context.Context, desc ocispec.Descriptor) ([]ocispec.Descriptor, error) {
+			children, err := h.Handle(ctx, desc)
+			if err == nil && (images.IsLayerType(desc.MediaType) || images.IsConfigType(desc.MediaType)) {
+				t.send(ctx, progress)
+			}
+			return children, err
+		})
+	}
+}
+
+// report sends the figures every progressInterval until stop, so that a
+// large blob shows its bytes arriving.
 func (t *pullTracker) report(ctx context.Context, stop <-chan struct{}, progress func(PullProgress)) {
 	tick := time.NewTicker(progressInterval)
 	defer tick.Stop()
-	var last PullProgress
 	for {
 		select {
 		case <-stop:
@@ -267,15 +294,22 @@ func (t *pullTracker) report(ctx context.Context, stop <-chan struct{}, progress
 			return
 		case <-tick.C:
 		}
-		done, total, layers, layersDone := t.totals(ctx)
-		p := PullProgress{Phase: "downloading", Done: done, Total: total, Layers: layers, LayersDone: layersDone}
-		if total > 0 && done == total {
-			p.Phase = "unpacking"
-		}
-		if p != last && total > 0 {
-			progress(p)
-			last = p
-		}
+		t.send(ctx, progress)
+	}
+}
+
+// send reports the current figures if they changed since the last report.
+func (t *pullTracker) send(ctx context.Context, progress func(PullProgress)) {
+	t.sendMu.Lock()
+	defer t.sendMu.Unlock()
+	done, total, layers, layersDone := t.totals(ctx)
+	p := PullProgress{Phase: "downloading", Done: done, Total: total, Layers: layers, LayersDone: layersDone}
+	if total > 0 && done == total {
+		p.Phase = "unpacking"
+	}
+	if p != t.last && total > 0 {
+		progress(p)
+		t.last = p
 	}
 }
 

@@ -54,7 +54,11 @@ type Registry struct {
 
 	mu      sync.Mutex
 	opts    RegistryOptions
-	changed chan struct{} // closed and replaced by SetOptions
+	changed chan struct{} // closed and replaced by SetOptions, HoldBlobs and ReleaseBlobs
+	// allowance is how many more blob bytes may be sent while the gate is
+	// shut (held); held false means the gate is open.
+	held      bool
+	allowance int64
 }
 
 // StartRegistry serves a fresh registry until the test ends.
@@ -80,9 +84,60 @@ func StartRegistry(t testing.TB, opts RegistryOptions) *Registry {
 func (r *Registry) SetOptions(opts RegistryOptions) {
 	r.mu.Lock()
 	r.opts = opts
+	r.broadcastLocked()
+	r.mu.Unlock()
+}
+
+// HoldBlobs shuts a gate on blob bytes: n more bytes go out, counted over all
+// downloads, then every blob download stops mid-body until ReleaseBlobs.
+// Unlike a rate or a delay it does not depend on how fast the machine is: a
+// test that holds a pull after its first bytes sees it midway for certain.
+func (r *Registry) HoldBlobs(n int64) {
+	r.mu.Lock()
+	r.held, r.allowance = true, n
+	r.broadcastLocked()
+	r.mu.Unlock()
+}
+
+// ReleaseBlobs opens the gate HoldBlobs shut; held downloads go on at once.
+func (r *Registry) ReleaseBlobs() {
+	r.mu.Lock()
+	r.held, r.allowance = false, 0
+	r.broadcastLocked()
+	r.mu.Unlock()
+}
+
+// broadcastLocked wakes every download waiting on a change. r.mu is held.
+func (r *Registry) broadcastLocked() {
 	close(r.changed)
 	r.changed = make(chan struct{})
-	r.mu.Unlock()
+}
+
+// take waits until the gate lets at least one byte through and returns how
+// many of want it lets through now (all of them while the gate is open).
+func (r *Registry) take(ctx context.Context, want int) (int, error) {
+	for {
+		r.mu.Lock()
+		if !r.held {
+			r.mu.Unlock()
+			return want, nil
+		}
+		if r.allowance > 0 {
+			n := int(min(int64(want), r.allowance))
+			r.allowance -= int64(n)
+			r.mu.Unlock()
+			return n, nil
+		}
+		changed := r.changed
+		r.mu.Unlock()
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-r.closed:
+			return 0, errors.New("registry closed")
+		}
+	}
 }
 
 func (r *Registry) options() RegistryOptions {
@@ -183,6 +238,13 @@ func (w *throttledWriter) Write(p []byte) (int, error) {
 			// Ten writes a second keep the rate smooth enough for
 			// progress reports without burning the CPU.
 			chunk = min(chunk, max(int(bps/10), 1))
+		}
+		allowed, err := w.r.take(w.ctx, chunk)
+		if err != nil {
+			return written, err
+		}
+		chunk = allowed
+		if bps > 0 {
 			pause = time.Duration(int64(chunk) * int64(time.Second) / bps)
 		}
 		n, err := w.ResponseWriter.Write(p[:chunk])
@@ -192,11 +254,13 @@ func (w *throttledWriter) Write(p []byte) (int, error) {
 			return written, err
 		}
 		p = p[chunk:]
-		if pause == 0 {
-			continue
-		}
+		// Flushed bytes reach the client even if the gate now holds the
+		// rest of this body.
 		if f, ok := w.ResponseWriter.(http.Flusher); ok {
 			f.Flush()
+		}
+		if pause == 0 {
+			continue
 		}
 		timer := time.NewTimer(pause)
 		select {
