@@ -6,7 +6,7 @@ BIN      := bin/berth
 VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 
-.PHONY: build test bench run vet lint fuzz clean
+.PHONY: build test bench run install vet lint fuzz clean
 
 # The agent runs inside arbitrary images, so the binary must be static.
 build:
@@ -29,6 +29,14 @@ bench: build
 
 run: build
 	scripts/run.sh
+
+# berth as a systemd service on the host's containerd, with /etc/berth/config.yaml
+# (see README, "Running berth as a service"). DESTDIR=dir only lays the files
+# out under dir.
+PREFIX   ?= /usr/local
+DESTDIR  ?=
+install: build
+	DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" BIN="$(BIN)" scripts/install.sh
 
 # Short fuzzing of the input parsers (paths, archives, protocol input); the
 # seed corpora also run in `make test`. FUZZTIME sets the time per target.

@@ -13,5 +13,9 @@ trap 'scripts/containerd.sh down "$ctd"' EXIT
 scripts/containerd.sh up "$ctd" >/dev/null
 
 export BERTH_TEST_CONTAINERD="$ctd/containerd.sock"
+# The berth processes the tests start must not read this host's
+# /etc/berth/config.yaml (left by make run or make install): an empty
+# BERTH_CONFIG reads no config file.
+export BERTH_CONFIG=
 export BERTH_TEST_BINARY="${BERTH_TEST_BINARY:-$PWD/bin/berth}"
 "$@"
