@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/berth-dev/berth/internal/audit"
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/config"
 	"github.com/berth-dev/berth/internal/mcpproxy"
@@ -56,6 +57,12 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 			return err
 		}
 	}
+	auditLog, err := audit.Open(cfg.AuditLog, stderr, log)
+	if err != nil {
+		return err
+	}
+	defer auditLog.Close()
+	httpOpts.Audit = auditLog
 
 	rt, err := newRuntime(cfg)
 	if err != nil {
@@ -110,7 +117,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		MCP:               mcpSup,
 		Metrics:           reg,
 		AllowedRegistries: cfg.AllowedRegistries,
-	}, cfg.Bot)
+	}, cfg.Bot, transports.WithAudit(auditLog))
 	if cfg.Stdio {
 		log.Info("serving MCP on stdio", "version", version, "containerd", cfg.ContainerdAddress, "namespace", cfg.Namespace)
 		return transports.ServeStdio(ctx, srv, os.Stdin, os.Stdout)

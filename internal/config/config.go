@@ -75,6 +75,7 @@ type Config struct {
 	// ExportQuota the bytes of data_export archives kept per bot.
 	AllowedRegistries []string
 	ExportQuota       int64
+	AuditLog          string
 
 	LogLevel string
 }
@@ -105,6 +106,7 @@ func Defaults() Config {
 		MCPCallTimeout:      10 * time.Minute,
 		MCPResultMax:        1 << 20,
 		LogLevel:            "info",
+		AuditLog:            "stderr",
 	}
 }
 
@@ -157,6 +159,7 @@ func Register(fs *flag.FlagSet, cfg *Config, serve bool) {
 	fs.DurationVar(&cfg.SessionIdleTTL, "session-idle-ttl", cfg.SessionIdleTTL, "forget HTTP sessions idle for this long")
 	fs.Var((*listValue)(&cfg.AllowedRegistries), "allowed-registries", "comma-separated registries (host or host:port as in image names; * for any) that tokens without the admin scope may pull from")
 	fs.Int64Var(&cfg.ExportQuota, "export-quota", cfg.ExportQuota, "bytes of data_export archives berth keeps per bot (0 = no quota)")
+	fs.StringVar(&cfg.AuditLog, "audit-log", cfg.AuditLog, "where the audit log's JSON lines go (one per tool call, resource read and HTTP endpoint use): stderr, off, or a file path")
 }
 
 // Resolve parses args into cfg: flags first, then fills every flag not
