@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -119,7 +120,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		AllowedRegistries: cfg.AllowedRegistries,
 	}, cfg.Bot, transports.WithAudit(auditLog))
 	if cfg.Stdio {
-		log.Info("serving MCP on stdio", "version", version, "containerd", cfg.ContainerdAddress, "namespace", cfg.Namespace)
+		log.Info("serving MCP on stdio", "version", version, "containerd", cfg.ContainerdAddress, "namespace", cfg.Namespace,
+			"state_dir", cfg.StateDir, "config", cmp.Or(cfg.ConfigFile, "none"))
 		return transports.ServeStdio(ctx, srv, os.Stdin, os.Stdout)
 	}
 	httpOpts.Ready = rt.Ping
@@ -130,7 +132,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	httpOpts.Metrics = reg
 	return transports.ServeHTTP(ctx, srv, httpOpts, func(addr string) {
 		log.Info("serving MCP over streamable HTTP", "url", "http://"+addr+"/mcp", "version", version,
-			"containerd", cfg.ContainerdAddress, "namespace", cfg.Namespace)
+			"containerd", cfg.ContainerdAddress, "namespace", cfg.Namespace, "state_dir", cfg.StateDir, "config", cmp.Or(cfg.ConfigFile, "none"))
 	})
 }
 
