@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -64,5 +65,23 @@ func TestPrincipalScopes(t *testing.T) {
 	}
 	if err := Local("stdio").Allow(ScopeAdmin, "anything"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestRefusalsAreRecognisable: every refusal matches ErrDenied and reads
+// as one after it became a tool result's text; other errors do not.
+func TestRefusalsAreRecognisable(t *testing.T) {
+	p := &Principal{Name: "bot token", ID: "token:bot", Scopes: map[Scope]bool{ScopeRead: true}, Bots: map[string]bool{"a": true}}
+	var nobody *Principal
+	for _, err := range []error{p.Allow(ScopeExec, "a"), p.Allow(ScopeRead, "b"), nobody.Allow(ScopeRead, "")} {
+		if !IsDenied(err) || !IsDeniedText(err.Error()) {
+			t.Errorf("%v is not recognised as a refusal", err)
+		}
+	}
+	if err := p.Allow(ScopeRead, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if IsDeniedText("open /data/x: permission denied") || IsDenied(errors.New("permission denied")) {
+		t.Error("a file system error reads as a refusal")
 	}
 }
