@@ -140,3 +140,20 @@ func httpGet(t *testing.T, url string) int {
 	resp.Body.Close()
 	return resp.StatusCode
 }
+
+// TestTokensFileNamesUnique: berth refuses to start when two scoped
+// tokens share a name (the name is the caller in logs and the audit log),
+// and says which lines.
+func TestTokensFileNamesUnique(t *testing.T) {
+	e := newEnv(t)
+	tokens := filepath.Join(e.stateDir, "tokens.yaml")
+	body := "tokens:\n  - {name: ops, token: ops-secret-0123456789}\n  - {name: bot, token: bot-secret-0123456789}\n  - {name: ops, token: ops-secret-9876543210}\n"
+	if err := os.WriteFile(tokens, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	args := append([]string{"serve", "--http", "127.0.0.1:0", "--token", "test-token-0123456789abcdef", "--tokens-file", tokens}, e.args()...)
+	out, err := exec.Command(berthBin, args...).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), `token "ops" (line 4) repeats the name of token "ops" (line 2)`) {
+		t.Fatalf("want a refusal naming both lines, got %v: %s", err, out)
+	}
+}
