@@ -152,7 +152,10 @@ func TestTokensFileNamesUnique(t *testing.T) {
 		t.Fatal(err)
 	}
 	args := append([]string{"serve", "--http", "127.0.0.1:0", "--token", "test-token-0123456789abcdef", "--tokens-file", tokens}, e.args()...)
-	out, err := exec.Command(berthBin, args...).CombinedOutput()
+	// Bounded: a berth that accepted the file would serve on.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, berthBin, args...).CombinedOutput()
 	if err == nil || !strings.Contains(string(out), `token "ops" (line 4) repeats the name of token "ops" (line 2)`) {
 		t.Fatalf("want a refusal naming both lines, got %v: %s", err, out)
 	}
