@@ -22,13 +22,24 @@ import (
 type proc struct {
 	label  string // "bot/name" for logs and errors
 	log    *slog.Logger
-	sp     *agent.StdioProcess
+	sp     stdio
 	stderr *stderrTail
 
 	writeMu sync.Mutex
 	// done is closed once stdout has ended and the exit is known.
 	done chan struct{}
 	exit exitInfo
+}
+
+// stdio is what a proc needs of a process the agent runs
+// (*agent.StdioProcess); unit tests stand in for the agent with it.
+type stdio interface {
+	Read([]byte) (int, error)
+	Write([]byte) (int, error)
+	Done() <-chan struct{}
+	Exit() (agent.StdioExit, error)
+	Close() error
+	PID() int
 }
 
 // exitInfo is how a process ended.
@@ -96,15 +107,33 @@ func (p *proc) read(onMessage func(*message, []byte)) {
 	p.exit = exitInfo{Code: st.ExitCode, Signal: st.Signal, Err: err, At: time.Now()}
 }
 
+// exitGrace is how long a failed write waits for the process's exit to be
+// read, so that the exit, not the write's error, explains the failure.
+var exitGrace = 5 * time.Second
+
 // send writes one message line (with its newline) to the server's stdin.
+// It must not be called from the goroutine that reads the process (read),
+// which is what closes done.
 func (p *proc) send(line []byte) error {
 	p.writeMu.Lock()
-	defer p.writeMu.Unlock()
 	_, err := p.sp.Write(line)
-	if err != nil {
+	p.writeMu.Unlock()
+	if err == nil {
+		return nil
+	}
+	// A process that dies while berth writes to it fails the write
+	// ("writev: broken pipe": the agent closed the connection after the
+	// exit) before the exit, already on its way, has been read. Which
+	// side notices first is chance; the exit status and stderr say why
+	// the server is gone, so they win when they come soon.
+	t := time.NewTimer(exitGrace)
+	defer t.Stop()
+	select {
+	case <-p.done:
+		return p.exitError()
+	case <-t.C:
 		return fmt.Errorf("MCP server %s: write: %w", p.label, err)
 	}
-	return nil
 }
 
 // sendMessage encodes and sends m.
