@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -95,7 +96,7 @@ func TestExecTimeoutAndCancelKillGroup(t *testing.T) {
 		_, err := c.call(ctx, "exec", map[string]any{"bot_id": "kill", "command": "sleep 300 & echo $! > /tmp/child2; sleep 300"}, nil)
 		done <- err
 	}()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(time.Minute)
 	for {
 		if _, err := e.tryExec(t, "kill", "test", "-s", "/tmp/child2"); err == nil {
 			break
@@ -115,7 +116,7 @@ func TestExecTimeoutAndCancelKillGroup(t *testing.T) {
 func (e *env) waitGone(t *testing.T, bot, pidFile string) {
 	t.Helper()
 	pid := strings.TrimSpace(e.execIn(t, bot, "cat", pidFile))
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(time.Minute)
 	for {
 		if _, err := e.tryExec(t, bot, "test", "-e", "/proc/"+pid); err != nil {
 			return
@@ -128,26 +129,49 @@ func (e *env) waitGone(t *testing.T, bot, pidFile string) {
 }
 
 // TestExecStreamsProgress: a long command's output arrives as progress
-// notifications before the call returns.
+// notifications before the call returns. The command waits, after its first
+// line, until the client has seen that line (a file the test creates once it
+// has), so the check holds however slow the machine: without streaming the
+// command gives up waiting and the call fails.
 func TestExecStreamsProgress(t *testing.T) {
 	e := newEnv(t)
 	c := e.stdioSDK()
 	mustCall(t, c, "workspace_create", map[string]any{"bot_id": "stream"})
 	var progress progressLog
-	start := time.Now()
-	var firstAt time.Duration
-	res, err := c.call(context.Background(), "exec", map[string]any{"bot_id": "stream", "command": "echo first; sleep 1.5; echo second"}, func(ev progressEvent) {
-		if firstAt == 0 && strings.Contains(ev.Message, "first") {
-			firstAt = time.Since(start)
-		}
+	var sawFirst sync.Once
+	released := make(chan error, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	res, err := c.call(ctx, "exec", map[string]any{"bot_id": "stream",
+		"command": "echo first; i=0; while [ ! -e /tmp/seen ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done; " +
+			"[ -e /tmp/seen ] && echo second"}, func(ev progressEvent) {
 		progress.add(ev)
+		if strings.Contains(ev.Message, "first") {
+			sawFirst.Do(func() {
+				// Not on the notification's goroutine: the call
+				// needs the connection.
+				go func() {
+					_, err := c.call(ctx, "exec", map[string]any{"bot_id": "stream", "command": "touch /tmp/seen"}, nil)
+					released <- err
+				}()
+			})
+		}
 	})
 	if err != nil || res.IsError {
-		t.Fatalf("%v %+v", err, res)
+		t.Fatalf("%v %+v; progress %+v", err, res, progress.all())
 	}
-	total := time.Since(start)
-	if firstAt == 0 || firstAt > total-time.Second {
-		t.Fatalf("first output arrived at %v of %v: not streamed (%+v)", firstAt, total, progress.all())
+	var out execOut
+	res.decode(t, &out)
+	if out.ExitCode != 0 || !strings.Contains(out.Stdout, "second") {
+		t.Fatalf("the first line was not streamed before the command ended: %+v; progress %+v", out, progress.all())
+	}
+	select {
+	case err := <-released:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-ctx.Done():
+		t.Fatal("the call that released the command never returned")
 	}
 }
 
@@ -203,7 +227,7 @@ func TestBackgroundProcessOutlivesSession(t *testing.T) {
 
 	o = execute(t, c2, "bg", map[string]any{"command": "sleep 300", "background": true})
 	mustCall(t, c2, "process_kill", map[string]any{"bot_id": "bg", "process_id": o.ProcessID})
-	deadline = time.Now().Add(10 * time.Second)
+	deadline = time.Now().Add(time.Minute)
 	for {
 		var chunk struct {
 			Running  bool `json:"running"`

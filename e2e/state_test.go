@@ -151,7 +151,7 @@ func TestAgentIsInit(t *testing.T) {
 	if !strings.Contains(status, "PPid:\t1\n") {
 		t.Fatalf("orphan was not reparented to PID 1:\n%s", status)
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(time.Minute)
 	for {
 		_, err := e.tryExec(t, "init", "test", "-e", "/proc/"+pid)
 		if err != nil {
@@ -174,8 +174,12 @@ func TestStopForwardsSIGTERMAndKeepsFiles(t *testing.T) {
 	e.execIn(t, "graceful", "sh", "-c", "echo kept > /keep.txt")
 	// A workload that records SIGTERM and exits; it runs until signalled.
 	e.execIn(t, "graceful", "sh", "-c",
-		`(trap 'echo term > /got-sigterm; exit 0' TERM; while :; do sleep 0.1; done) </dev/null >/dev/null 2>&1 &`)
-	time.Sleep(300 * time.Millisecond) // let the trap be installed
+		`(trap 'echo term > /got-sigterm; exit 0' TERM; touch /trap-set; while :; do sleep 0.1; done) </dev/null >/dev/null 2>&1 &`)
+	// Stop only once the trap is installed, however long that takes.
+	waitFor(t, "the SIGTERM trap to be installed", func() bool {
+		_, err := e.tryExec(t, "graceful", "test", "-e", "/trap-set")
+		return err == nil
+	})
 	var ws workspaceOut
 	mustCall(t, c, "workspace_stop", map[string]any{"bot_id": "graceful", "grace_seconds": 10}).decode(t, &ws)
 	if ws.Status != "stopped" {
