@@ -48,7 +48,7 @@ func (o DataExportOutput) content() []mcp.Content {
 // DataImportInput extracts an archive into the workspace.
 type DataImportInput struct {
 	BotID         string `json:"bot_id"`
-	ArchiveBase64 string `json:"archive_base64" jsonschema:"description=the archive (tar, tar.gz or zip), base64; up to 16 MiB, bigger ones: PUT /bots/{bot_id}/data/import"`
+	ArchiveBase64 string `json:"archive_base64" jsonschema:"description=the archive (tar\\, tar.gz or zip)\\, base64; up to 16 MiB\\, bigger ones: PUT /bots/{bot_id}/data/import"`
 	Path          string `json:"path,omitempty" jsonschema:"description=directory to extract into (default /data)"`
 	Format        string `json:"format,omitempty" jsonschema:"enum=auto,enum=tar,enum=tar.gz,enum=zip,description=default auto"`
 }

@@ -16,9 +16,9 @@ import (
 // ExecInput is a command to run in the workspace.
 type ExecInput struct {
 	BotID          string            `json:"bot_id" jsonschema:"description=the bot whose workspace runs the command"`
-	Command        string            `json:"command,omitempty" jsonschema:"description=shell command line, run with /bin/sh -c (give this or argv)"`
-	Argv           []string          `json:"argv,omitempty" jsonschema:"description=program and arguments, run without a shell (give this or command)"`
-	Cwd            string            `json:"cwd,omitempty" jsonschema:"description=working directory (default /data, created if missing; relative paths are under /data)"`
+	Command        string            `json:"command,omitempty" jsonschema:"description=shell command line\\, run with /bin/sh -c (give this or argv)"`
+	Argv           []string          `json:"argv,omitempty" jsonschema:"description=program and arguments\\, run without a shell (give this or command)"`
+	Cwd            string            `json:"cwd,omitempty" jsonschema:"description=working directory (default /data\\, created if missing; relative paths are under /data)"`
 	Env            map[string]string `json:"env,omitempty" jsonschema:"description=extra environment variables"`
 	Stdin          string            `json:"stdin,omitempty" jsonschema:"description=text fed to the command's standard input"`
 	TimeoutSeconds *float64          `json:"timeout_seconds,omitempty" jsonschema:"minimum=0,description=kill the command (its whole process group) after this many seconds; default 60; 0 = no timeout"`
@@ -40,7 +40,7 @@ type ExecOutput struct {
 	StdoutTruncated bool   `json:"stdout_truncated,omitempty"`
 	StderrTruncated bool   `json:"stderr_truncated,omitempty"`
 	DurationMillis  int64  `json:"duration_ms"`
-	ProcessID       string `json:"process_id,omitempty" jsonschema:"description=for background commands: the id for process_output, process_signal and process_kill"`
+	ProcessID       string `json:"process_id,omitempty" jsonschema:"description=for background commands: the id for process_output\\, process_signal and process_kill"`
 	PID             int    `json:"pid,omitempty"`
 }
 
@@ -67,7 +67,7 @@ func (p ProcessOutputInput) bot() string { return p.BotID }
 type SignalInput struct {
 	BotID     string `json:"bot_id"`
 	ProcessID string `json:"process_id"`
-	Signal    string `json:"signal" jsonschema:"description=signal name or number, e.g. SIGTERM, INT, 9"`
+	Signal    string `json:"signal" jsonschema:"description=signal name or number\\, e.g. SIGTERM\\, INT\\, 9"`
 }
 
 func (s SignalInput) bot() string { return s.BotID }

@@ -51,7 +51,7 @@ type FsReadInput struct {
 	Offset   int    `json:"offset,omitempty" jsonschema:"minimum=0,description=first line to return (0-based); next_offset of the previous read"`
 	Limit    int    `json:"limit,omitempty" jsonschema:"minimum=0,maximum=20000,description=lines to return (default 2000); also the line count of head"`
 	Tail     int    `json:"tail,omitempty" jsonschema:"minimum=0,maximum=20000,description=return the last N lines instead"`
-	MaxBytes int    `json:"max_bytes,omitempty" jsonschema:"minimum=0,maximum=8388608,description=cap on returned bytes (text default 256 KiB, binary default 1 MiB)"`
+	MaxBytes int    `json:"max_bytes,omitempty" jsonschema:"minimum=0,maximum=8388608,description=cap on returned bytes (text default 256 KiB\\, binary default 1 MiB)"`
 }
 
 func (p FsReadInput) bot() string { return p.BotID }
@@ -79,9 +79,9 @@ type FsWriteInput struct {
 	BotID            string `json:"bot_id"`
 	Path             string `json:"path" jsonschema:"description=container path; relative paths are under /data; parents are created"`
 	Content          string `json:"content,omitempty" jsonschema:"description=the file's new text"`
-	ContentBase64    string `json:"content_base64,omitempty" jsonschema:"description=the file's new bytes, base64 (instead of content)"`
+	ContentBase64    string `json:"content_base64,omitempty" jsonschema:"description=the file's new bytes\\, base64 (instead of content)"`
 	Mode             string `json:"mode,omitempty" jsonschema:"description=octal permissions for a new file (default 0644)"`
-	ExpectedRevision string `json:"expected_revision,omitempty" jsonschema:"description=sha256 the file must still have (from fs_read), else the write fails with a conflict"`
+	ExpectedRevision string `json:"expected_revision,omitempty" jsonschema:"description=sha256 the file must still have (from fs_read)\\, else the write fails with a conflict"`
 }
 
 func (p FsWriteInput) bot() string { return p.BotID }
@@ -129,7 +129,7 @@ func (p FsMoveInput) bot() string { return p.BotID }
 type FsFindInput struct {
 	BotID      string `json:"bot_id"`
 	Path       string `json:"path,omitempty" jsonschema:"description=where to search (default /data)"`
-	Pattern    string `json:"pattern" jsonschema:"description=glob on the file name, e.g. *.go"`
+	Pattern    string `json:"pattern" jsonschema:"description=glob on the file name\\, e.g. *.go"`
 	Type       string `json:"type,omitempty" jsonschema:"enum=file,enum=dir"`
 	MaxResults int    `json:"max_results,omitempty" jsonschema:"minimum=0,maximum=10000,description=default 1000"`
 }

@@ -30,7 +30,7 @@ type ImageImportOutput struct {
 
 // ImageDeleteInput names an image to delete.
 type ImageDeleteInput struct {
-	Image string `json:"image" jsonschema:"description=the image's name, as image_list shows it"`
+	Image string `json:"image" jsonschema:"description=the image's name\\, as image_list shows it"`
 }
 
 // bot is the bot whose snapshot_export made the image, if it is one: its

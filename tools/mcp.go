@@ -16,9 +16,9 @@ import (
 // MCPServerAddInput registers a stdio MCP server in a workspace.
 type MCPServerAddInput struct {
 	BotID   string            `json:"bot_id"`
-	Name    string            `json:"name" jsonschema:"description=1-32 lower-case letters, digits and inner '-'; prefixes the server's tools as <name>__<tool>"`
-	Command string            `json:"command" jsonschema:"description=the program to run inside the workspace, e.g. npx, uvx or /data/bin/my-server (looked up in the workspace's PATH; no shell)"`
-	Args    []string          `json:"args,omitempty" jsonschema:"description=its arguments, e.g. [\"-y\", \"@modelcontextprotocol/server-filesystem\", \"/data\"]"`
+	Name    string            `json:"name" jsonschema:"description=1-32 lower-case letters\\, digits and inner '-'; prefixes the server's tools as <name>__<tool>"`
+	Command string            `json:"command" jsonschema:"description=the program to run inside the workspace\\, e.g. npx\\, uvx or /data/bin/my-server (looked up in the workspace's PATH; no shell)"`
+	Args    []string          `json:"args,omitempty" jsonschema:"description=its arguments\\, e.g. [\"-y\"\\, \"@modelcontextprotocol/server-filesystem\"\\, \"/data\"]"`
 	Env     map[string]string `json:"env,omitempty" jsonschema:"description=extra environment variables; values are kept on the host with mode 0600 and never listed"`
 	Cwd     string            `json:"cwd,omitempty" jsonschema:"description=working directory; default /data"`
 }
@@ -37,7 +37,7 @@ func (i MCPServerNameInput) bot() string { return i.BotID }
 type MCPServerLogsInput struct {
 	BotID string `json:"bot_id"`
 	Name  string `json:"name"`
-	Lines int    `json:"lines,omitempty" jsonschema:"description=how many of the last lines; default 100, at most 1000"`
+	Lines int    `json:"lines,omitempty" jsonschema:"description=how many of the last lines; default 100\\, at most 1000"`
 }
 
 func (i MCPServerLogsInput) bot() string { return i.BotID }

@@ -17,7 +17,7 @@ type SkillsListOutput struct {
 // SkillsUpsertInput writes user skills.
 type SkillsUpsertInput struct {
 	BotID  string   `json:"bot_id"`
-	Skills []string `json:"skills" jsonschema:"description=full SKILL.md texts: YAML front matter with name and description, then markdown"`
+	Skills []string `json:"skills" jsonschema:"description=full SKILL.md texts: YAML front matter with name and description\\, then markdown"`
 }
 
 func (s SkillsUpsertInput) bot() string { return s.BotID }

@@ -21,7 +21,7 @@ const (
 
 type TerminalOpenInput struct {
 	BotID string            `json:"bot_id"`
-	Shell string            `json:"shell,omitempty" jsonschema:"description=shell to run (default bash if present, else sh)"`
+	Shell string            `json:"shell,omitempty" jsonschema:"description=shell to run (default bash if present\\, else sh)"`
 	Rows  uint16            `json:"rows,omitempty" jsonschema:"maximum=1000,description=default 24"`
 	Cols  uint16            `json:"cols,omitempty" jsonschema:"maximum=1000,description=default 80"`
 	Cwd   string            `json:"cwd,omitempty" jsonschema:"description=default /data"`

@@ -15,20 +15,20 @@ import (
 
 // BotInput names one bot's workspace.
 type BotInput struct {
-	BotID string `json:"bot_id" jsonschema:"description=the bot whose workspace this is (lower-case letters, digits, single - _ or . between them; at most 63)"`
+	BotID string `json:"bot_id" jsonschema:"description=the bot whose workspace this is (lower-case letters\\, digits\\, single - _ or . between them; at most 63)"`
 }
 
 func (b BotInput) bot() string { return b.BotID }
 
 // CreateInput are the settings of a new workspace.
 type CreateInput struct {
-	BotID       string            `json:"bot_id" jsonschema:"description=the bot whose workspace this is (lower-case letters, digits, single - _ or . between them; at most 63)"`
+	BotID       string            `json:"bot_id" jsonschema:"description=the bot whose workspace this is (lower-case letters\\, digits\\, single - _ or . between them; at most 63)"`
 	Image       string            `json:"image,omitempty" jsonschema:"description=OCI image reference; default from berth's config"`
 	PullPolicy  string            `json:"pull_policy,omitempty" jsonschema:"enum=if_not_present,enum=always,enum=never,description=when to pull the image (default if_not_present)"`
-	Devices     []string          `json:"devices,omitempty" jsonschema:"description=CDI device names to inject, e.g. nvidia.com/gpu=0; tokens without the admin scope may use only the devices berth's --allowed-devices lists"`
+	Devices     []string          `json:"devices,omitempty" jsonschema:"description=CDI device names to inject\\, e.g. nvidia.com/gpu=0; tokens without the admin scope may use only the devices berth's --allowed-devices lists"`
 	Snapshotter string            `json:"snapshotter,omitempty" jsonschema:"description=containerd snapshotter; default from berth's config"`
 	Env         map[string]string `json:"env,omitempty" jsonschema:"description=environment variables for every command in the workspace"`
-	CPUs        float64           `json:"cpus,omitempty" jsonschema:"minimum=0,description=CPU limit in cores, e.g. 1.5; 0 = berth's default (--default-cpus); at most --max-cpus"`
+	CPUs        float64           `json:"cpus,omitempty" jsonschema:"minimum=0,description=CPU limit in cores\\, e.g. 1.5; 0 = berth's default (--default-cpus); at most --max-cpus"`
 	Memory      string            `json:"memory,omitempty" jsonschema:"description=memory limit such as 512M or 2G (bytes if no unit); empty = berth's default (--default-memory); at most --max-memory"`
 	Pids        int64             `json:"pids,omitempty" jsonschema:"minimum=0,description=maximum number of processes; 0 = berth's default (--default-pids); at most --max-pids"`
 	RestoreData bool              `json:"restore_data,omitempty" jsonschema:"description=bring back the /data that workspace_delete preserve_data kept"`

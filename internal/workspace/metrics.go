@@ -12,7 +12,7 @@ import (
 type Metrics struct {
 	BotID             string    `json:"bot_id"`
 	At                time.Time `json:"at"`
-	CPUPercent        float64   `json:"cpu_percent" jsonschema:"description=CPU used since the previous call (or over a short sample), in percent of one core"`
+	CPUPercent        float64   `json:"cpu_percent" jsonschema:"description=CPU used since the previous call (or over a short sample)\\, in percent of one core"`
 	CPULimitCores     float64   `json:"cpu_limit_cores,omitempty"`
 	MemoryUsage       uint64    `json:"memory_usage_bytes"`
 	MemoryLimit       uint64    `json:"memory_limit_bytes,omitempty" jsonschema:"description=0 when unlimited"`
