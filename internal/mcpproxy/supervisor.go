@@ -17,7 +17,7 @@ import (
 
 // Options configure a Supervisor.
 type Options struct {
-	Manager *workspace.Manager
+	Manager Workspaces
 	Logger  *slog.Logger
 	Version string // berth's, sent as clientInfo
 	// InitTimeout bounds a server's start: initialize and tools/list
@@ -50,7 +50,7 @@ func (o *Options) setDefaults() {
 // registration lives with its workspace (workspace.Manager keeps it), so a
 // new berth brings every server back.
 type Supervisor struct {
-	mgr  *workspace.Manager
+	mgr  Workspaces
 	opts Options
 	log  *slog.Logger
 	ctx  context.Context

@@ -18,10 +18,22 @@ import (
 // Runtime is the narrow set of operations berth needs from a container
 // runtime. It is deliberately small so that a second backend (Kubernetes
 // pods on containerd nodes) can implement it without touching the tools.
+// It is composed of one interface per concern so that a caller can ask for
+// only what it uses; runtimetest.Suite states the behaviour every
+// implementation shares.
 type Runtime interface {
 	// Ping checks that the runtime answers.
 	Ping(ctx context.Context) error
 
+	Images
+	Containers
+	Tasks
+	Snapshots
+	Metrics
+}
+
+// Images are the images the runtime holds.
+type Images interface {
 	// EnsureImage makes ref available and unpacked for snapshotter,
 	// pulling it as policy says. progress, if not nil, is called as
 	// bytes arrive. Cancelling ctx abandons the pull and leaves nothing.
@@ -29,39 +41,47 @@ type Runtime interface {
 	// ImportImages reads an OCI or docker archive and unpacks its images.
 	// name, if set, names an archive's single unnamed image.
 	ImportImages(ctx context.Context, archive io.Reader, snapshotter, name string) ([]Image, error)
+	// ListImages lists the images, sorted by name.
 	ListImages(ctx context.Context) ([]Image, error)
 	// Image describes the image named ref.
 	Image(ctx context.Context, ref string) (Image, error)
 	// DeleteImage removes the image record; containerd collects what only
 	// it held.
 	DeleteImage(ctx context.Context, ref string) error
+}
 
+// Containers are container records: identity, labels, configuration and
+// writable layer, apart from the process that runs in them (Tasks).
+type Containers interface {
 	CreateContainer(ctx context.Context, spec ContainerSpec) error
-	// StartTask starts the container's process, replacing a stopped task.
-	StartTask(ctx context.Context, id, logPath string) (pid uint32, err error)
-	// StopTask sends SIGTERM, waits up to grace, then SIGKILLs every
-	// process, and removes the task. Stopping a stopped container is a no-op.
-	StopTask(ctx context.Context, id string, grace time.Duration) error
+	// CreateContainerFromSnapshot creates a container whose writable layer
+	// starts from the committed snapshot parentKey.
+	CreateContainerFromSnapshot(ctx context.Context, spec ContainerSpec, parentKey string) error
 	// DeleteContainer removes the container, its task and its writable layer.
 	DeleteContainer(ctx context.Context, id string) error
 	Container(ctx context.Context, id string) (Container, error)
 	// Containers lists containers that carry the label key.
 	Containers(ctx context.Context, labelKey string) ([]Container, error)
+	// SetLabels sets labels on the container; an empty value removes one.
 	SetLabels(ctx context.Context, id string, labels map[string]string) error
-	// ExportSnapshot names an image ref made of base's layers and those
-	// of the committed snapshot key and the snapshots below it, with labels
-	// on the image record.
-	ExportSnapshot(ctx context.Context, snapshotter, key, base, ref string, labels map[string]string) (Image, error)
 	// ProcessEnv is the environment the container's process starts with.
 	ProcessEnv(ctx context.Context, id string) ([]string, error)
-
-	// Stats samples the task's cgroup counters.
-	Stats(ctx context.Context, id string) (Stats, error)
-	// StorageUsage is the size in bytes of the container's own writable layer.
-	StorageUsage(ctx context.Context, id string) (int64, error)
 	// CheckDevices reports device names the runtime cannot inject.
 	CheckDevices(names []string) error
+}
 
+// Tasks run and stop a container's process.
+type Tasks interface {
+	// StartTask starts the container's process, replacing a stopped task.
+	// A running task is left alone and its pid returned.
+	StartTask(ctx context.Context, id, logPath string) (pid uint32, err error)
+	// StopTask sends SIGTERM, waits up to grace, then SIGKILLs every
+	// process, and removes the task. Stopping a stopped container is a no-op.
+	StopTask(ctx context.Context, id string, grace time.Duration) error
+}
+
+// Snapshots are committed copies of containers' writable layers.
+type Snapshots interface {
 	// SnapshotContainer commits the container's writable layer as
 	// snapshot key while its task keeps running, and says how long the
 	// task was paused.
@@ -78,9 +98,18 @@ type Runtime interface {
 	// DiffSnapshots lists what changed from one snapshot (committed or a
 	// container's live layer) to another, a page at a time.
 	DiffSnapshots(ctx context.Context, snapshotter, fromKey, toKey string, page Page) (SnapshotDiff, error)
-	// CreateContainerFromSnapshot creates a container whose writable layer
-	// starts from the committed snapshot parentKey.
-	CreateContainerFromSnapshot(ctx context.Context, spec ContainerSpec, parentKey string) error
+	// ExportSnapshot names an image ref made of base's layers and those
+	// of the committed snapshot key and the snapshots below it, with labels
+	// on the image record.
+	ExportSnapshot(ctx context.Context, snapshotter, key, base, ref string, labels map[string]string) (Image, error)
+}
+
+// Metrics measure what a container uses.
+type Metrics interface {
+	// Stats samples the task's cgroup counters.
+	Stats(ctx context.Context, id string) (Stats, error)
+	// StorageUsage is the size in bytes of the container's own writable layer.
+	StorageUsage(ctx context.Context, id string) (int64, error)
 }
 
 // PullPolicy says when EnsureImage contacts the registry.
