@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -284,16 +285,23 @@ func notApplied(req CreateRequest, ref string, ctr runtime.Container) []string {
 	}
 	// Only the limits the request names: the others take defaults, which
 	// an existing workspace has whatever they are now.
+	// One entry per setting, in the words of the tool's arguments: a model
+	// reads these, not a Go programmer.
 	var limits runtime.Limits
 	_ = json.Unmarshal([]byte(ctr.Labels[labelLimits]), &limits)
-	if (req.Limits.CPUs != 0 && req.Limits.CPUs != limits.CPUs) || (req.Limits.MemoryBytes != 0 && req.Limits.MemoryBytes != limits.MemoryBytes) ||
-		(req.Limits.Pids != 0 && req.Limits.Pids != limits.Pids) {
-		out = append(out, fmt.Sprintf("limits %+v (the workspace has %+v)", req.Limits, limits))
+	if req.Limits.CPUs != 0 && req.Limits.CPUs != limits.CPUs {
+		out = append(out, fmt.Sprintf("cpus %s (the workspace has %s)", cpusText(req.Limits.CPUs), cpusText(limits.CPUs)))
+	}
+	if req.Limits.MemoryBytes != 0 && req.Limits.MemoryBytes != limits.MemoryBytes {
+		out = append(out, fmt.Sprintf("memory %s (the workspace has %s)", memoryText(req.Limits.MemoryBytes), memoryText(limits.MemoryBytes)))
+	}
+	if req.Limits.Pids != 0 && req.Limits.Pids != limits.Pids {
+		out = append(out, fmt.Sprintf("pids %s (the workspace has %s)", pidsText(req.Limits.Pids), pidsText(limits.Pids)))
 	}
 	devices := slices.Sorted(slices.Values(req.Devices))
 	have := slices.Sorted(slices.Values(splitList(ctr.Labels[labelDevices])))
 	if !slices.Equal(devices, have) {
-		out = append(out, fmt.Sprintf("devices %v (the workspace has %v)", devices, have))
+		out = append(out, fmt.Sprintf("devices %s (the workspace has %s)", listText(devices), listText(have)))
 	}
 	names := make([]string, 0, len(req.Env))
 	for k := range req.Env {
@@ -301,12 +309,50 @@ func notApplied(req CreateRequest, ref string, ctr runtime.Container) []string {
 	}
 	sort.Strings(names)
 	if len(req.Env) > 0 {
-		out = append(out, fmt.Sprintf("env %v (env is fixed at create; the workspace has %v)", names, splitList(ctr.Labels[labelEnvNames])))
+		out = append(out, fmt.Sprintf("env %s (env is fixed at create; the workspace has %s)", listText(names), listText(splitList(ctr.Labels[labelEnvNames]))))
 	}
 	if req.RestoreData {
 		out = append(out, "restore_data (the workspace exists: use data_restore)")
 	}
 	return out
+}
+
+// cpusText, memoryText and pidsText show a limit as workspace_create's
+// arguments take it (memory as 512M, 2G); 0 is no limit.
+func cpusText(v float64) string {
+	if v == 0 {
+		return "no CPU limit"
+	}
+	return strconv.FormatFloat(v, 'f', -1, 64) + " cores"
+}
+
+func memoryText(v int64) string {
+	if v == 0 {
+		return "no memory limit"
+	}
+	for _, u := range []struct {
+		suffix string
+		size   int64
+	}{{"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}} {
+		if v%u.size == 0 {
+			return strconv.FormatInt(v/u.size, 10) + u.suffix
+		}
+	}
+	return strconv.FormatInt(v, 10) + " bytes"
+}
+
+func pidsText(v int64) string {
+	if v == 0 {
+		return "no pids limit"
+	}
+	return strconv.FormatInt(v, 10)
+}
+
+func listText(v []string) string {
+	if len(v) == 0 {
+		return "none"
+	}
+	return strings.Join(v, ", ")
 }
 
 func pullReporter(ref string, progress func(Progress)) func(runtime.PullProgress) {
