@@ -331,7 +331,11 @@ func TestMCPServerFederation(t *testing.T) {
 	if !res.IsError || !strings.Contains(res.Text, "exited with code 3") || !strings.Contains(res.Text, "crashing with 3") {
 		t.Fatalf("crash result should say how it ended, with stderr: %+v", res)
 	}
-	if res := mustCall(t, c, "fx__echo", map[string]any{"text": "in between"}); !res.IsError || !strings.Contains(res.Text, "exited with code 3") {
+	// A call right after the crash is told of it, whether it comes during
+	// the backoff or while the server starts again; on a busy machine it
+	// may come once the server is back, and then it simply works.
+	if res := mustCall(t, c, "fx__echo", map[string]any{"text": "in between"}); res.IsError && !strings.Contains(res.Text, "exited with code 3") ||
+		!res.IsError && res.Text != "in between" {
 		t.Errorf("a call right after the crash: %+v", res)
 	}
 	changes = c.listChanges()

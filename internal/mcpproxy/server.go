@@ -375,10 +375,16 @@ func (s *server) refreshTools(rpc *rpcClient) {
 // callTool calls a tool on the shared process.
 func (s *server) callTool(ctx context.Context, tool string, args json.RawMessage, onProgress func(json.RawMessage), onRequest RequestHandler) (json.RawMessage, error) {
 	s.mu.Lock()
-	state, reason, rpc := s.state, s.reason, s.rpc
+	state, reason, rpc, lastExit := s.state, s.reason, s.rpc, s.lastExit
 	s.mu.Unlock()
 	if state != StateReady {
-		if reason == "" {
+		switch {
+		case reason == "" && state == StateStarting && lastExit != nil:
+			// Starting again after a crash: the crash says why the
+			// call cannot run, whether the call came during the
+			// backoff or just after it.
+			reason = fmt.Sprintf("it last %s, %s ago", lastExit, time.Since(lastExit.At).Round(time.Millisecond))
+		case reason == "":
 			reason = "it is " + string(state)
 		}
 		return nil, fmt.Errorf("%w: %s is %s: %s", errServerGone, s.label, state, reason)
