@@ -606,7 +606,9 @@ func proxyPost(t *testing.T, url, token, session, body string) *http.Response {
 // --session-idle-ttl: its process is stopped and the session forgotten.
 func TestMCPServerProxySessionIdles(t *testing.T) {
 	e := newMCPEnv(t)
-	e.extra = append(e.extra, "--session-idle-ttl", "2s")
+	// Long enough that counting the processes (a runc exec, seconds on a
+	// busy machine) surely ends before the session idles out.
+	e.extra = append(e.extra, "--session-idle-ttl", "15s")
 	b := e.serveHTTP()
 	const bot = "idle"
 	admin := e.httpMcpgo(b)
