@@ -48,6 +48,10 @@ type Manager struct {
 
 	locks  keyedMutex
 	agents agentClients
+	// waitAgent waits until the agent of the task just started answers.
+	// It is a field so that tests of the orchestration can run on a fake
+	// runtime, where no agent starts; berth always uses waitAgentReady.
+	waitAgent func(ctx context.Context, bot string, pid uint32) error
 
 	hooksMu   sync.Mutex
 	onStarted []func(bot string)
@@ -68,7 +72,14 @@ func NewManager(rt runtime.Runtime, opts Options) *Manager {
 		opts.Logger = slog.Default()
 	}
 	opts.Limits = opts.Limits.withHostDefaults()
-	return &Manager{rt: rt, opts: opts, log: opts.Logger, stats: map[string]statsCache{}}
+	m := &Manager{rt: rt, opts: opts, log: opts.Logger, stats: map[string]statsCache{}}
+	m.waitAgent = m.waitAgentReady
+	return m
+}
+
+func (m *Manager) waitAgentReady(ctx context.Context, bot string, pid uint32) error {
+	_, err := agent.WaitReady(ctx, m.socketPath(bot), m.opts.AgentTimeout, agent.WithInitPID(pid))
+	return err
 }
 
 // Progress reports long work: Done of Total units, with a message.
@@ -470,7 +481,7 @@ func (m *Manager) start(ctx context.Context, bot string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := agent.WaitReady(ctx, m.socketPath(bot), m.opts.AgentTimeout, agent.WithInitPID(pid)); err != nil {
+	if err := m.waitAgent(ctx, bot, pid); err != nil {
 		return fmt.Errorf("%w%s", err, m.logTail(bot))
 	}
 	m.notifyStarted(bot)
