@@ -50,12 +50,12 @@ FUZZ = $(GO) test -run '^$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 3s
 fuzz:
 	$(FUZZ) -fuzz '^FuzzParseSize$$' ./tools/
 	$(FUZZ) -fuzz '^FuzzValidateBotID$$' ./internal/workspace/
-	$(FUZZ) -fuzz '^FuzzResolvePath$$' ./internal/agent/
-	$(FUZZ) -fuzz '^FuzzArchiveName$$' ./internal/agent/
-	$(FUZZ) -fuzz '^FuzzArchiveSymlink$$' ./internal/agent/
-	$(FUZZ) -fuzz '^FuzzImportTar$$' ./internal/agent/
-	$(FUZZ) -fuzz '^FuzzReadExecEvents$$' ./internal/agent/
-	$(FUZZ) -fuzz '^FuzzDecodeHealth$$' ./internal/agent/
+	$(FUZZ) -fuzz '^FuzzResolvePath$$' ./internal/agent/server/
+	$(FUZZ) -fuzz '^FuzzArchiveName$$' ./internal/agent/server/
+	$(FUZZ) -fuzz '^FuzzArchiveSymlink$$' ./internal/agent/server/
+	$(FUZZ) -fuzz '^FuzzImportTar$$' ./internal/agent/server/
+	$(FUZZ) -fuzz '^FuzzReadExecEvents$$' ./internal/agent/client/
+	$(FUZZ) -fuzz '^FuzzDecodeHealth$$' ./internal/agent/client/
 	$(FUZZ) -fuzz '^FuzzParse$$' ./internal/skills/
 	$(FUZZ) -fuzz '^FuzzValidateName$$' ./internal/skills/
 	$(FUZZ) -fuzz '^FuzzFederatedNames$$' ./internal/mcpproxy/

@@ -11,8 +11,7 @@ import (
 	"io"
 	"strings"
 
-	"github.com/berth-dev/berth/internal/agent"
-
+	"github.com/berth-dev/berth/internal/agent/wire"
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/skills"
 	"github.com/berth-dev/berth/internal/workspace"
@@ -184,7 +183,7 @@ func readFile(m *workspace.Manager) server.ResourceTemplateHandlerFunc {
 			return nil, err
 		}
 		path = "/" + strings.TrimPrefix(path, "/")
-		text, err := client.ReadText(ctx, agent.ReadTextRequest{Path: path, Limit: 20000, MaxBytes: maxTextResource})
+		text, err := client.ReadText(ctx, wire.ReadTextRequest{Path: path, Limit: 20000, MaxBytes: maxTextResource})
 		if err != nil {
 			return nil, m.AgentError(ctx, bot, err)
 		}

@@ -6,7 +6,7 @@ import (
 	"encoding/base64"
 	"fmt"
 
-	"github.com/berth-dev/berth/internal/agent"
+	"github.com/berth-dev/berth/internal/agent/wire"
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/workspace"
 	"github.com/mark3labs/mcp-go/mcp"
@@ -89,13 +89,13 @@ func dataTools(d Deps) []server.ServerTool {
 		define("data_import", "Import data",
 			"Extract a tar, tar.gz or zip archive under /data (or a directory in it). Absolute paths, '..', links out of the target, devices and archives past the entry or size caps are refused; a refused or failed import changes nothing. setuid/setgid bits are dropped.",
 			hints{destructive: true}, auth.ScopeWrite,
-			func(ctx context.Context, _ *call, in DataImportInput) (agent.ImportResult, string, error) {
+			func(ctx context.Context, _ *call, in DataImportInput) (wire.ImportResult, string, error) {
 				if base64.StdEncoding.DecodedLen(len(in.ArchiveBase64)) > maxInlineArchive {
-					return agent.ImportResult{}, "", fmt.Errorf("archive_base64 is larger than %d bytes: upload it with PUT /bots/%s/data/import", maxInlineArchive, in.BotID)
+					return wire.ImportResult{}, "", fmt.Errorf("archive_base64 is larger than %d bytes: upload it with PUT /bots/%s/data/import", maxInlineArchive, in.BotID)
 				}
 				archive, err := base64.StdEncoding.DecodeString(in.ArchiveBase64)
 				if err != nil {
-					return agent.ImportResult{}, "", fmt.Errorf("archive_base64: %v", err)
+					return wire.ImportResult{}, "", fmt.Errorf("archive_base64: %v", err)
 				}
 				res, err := m.ImportData(ctx, in.BotID, in.Path, in.Format, bytes.NewReader(archive))
 				if err != nil {
@@ -107,7 +107,7 @@ func dataTools(d Deps) []server.ServerTool {
 		define("data_restore", "Restore preserved data",
 			"Bring back into the running workspace the /data that workspace_delete preserve_data kept. The backup is removed only after the restore succeeded.",
 			hints{destructive: true}, auth.ScopeWrite,
-			func(ctx context.Context, _ *call, in BotInput) (agent.ImportResult, string, error) {
+			func(ctx context.Context, _ *call, in BotInput) (wire.ImportResult, string, error) {
 				res, err := m.RestoreData(ctx, in.BotID)
 				if err != nil {
 					return res, "", err

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/berth-dev/berth/internal/agent"
+	"github.com/berth-dev/berth/internal/agent/wire"
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/workspace"
 	"github.com/mark3labs/mcp-go/server"
@@ -74,7 +74,7 @@ func (s SignalInput) bot() string { return s.BotID }
 
 // ProcessListOutput lists background processes.
 type ProcessListOutput struct {
-	Processes []agent.ProcessInfo `json:"processes"`
+	Processes []wire.ProcessInfo `json:"processes"`
 }
 
 // OutputChunkOutput is a piece of a process's or terminal's output.
@@ -192,27 +192,27 @@ func signalProcess(ctx context.Context, m *workspace.Manager, in SignalInput) (P
 // ask for: longer work belongs in a background process.
 const maxExecTimeout = 24 * time.Hour
 
-func (d Deps) execRequest(in ExecInput) (agent.ExecRequest, error) {
+func (d Deps) execRequest(in ExecInput) (wire.ExecRequest, error) {
 	if (in.Command == "") == (len(in.Argv) == 0) {
-		return agent.ExecRequest{}, errors.New("give exactly one of command (a shell command line) or argv (a program and its arguments)")
+		return wire.ExecRequest{}, errors.New("give exactly one of command (a shell command line) or argv (a program and its arguments)")
 	}
 	timeout := d.Limits.ExecTimeout
 	if in.TimeoutSeconds != nil {
 		secs := *in.TimeoutSeconds
 		// The comparison is false for NaN, so NaN is refused too.
 		if !(secs >= 0 && secs <= maxExecTimeout.Seconds()) {
-			return agent.ExecRequest{}, fmt.Errorf("timeout_seconds must be between 0 (no timeout) and %.0f (%s); for longer work use background=true", maxExecTimeout.Seconds(), maxExecTimeout)
+			return wire.ExecRequest{}, fmt.Errorf("timeout_seconds must be between 0 (no timeout) and %.0f (%s); for longer work use background=true", maxExecTimeout.Seconds(), maxExecTimeout)
 		}
 		timeout = time.Duration(secs * float64(time.Second))
 	}
 	maxOut := d.Limits.ExecMaxOutput
-	if in.MaxOutputBytes < 0 || in.MaxOutputBytes > agent.MaxExecOutput {
-		return agent.ExecRequest{}, fmt.Errorf("max_output_bytes must be between 1 and %d (16 MiB); redirect bigger output to a file and read it with fs_read", agent.MaxExecOutput)
+	if in.MaxOutputBytes < 0 || in.MaxOutputBytes > wire.MaxExecOutput {
+		return wire.ExecRequest{}, fmt.Errorf("max_output_bytes must be between 1 and %d (16 MiB); redirect bigger output to a file and read it with fs_read", wire.MaxExecOutput)
 	}
 	if in.MaxOutputBytes > 0 {
 		maxOut = in.MaxOutputBytes
 	}
-	return agent.ExecRequest{
+	return wire.ExecRequest{
 		Argv: in.Argv, Command: in.Command, Cwd: in.Cwd, Env: in.Env, Stdin: []byte(in.Stdin),
 		TimeoutMillis: timeout.Milliseconds(), MaxOutput: maxOut,
 	}, nil
@@ -265,7 +265,7 @@ func execSummary(o ExecOutput) string {
 }
 
 // chunkOutput shapes a piece of a process's or terminal's output.
-func chunkOutput(c agent.OutputChunk) OutputChunkOutput {
+func chunkOutput(c wire.OutputChunk) OutputChunkOutput {
 	out := OutputChunkOutput{
 		Output: text(c.Data), Offset: c.Offset, NextOffset: c.NextOffset, Total: c.Total, Dropped: c.Dropped,
 		Matched: c.Matched, TimedOut: c.TimedOut,

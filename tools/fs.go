@@ -8,7 +8,7 @@ import (
 	"io"
 	"strings"
 
-	"github.com/berth-dev/berth/internal/agent"
+	"github.com/berth-dev/berth/internal/agent/wire"
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
@@ -58,7 +58,7 @@ func (p FsReadInput) bot() string { return p.BotID }
 
 // FsReadOutput is a window of a text file, or a binary file as a blob.
 type FsReadOutput struct {
-	agent.ReadTextResult
+	wire.ReadTextResult
 	BlobBytes int    `json:"blob_bytes,omitempty" jsonschema:"description=for binary files: bytes returned as an embedded blob or image"`
 	blob      []byte `json:"-"`
 }
@@ -88,11 +88,11 @@ func (p FsWriteInput) bot() string { return p.BotID }
 
 // FsEditInput edits a file by exact replacements.
 type FsEditInput struct {
-	BotID            string       `json:"bot_id"`
-	Path             string       `json:"path"`
-	Edits            []agent.Edit `json:"edits" jsonschema:"description=exact search/replace pairs applied in order; all or nothing"`
-	DryRun           bool         `json:"dry_run,omitempty" jsonschema:"description=return the unified diff without writing"`
-	ExpectedRevision string       `json:"expected_revision,omitempty"`
+	BotID            string      `json:"bot_id"`
+	Path             string      `json:"path"`
+	Edits            []wire.Edit `json:"edits" jsonschema:"description=exact search/replace pairs applied in order; all or nothing"`
+	DryRun           bool        `json:"dry_run,omitempty" jsonschema:"description=return the unified diff without writing"`
+	ExpectedRevision string      `json:"expected_revision,omitempty"`
 }
 
 func (p FsEditInput) bot() string { return p.BotID }
@@ -153,7 +153,7 @@ func (p FsGrepInput) bot() string { return p.BotID }
 
 func orData(path string) string {
 	if path == "" {
-		return agent.DefaultDataDir
+		return wire.DefaultDataDir
 	}
 	return path
 }
@@ -164,10 +164,10 @@ func fsTools(d Deps) []server.ServerTool {
 	return []server.ServerTool{
 		define("fs_stat", "Stat path", "Type, size, mode, modification time and link target of a path (symlinks are not followed).",
 			ro, auth.ScopeRead,
-			func(ctx context.Context, _ *call, in PathInput) (agent.FileInfo, string, error) {
+			func(ctx context.Context, _ *call, in PathInput) (wire.FileInfo, string, error) {
 				client, err := m.Agent(ctx, in.BotID)
 				if err != nil {
-					return agent.FileInfo{}, "", err
+					return wire.FileInfo{}, "", err
 				}
 				fi, err := client.Stat(ctx, in.Path)
 				if err != nil {
@@ -177,12 +177,12 @@ func fsTools(d Deps) []server.ServerTool {
 			}),
 		define("fs_list", "List directory", "List a directory, sorted and paged, optionally recursive (recursion fails clearly past max_entries).",
 			ro, auth.ScopeRead,
-			func(ctx context.Context, _ *call, in FsListInput) (agent.ListResult, string, error) {
+			func(ctx context.Context, _ *call, in FsListInput) (wire.ListResult, string, error) {
 				client, err := m.Agent(ctx, in.BotID)
 				if err != nil {
-					return agent.ListResult{}, "", err
+					return wire.ListResult{}, "", err
 				}
-				res, err := client.List(ctx, agent.ListRequest{Path: orData(in.Path), Recursive: in.Recursive, Offset: in.Offset, Limit: in.Limit, MaxEntries: in.MaxEntries})
+				res, err := client.List(ctx, wire.ListRequest{Path: orData(in.Path), Recursive: in.Recursive, Offset: in.Offset, Limit: in.Limit, MaxEntries: in.MaxEntries})
 				if err != nil {
 					return res, "", m.AgentError(ctx, in.BotID, err)
 				}
@@ -210,7 +210,7 @@ func fsTools(d Deps) []server.ServerTool {
 				if err != nil {
 					return FsReadOutput{}, "", err
 				}
-				res, err := client.ReadText(ctx, agent.ReadTextRequest{Path: in.Path, Offset: in.Offset, Limit: in.Limit, Tail: in.Tail, MaxBytes: in.MaxBytes})
+				res, err := client.ReadText(ctx, wire.ReadTextRequest{Path: in.Path, Offset: in.Offset, Limit: in.Limit, Tail: in.Tail, MaxBytes: in.MaxBytes})
 				if err != nil {
 					return FsReadOutput{}, "", m.AgentError(ctx, in.BotID, err)
 				}
@@ -245,31 +245,31 @@ func fsTools(d Deps) []server.ServerTool {
 		define("fs_write", "Write file",
 			"Write a whole file atomically (readers see the old or the new content, never a mix), creating parent directories. With expected_revision it fails with a conflict if the file changed since it was read.",
 			hints{destructive: true, idempotent: true}, auth.ScopeWrite,
-			func(ctx context.Context, _ *call, in FsWriteInput) (agent.WriteResult, string, error) {
+			func(ctx context.Context, _ *call, in FsWriteInput) (wire.WriteResult, string, error) {
 				// The content is already in memory once (the request); it
 				// streams to the agent from there rather than being copied.
 				var body io.Reader = strings.NewReader(in.Content)
 				size := len(in.Content)
 				if in.ContentBase64 != "" {
 					if in.Content != "" {
-						return agent.WriteResult{}, "", errors.New("give content or content_base64, not both")
+						return wire.WriteResult{}, "", errors.New("give content or content_base64, not both")
 					}
 					// Checked in a first pass so that bad input fails
 					// clearly before anything is written.
 					if _, err := io.Copy(io.Discard, base64.NewDecoder(base64.StdEncoding, strings.NewReader(in.ContentBase64))); err != nil {
-						return agent.WriteResult{}, "", fmt.Errorf("content_base64: %v", err)
+						return wire.WriteResult{}, "", fmt.Errorf("content_base64: %v", err)
 					}
 					body = base64.NewDecoder(base64.StdEncoding, strings.NewReader(in.ContentBase64))
 					size = base64.StdEncoding.DecodedLen(len(in.ContentBase64))
 				}
 				if size > maxWriteContent {
-					return agent.WriteResult{}, "", fmt.Errorf("the content is about %d bytes; fs_write takes at most %d (16 MiB): upload bigger files with PUT /bots/{bot_id}/files over HTTP, or data_import", size, maxWriteContent)
+					return wire.WriteResult{}, "", fmt.Errorf("the content is about %d bytes; fs_write takes at most %d (16 MiB): upload bigger files with PUT /bots/{bot_id}/files over HTTP, or data_import", size, maxWriteContent)
 				}
 				client, err := m.Agent(ctx, in.BotID)
 				if err != nil {
-					return agent.WriteResult{}, "", err
+					return wire.WriteResult{}, "", err
 				}
-				res, err := client.Write(ctx, agent.WriteRequest{Path: in.Path, Mode: in.Mode, ExpectedRevision: in.ExpectedRevision, MakeParents: true}, body)
+				res, err := client.Write(ctx, wire.WriteRequest{Path: in.Path, Mode: in.Mode, ExpectedRevision: in.ExpectedRevision, MakeParents: true}, body)
 				if err != nil {
 					return res, "", m.AgentError(ctx, in.BotID, err)
 				}
@@ -278,12 +278,12 @@ func fsTools(d Deps) []server.ServerTool {
 		define("fs_edit", "Edit file",
 			"Apply exact search/replace edits to a file, all or nothing; dry_run returns the unified diff without writing.",
 			hints{destructive: true}, auth.ScopeWrite,
-			func(ctx context.Context, _ *call, in FsEditInput) (agent.EditResult, string, error) {
+			func(ctx context.Context, _ *call, in FsEditInput) (wire.EditResult, string, error) {
 				client, err := m.Agent(ctx, in.BotID)
 				if err != nil {
-					return agent.EditResult{}, "", err
+					return wire.EditResult{}, "", err
 				}
-				res, err := client.Edit(ctx, agent.EditRequest{Path: in.Path, Edits: in.Edits, DryRun: in.DryRun, ExpectedRevision: in.ExpectedRevision})
+				res, err := client.Edit(ctx, wire.EditRequest{Path: in.Path, Edits: in.Edits, DryRun: in.DryRun, ExpectedRevision: in.ExpectedRevision})
 				if err != nil {
 					return res, "", m.AgentError(ctx, in.BotID, err)
 				}
@@ -295,10 +295,10 @@ func fsTools(d Deps) []server.ServerTool {
 			}),
 		define("fs_mkdir", "Make directory", "Create a directory (with parents by default).",
 			hints{idempotent: true}, auth.ScopeWrite,
-			func(ctx context.Context, _ *call, in FsMkdirInput) (agent.FileInfo, string, error) {
+			func(ctx context.Context, _ *call, in FsMkdirInput) (wire.FileInfo, string, error) {
 				client, err := m.Agent(ctx, in.BotID)
 				if err != nil {
-					return agent.FileInfo{}, "", err
+					return wire.FileInfo{}, "", err
 				}
 				parents := in.Parents == nil || *in.Parents
 				fi, err := client.Mkdir(ctx, in.Path, parents)
@@ -321,10 +321,10 @@ func fsTools(d Deps) []server.ServerTool {
 			}),
 		define("fs_move", "Move path", "Move or rename a file or directory.",
 			hints{destructive: true}, auth.ScopeWrite,
-			func(ctx context.Context, _ *call, in FsMoveInput) (agent.FileInfo, string, error) {
+			func(ctx context.Context, _ *call, in FsMoveInput) (wire.FileInfo, string, error) {
 				client, err := m.Agent(ctx, in.BotID)
 				if err != nil {
-					return agent.FileInfo{}, "", err
+					return wire.FileInfo{}, "", err
 				}
 				fi, err := client.Move(ctx, in.Source, in.Destination, in.Overwrite)
 				if err != nil {
@@ -334,10 +334,10 @@ func fsTools(d Deps) []server.ServerTool {
 			}),
 		define("fs_copy", "Copy path", "Copy a file or directory tree (symlinks are copied as links).",
 			hints{idempotent: true}, auth.ScopeWrite,
-			func(ctx context.Context, _ *call, in FsMoveInput) (agent.FileInfo, string, error) {
+			func(ctx context.Context, _ *call, in FsMoveInput) (wire.FileInfo, string, error) {
 				client, err := m.Agent(ctx, in.BotID)
 				if err != nil {
-					return agent.FileInfo{}, "", err
+					return wire.FileInfo{}, "", err
 				}
 				fi, err := client.Copy(ctx, in.Source, in.Destination, in.Overwrite)
 				if err != nil {
@@ -347,12 +347,12 @@ func fsTools(d Deps) []server.ServerTool {
 			}),
 		define("fs_find", "Find files", "Find files and directories whose name matches a glob, capped.",
 			ro, auth.ScopeRead,
-			func(ctx context.Context, _ *call, in FsFindInput) (agent.FindResult, string, error) {
+			func(ctx context.Context, _ *call, in FsFindInput) (wire.FindResult, string, error) {
 				client, err := m.Agent(ctx, in.BotID)
 				if err != nil {
-					return agent.FindResult{}, "", err
+					return wire.FindResult{}, "", err
 				}
-				res, err := client.Find(ctx, agent.FindRequest{Root: orData(in.Path), Pattern: in.Pattern, Type: in.Type, MaxResults: in.MaxResults})
+				res, err := client.Find(ctx, wire.FindRequest{Root: orData(in.Path), Pattern: in.Pattern, Type: in.Type, MaxResults: in.MaxResults})
 				if err != nil {
 					return res, "", m.AgentError(ctx, in.BotID, err)
 				}
@@ -368,12 +368,12 @@ func fsTools(d Deps) []server.ServerTool {
 			}),
 		define("fs_grep", "Search file contents", "Search file contents for text or a regular expression, with caps on files, matches and bytes read.",
 			ro, auth.ScopeRead,
-			func(ctx context.Context, _ *call, in FsGrepInput) (agent.GrepResult, string, error) {
+			func(ctx context.Context, _ *call, in FsGrepInput) (wire.GrepResult, string, error) {
 				client, err := m.Agent(ctx, in.BotID)
 				if err != nil {
-					return agent.GrepResult{}, "", err
+					return wire.GrepResult{}, "", err
 				}
-				res, err := client.Grep(ctx, agent.GrepRequest{
+				res, err := client.Grep(ctx, wire.GrepRequest{
 					Root: orData(in.Path), Pattern: in.Pattern, Regex: in.Regex, IgnoreCase: in.IgnoreCase, Include: in.Include,
 					MaxFiles: in.MaxFiles, MaxMatches: in.MaxMatches, MaxBytes: in.MaxBytes,
 				})

@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/berth-dev/berth/internal/agent"
+	"github.com/berth-dev/berth/internal/agent/wire"
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/mark3labs/mcp-go/server"
 )
@@ -74,7 +74,7 @@ func (t TerminalResizeInput) bot() string { return t.BotID }
 
 // TerminalListOutput lists a workspace's terminals.
 type TerminalListOutput struct {
-	Terminals []agent.TerminalInfo `json:"terminals"`
+	Terminals []wire.TerminalInfo `json:"terminals"`
 }
 
 func terminalTools(d Deps) []server.ServerTool {
@@ -83,12 +83,12 @@ func terminalTools(d Deps) []server.ServerTool {
 		define("terminal_open", "Open terminal",
 			"Open an interactive shell on a pseudo-terminal in the bot's workspace. It lives until closed, until its shell exits, or until idle too long; any session can use it by id.",
 			hints{openWorld: true}, auth.ScopeExec,
-			func(ctx context.Context, _ *call, in TerminalOpenInput) (agent.TerminalInfo, string, error) {
+			func(ctx context.Context, _ *call, in TerminalOpenInput) (wire.TerminalInfo, string, error) {
 				client, err := m.Agent(ctx, in.BotID)
 				if err != nil {
-					return agent.TerminalInfo{}, "", err
+					return wire.TerminalInfo{}, "", err
 				}
-				info, err := client.OpenTerminal(ctx, agent.TerminalRequest{
+				info, err := client.OpenTerminal(ctx, wire.TerminalRequest{
 					Shell: in.Shell, Rows: in.Rows, Cols: in.Cols, Cwd: in.Cwd, Env: in.Env,
 					IdleTimeoutMillis: d.Limits.TerminalIdleTimeout.Milliseconds(),
 				})
@@ -122,7 +122,7 @@ func terminalTools(d Deps) []server.ServerTool {
 				if err != nil {
 					return OutputChunkOutput{}, "", err
 				}
-				chunk, err := client.SendTerminal(ctx, in.TerminalID, agent.TerminalInput{
+				chunk, err := client.SendTerminal(ctx, in.TerminalID, wire.TerminalInput{
 					Data: data, WaitSettleMillis: in.WaitSettleMs, WaitPattern: in.WaitPattern,
 					WaitTimeoutMillis: timeout.Milliseconds(), MaxOutput: in.MaxOutputBytes,
 				})

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/berth-dev/berth/internal/agent"
+	"github.com/berth-dev/berth/internal/agent/wire"
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/runtime"
 	"github.com/berth-dev/berth/internal/workspace"
@@ -42,7 +42,7 @@ type CreateOutput struct {
 	Created    bool                `json:"created" jsonschema:"description=false when the workspace already existed"`
 	Pulled     bool                `json:"pulled,omitempty" jsonschema:"description=true when the image was pulled from a registry"`
 	NotApplied []string            `json:"not_applied,omitempty" jsonschema:"description=requested settings that the existing workspace kept"`
-	Restored   *agent.ImportResult `json:"restored,omitempty" jsonschema:"description=what restore_data brought back"`
+	Restored   *wire.ImportResult  `json:"restored,omitempty" jsonschema:"description=what restore_data brought back"`
 }
 
 // DeleteInput names a workspace to delete.

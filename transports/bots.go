@@ -10,7 +10,8 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/berth-dev/berth/internal/agent"
+	"github.com/berth-dev/berth/internal/agent/client"
+	"github.com/berth-dev/berth/internal/agent/wire"
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/workspace"
 	"github.com/coder/websocket"
@@ -35,7 +36,7 @@ func (b botRoutes) register(mux *http.ServeMux, wrap func(http.Handler) http.Han
 
 // agentFor authorizes the caller for scope on the request's bot and
 // returns the bot's agent, or writes the error.
-func (b botRoutes) agentFor(w http.ResponseWriter, r *http.Request, scope auth.Scope) (string, *agent.Client, bool) {
+func (b botRoutes) agentFor(w http.ResponseWriter, r *http.Request, scope auth.Scope) (string, *client.Client, bool) {
 	bot := r.PathValue("bot_id")
 	if err := auth.FromContext(r.Context()).Allow(scope, bot); err != nil {
 		httpError(w, http.StatusForbidden, err)
@@ -79,7 +80,7 @@ func (b botRoutes) upload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
-	res, err := client.Write(r.Context(), agent.WriteRequest{
+	res, err := client.Write(r.Context(), wire.WriteRequest{
 		Path: q.Get("path"), Mode: q.Get("mode"), ExpectedRevision: q.Get("expected_revision"), MakeParents: true,
 	}, r.Body)
 	if err != nil {
@@ -232,7 +233,7 @@ func originPatterns(origins []string) []string {
 }
 
 func statusOf(err error) int {
-	var remote *agent.RemoteError
+	var remote *client.RemoteError
 	switch {
 	case errors.As(err, &remote) && remote.StatusCode >= 400 && remote.StatusCode < 600:
 		return remote.StatusCode

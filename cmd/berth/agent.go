@@ -10,15 +10,16 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/berth-dev/berth/internal/agent"
+	"github.com/berth-dev/berth/internal/agent/server"
+	"github.com/berth-dev/berth/internal/agent/wire"
 	"github.com/berth-dev/berth/internal/runtime"
 )
 
 // runAgent is the workspace's init. berth starts it; people don't.
 func runAgent(args []string) error {
 	fs := flag.NewFlagSet("berth agent", flag.ContinueOnError)
-	socket := fs.String("socket", filepath.Join(agent.ContainerDir, agent.SocketName), "unix socket to serve the host on")
-	dataDir := fs.String("data-dir", agent.DefaultDataDir, "the bot's work directory: default cwd and base of relative paths")
+	socket := fs.String("socket", filepath.Join(wire.ContainerDir, wire.SocketName), "unix socket to serve the host on")
+	dataDir := fs.String("data-dir", wire.DefaultDataDir, "the bot's work directory: default cwd and base of relative paths")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -28,7 +29,7 @@ func runAgent(args []string) error {
 		return err
 	}
 	os.Unsetenv(runtime.ImageUserEnv)
-	return agent.Run(context.Background(), agent.ServerOptions{
+	return server.Run(context.Background(), server.Options{
 		SocketPath:   *socket,
 		BerthVersion: version,
 		Logger:       slog.New(slog.NewTextHandler(os.Stderr, nil)),
@@ -38,7 +39,7 @@ func runAgent(args []string) error {
 }
 
 // parseCredential reads "uid:gid[:g1,g2]"; empty or uid 0 means nil (root).
-func parseCredential(s string) (*agent.Credential, error) {
+func parseCredential(s string) (*server.Credential, error) {
 	if s == "" {
 		return nil, nil
 	}
@@ -53,7 +54,7 @@ func parseCredential(s string) (*agent.Credential, error) {
 		}
 		return uint32(n), nil
 	}
-	cred := &agent.Credential{}
+	cred := &server.Credential{}
 	var err error
 	if cred.UID, err = num(parts[0]); err != nil {
 		return nil, err

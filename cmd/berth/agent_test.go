@@ -4,11 +4,11 @@ import (
 	"reflect"
 	"testing"
 
-	"github.com/berth-dev/berth/internal/agent"
+	"github.com/berth-dev/berth/internal/agent/server"
 )
 
 func TestParseCredential(t *testing.T) {
-	for in, want := range map[string]*agent.Credential{
+	for in, want := range map[string]*server.Credential{
 		"":                 nil,
 		"0:0":              nil,
 		"0:0:0,1":          nil,

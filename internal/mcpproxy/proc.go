@@ -10,7 +10,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/berth-dev/berth/internal/agent"
+	"github.com/berth-dev/berth/internal/agent/client"
+	"github.com/berth-dev/berth/internal/agent/wire"
 	"github.com/berth-dev/berth/internal/workspace"
 )
 
@@ -32,12 +33,12 @@ type proc struct {
 }
 
 // stdio is what a proc needs of a process the agent runs
-// (*agent.StdioProcess); unit tests stand in for the agent with it.
+// (*client.StdioProcess); unit tests stand in for the agent with it.
 type stdio interface {
 	Read([]byte) (int, error)
 	Write([]byte) (int, error)
 	Done() <-chan struct{}
-	Exit() (agent.StdioExit, error)
+	Exit() (wire.StdioExit, error)
 	Close() error
 	PID() int
 }
@@ -65,9 +66,9 @@ func (e exitInfo) String() string {
 
 // startProc starts spec in the bot's workspace. Nothing is read from it
 // until serve.
-func startProc(ctx context.Context, client *agent.Client, label string, spec workspace.MCPServerSpec,
+func startProc(ctx context.Context, client *client.Client, label string, spec workspace.MCPServerSpec,
 	stderr *stderrTail, log *slog.Logger) (*proc, error) {
-	sp, err := client.StartStdio(ctx, agent.StdioRequest{Argv: spec.Argv(), Cwd: spec.Cwd, Env: spec.Env}, stderr)
+	sp, err := client.StartStdio(ctx, wire.StdioRequest{Argv: spec.Argv(), Cwd: spec.Cwd, Env: spec.Env}, stderr)
 	if err != nil {
 		return nil, fmt.Errorf("start MCP server %s: %w", label, err)
 	}

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/berth-dev/berth/internal/agent"
+	"github.com/berth-dev/berth/internal/agent/wire"
 )
 
 // deadStdio is a process that has exited, but whose exit berth has not read
@@ -42,8 +42,8 @@ func (d *deadStdio) Write([]byte) (int, error) {
 }
 
 func (d *deadStdio) Done() <-chan struct{} { return d.done }
-func (d *deadStdio) Exit() (agent.StdioExit, error) {
-	return agent.StdioExit{ExitCode: 4}, nil
+func (d *deadStdio) Exit() (wire.StdioExit, error) {
+	return wire.StdioExit{ExitCode: 4}, nil
 }
 func (d *deadStdio) Close() error { return nil }
 func (d *deadStdio) PID() int     { return 42 }
@@ -77,10 +77,10 @@ func (s *stuckStdio) Read([]byte) (int, error) { <-s.done; return 0, io.EOF }
 func (s *stuckStdio) Write([]byte) (int, error) {
 	return 0, errors.New("stdin is closed")
 }
-func (s *stuckStdio) Done() <-chan struct{}          { return s.done }
-func (s *stuckStdio) Exit() (agent.StdioExit, error) { return agent.StdioExit{}, nil }
-func (s *stuckStdio) Close() error                   { return nil }
-func (s *stuckStdio) PID() int                       { return 43 }
+func (s *stuckStdio) Done() <-chan struct{}         { return s.done }
+func (s *stuckStdio) Exit() (wire.StdioExit, error) { return wire.StdioExit{}, nil }
+func (s *stuckStdio) Close() error                  { return nil }
+func (s *stuckStdio) PID() int                      { return 43 }
 
 // TestSendWriteErrorWithoutExit: with no exit to prefer, the write's error
 // comes back once the grace is over.

@@ -3,7 +3,7 @@ package mcpproxy
 import (
 	"context"
 
-	"github.com/berth-dev/berth/internal/agent"
+	"github.com/berth-dev/berth/internal/agent/client"
 	"github.com/berth-dev/berth/internal/workspace"
 )
 
@@ -24,7 +24,7 @@ type Workspaces interface {
 	// RemoveMCPServer unregisters the named server.
 	RemoveMCPServer(ctx context.Context, bot, name string) error
 	// Agent returns a client for the agent of the bot's running workspace.
-	Agent(ctx context.Context, bot string) (*agent.Client, error)
+	Agent(ctx context.Context, bot string) (*client.Client, error)
 }
 
 var _ Workspaces = (*workspace.Manager)(nil)

@@ -10,7 +10,7 @@ import (
 
 // skillError carries a message a model can act on and the errdefs class
 // a caller maps to a result (errdefs.IsNotFound and friends see it),
-// while errors.As still reaches an underlying *agent.RemoteError.
+// while errors.As still reaches an underlying *client.RemoteError.
 type skillError struct {
 	class error
 	err   error

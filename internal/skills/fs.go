@@ -5,31 +5,32 @@ import (
 	"errors"
 	"io"
 
-	"github.com/berth-dev/berth/internal/agent"
+	"github.com/berth-dev/berth/internal/agent/client"
+	"github.com/berth-dev/berth/internal/agent/wire"
 )
 
-// FS is the part of the workspace file API skills need; *agent.Client
-// implements it. Errors from the workspace are *agent.RemoteError values
-// whose Code (agent.CodeNotFound, ...) this package acts on.
+// FS is the part of the workspace file API skills need; *client.Client
+// implements it. Errors from the workspace are *client.RemoteError values
+// whose Code (wire.CodeNotFound, ...) this package acts on.
 type FS interface {
-	List(ctx context.Context, req agent.ListRequest) (agent.ListResult, error)
-	ReadText(ctx context.Context, req agent.ReadTextRequest) (agent.ReadTextResult, error)
-	Write(ctx context.Context, req agent.WriteRequest, body io.Reader) (agent.WriteResult, error)
+	List(ctx context.Context, req wire.ListRequest) (wire.ListResult, error)
+	ReadText(ctx context.Context, req wire.ReadTextRequest) (wire.ReadTextResult, error)
+	Write(ctx context.Context, req wire.WriteRequest, body io.Reader) (wire.WriteResult, error)
 	Delete(ctx context.Context, path string, recursive bool) error
-	Copy(ctx context.Context, src, dst string, overwrite bool) (agent.FileInfo, error)
-	Stat(ctx context.Context, path string) (agent.FileInfo, error)
+	Copy(ctx context.Context, src, dst string, overwrite bool) (wire.FileInfo, error)
+	Stat(ctx context.Context, path string) (wire.FileInfo, error)
 	// Mkdir is needed because Copy, unlike Write, does not create the
 	// destination's parent: adopting a skill into a user root that does
 	// not exist yet must create the root first.
-	Mkdir(ctx context.Context, path string, parents bool) (agent.FileInfo, error)
+	Mkdir(ctx context.Context, path string, parents bool) (wire.FileInfo, error)
 }
 
-var _ FS = (*agent.Client)(nil)
+var _ FS = (*client.Client)(nil)
 
 // remoteCode is the agent's error code of err, or "" when err is not an
 // answer from the agent (a transport failure, a canceled context).
 func remoteCode(err error) string {
-	var re *agent.RemoteError
+	var re *client.RemoteError
 	if errors.As(err, &re) {
 		return re.Code
 	}
@@ -40,6 +41,6 @@ func remoteCode(err error) string {
 // as opposed to a failure to reach the agent or a canceled call, which
 // must end the whole operation.
 func isRemote(err error) bool {
-	var re *agent.RemoteError
-	return errors.As(err, &re) && re.Code != agent.CodeCanceled
+	var re *client.RemoteError
+	return errors.As(err, &re) && re.Code != wire.CodeCanceled
 }

@@ -8,7 +8,7 @@ import (
 	"fmt"
 	"slices"
 
-	"github.com/berth-dev/berth/internal/agent"
+	"github.com/berth-dev/berth/internal/agent/wire"
 	"github.com/containerd/errdefs"
 )
 
@@ -94,8 +94,8 @@ func updateIndex(ctx context.Context, fsys FS, userRoot string, change func(disa
 			return err
 		}
 		data = append(data, '\n')
-		_, err = fsys.Write(ctx, agent.WriteRequest{Path: p, ExpectedRevision: idx.revision, MakeParents: true}, bytes.NewReader(data))
-		if remoteCode(err) == agent.CodeConflict {
+		_, err = fsys.Write(ctx, wire.WriteRequest{Path: p, ExpectedRevision: idx.revision, MakeParents: true}, bytes.NewReader(data))
+		if remoteCode(err) == wire.CodeConflict {
 			continue
 		}
 		if err != nil {

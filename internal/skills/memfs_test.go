@@ -14,7 +14,8 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/berth-dev/berth/internal/agent"
+	"github.com/berth-dev/berth/internal/agent/client"
+	"github.com/berth-dev/berth/internal/agent/wire"
 )
 
 // memFS is an in-memory workspace with the agent's file semantics as far
@@ -38,21 +39,21 @@ type memFS struct {
 }
 
 type memNode struct {
-	kind   string // agent.FileTypeFile, FileTypeDir or FileTypeSymlink
+	kind   string // wire.FileTypeFile, FileTypeDir or FileTypeSymlink
 	data   string
 	target string
 }
 
 func newMemFS() *memFS {
-	return &memFS{nodes: map[string]*memNode{"/": {kind: agent.FileTypeDir}}, readErr: map[string]error{}}
+	return &memFS{nodes: map[string]*memNode{"/": {kind: wire.FileTypeDir}}, readErr: map[string]error{}}
 }
 
 func remoteErr(status int, code, format string, args ...any) error {
-	return &agent.RemoteError{StatusCode: status, Code: code, Message: fmt.Sprintf(format, args...)}
+	return &client.RemoteError{StatusCode: status, Code: code, Message: fmt.Sprintf(format, args...)}
 }
 
 func errNotFound(p string) error {
-	return remoteErr(http.StatusNotFound, agent.CodeNotFound, "%s does not exist", p)
+	return remoteErr(http.StatusNotFound, wire.CodeNotFound, "%s does not exist", p)
 }
 
 // --- setup helpers (tests call these before the code under test runs) ---
@@ -63,7 +64,7 @@ func (m *memFS) addFile(p, data string) {
 	if err := m.mkdirAllLocked(path.Dir(p)); err != nil {
 		panic(err)
 	}
-	m.nodes[path.Clean(p)] = &memNode{kind: agent.FileTypeFile, data: data}
+	m.nodes[path.Clean(p)] = &memNode{kind: wire.FileTypeFile, data: data}
 }
 
 func (m *memFS) addDir(p string) {
@@ -80,7 +81,7 @@ func (m *memFS) addLink(p, target string) {
 	if err := m.mkdirAllLocked(path.Dir(p)); err != nil {
 		panic(err)
 	}
-	m.nodes[path.Clean(p)] = &memNode{kind: agent.FileTypeSymlink, target: target}
+	m.nodes[path.Clean(p)] = &memNode{kind: wire.FileTypeSymlink, target: target}
 }
 
 // content returns the file at p, not following symlinks.
@@ -88,7 +89,7 @@ func (m *memFS) content(p string) (string, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	n := m.nodes[p]
-	if n == nil || n.kind != agent.FileTypeFile {
+	if n == nil || n.kind != wire.FileTypeFile {
 		return "", false
 	}
 	return n.data, true
@@ -113,7 +114,7 @@ func (m *memFS) mutationCount() int {
 // component missing); a missing parent is an error, as in the agent.
 func (m *memFS) resolve(p string, follow bool) (string, error) {
 	if !path.IsAbs(p) {
-		return "", remoteErr(http.StatusBadRequest, agent.CodeInvalid, "path %q is not absolute", p)
+		return "", remoteErr(http.StatusBadRequest, wire.CodeInvalid, "path %q is not absolute", p)
 	}
 	parts := strings.Split(strings.TrimPrefix(path.Clean(p), "/"), "/")
 	if parts[0] == "" {
@@ -130,9 +131,9 @@ func (m *memFS) resolve(p string, follow bool) (string, error) {
 			}
 			return "", errNotFound(p)
 		}
-		if n.kind == agent.FileTypeSymlink && (!last || follow) {
+		if n.kind == wire.FileTypeSymlink && (!last || follow) {
 			if hops++; hops > 40 {
-				return "", remoteErr(http.StatusBadRequest, agent.CodeInvalid, "%s: too many levels of symbolic links", p)
+				return "", remoteErr(http.StatusBadRequest, wire.CodeInvalid, "%s: too many levels of symbolic links", p)
 			}
 			t := n.target
 			if !path.IsAbs(t) {
@@ -146,8 +147,8 @@ func (m *memFS) resolve(p string, follow bool) (string, error) {
 			cur, i = "/", -1
 			continue
 		}
-		if !last && n.kind != agent.FileTypeDir {
-			return "", remoteErr(http.StatusBadRequest, agent.CodeNotDirectory, "%s: a parent of it is not a directory", p)
+		if !last && n.kind != wire.FileTypeDir {
+			return "", remoteErr(http.StatusBadRequest, wire.CodeNotDirectory, "%s: a parent of it is not a directory", p)
 		}
 		cur = next
 	}
@@ -168,9 +169,9 @@ func (m *memFS) mkdirAllLocked(p string) error {
 	}
 	switch n := m.nodes[r]; {
 	case n == nil:
-		m.nodes[r] = &memNode{kind: agent.FileTypeDir}
-	case n.kind != agent.FileTypeDir:
-		return remoteErr(http.StatusBadRequest, agent.CodeNotDirectory, "%s is not a directory", p)
+		m.nodes[r] = &memNode{kind: wire.FileTypeDir}
+	case n.kind != wire.FileTypeDir:
+		return remoteErr(http.StatusBadRequest, wire.CodeNotDirectory, "%s is not a directory", p)
 	}
 	return nil
 }
@@ -186,14 +187,14 @@ func (m *memFS) children(dir string) []string {
 	return out
 }
 
-func (m *memFS) info(asked string, n *memNode) agent.FileInfo {
-	fi := agent.FileInfo{Path: asked, Name: path.Base(asked), Type: n.kind, Mode: "0644", ModTime: time.Unix(0, 0)}
+func (m *memFS) info(asked string, n *memNode) wire.FileInfo {
+	fi := wire.FileInfo{Path: asked, Name: path.Base(asked), Type: n.kind, Mode: "0644", ModTime: time.Unix(0, 0)}
 	switch n.kind {
-	case agent.FileTypeFile:
+	case wire.FileTypeFile:
 		fi.Size = int64(len(n.data))
-	case agent.FileTypeDir:
+	case wire.FileTypeDir:
 		fi.Mode = "0755"
-	case agent.FileTypeSymlink:
+	case wire.FileTypeSymlink:
 		fi.Mode, fi.LinkTarget = "0777", n.target
 	}
 	return fi
@@ -201,45 +202,45 @@ func (m *memFS) info(asked string, n *memNode) agent.FileInfo {
 
 // --- FS ---
 
-func (m *memFS) Stat(_ context.Context, p string) (agent.FileInfo, error) {
+func (m *memFS) Stat(_ context.Context, p string) (wire.FileInfo, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	r, err := m.resolve(p, false)
 	if err != nil {
-		return agent.FileInfo{}, err
+		return wire.FileInfo{}, err
 	}
 	n := m.nodes[r]
 	if n == nil {
-		return agent.FileInfo{}, errNotFound(p)
+		return wire.FileInfo{}, errNotFound(p)
 	}
 	return m.info(path.Clean(p), n), nil
 }
 
-func (m *memFS) List(_ context.Context, req agent.ListRequest) (agent.ListResult, error) {
+func (m *memFS) List(_ context.Context, req wire.ListRequest) (wire.ListResult, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	r, err := m.resolve(req.Path, true)
 	if err != nil {
-		return agent.ListResult{}, err
+		return wire.ListResult{}, err
 	}
 	n := m.nodes[r]
 	switch {
 	case n == nil:
-		return agent.ListResult{}, errNotFound(req.Path)
-	case n.kind != agent.FileTypeDir:
-		return agent.ListResult{}, remoteErr(http.StatusBadRequest, agent.CodeNotDirectory, "%s is not a directory", req.Path)
+		return wire.ListResult{}, errNotFound(req.Path)
+	case n.kind != wire.FileTypeDir:
+		return wire.ListResult{}, remoteErr(http.StatusBadRequest, wire.CodeNotDirectory, "%s is not a directory", req.Path)
 	}
 	names := m.children(r)
 	limit := req.Limit
 	if limit <= 0 {
-		limit = agent.ListDefaultLimit
+		limit = wire.ListDefaultLimit
 	}
-	limit = min(limit, agent.ListMaxLimit)
+	limit = min(limit, wire.ListMaxLimit)
 	if m.pageSize > 0 {
 		limit = min(limit, m.pageSize)
 	}
 	asked := path.Clean(req.Path)
-	res := agent.ListResult{Path: asked, Entries: []agent.FileInfo{}, Total: len(names)}
+	res := wire.ListResult{Path: asked, Entries: []wire.FileInfo{}, Total: len(names)}
 	end := min(req.Offset+limit, len(names))
 	for i := req.Offset; i < end; i++ {
 		res.Entries = append(res.Entries, m.info(path.Join(asked, names[i]), m.nodes[path.Join(r, names[i])]))
@@ -250,26 +251,26 @@ func (m *memFS) List(_ context.Context, req agent.ListRequest) (agent.ListResult
 	return res, nil
 }
 
-func (m *memFS) ReadText(_ context.Context, req agent.ReadTextRequest) (agent.ReadTextResult, error) {
+func (m *memFS) ReadText(_ context.Context, req wire.ReadTextRequest) (wire.ReadTextResult, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.reads++
 	if err := m.readErr[req.Path]; err != nil {
-		return agent.ReadTextResult{}, err
+		return wire.ReadTextResult{}, err
 	}
 	r, err := m.resolve(req.Path, true)
 	if err != nil {
-		return agent.ReadTextResult{}, err
+		return wire.ReadTextResult{}, err
 	}
 	n := m.nodes[r]
 	switch {
 	case n == nil:
-		return agent.ReadTextResult{}, errNotFound(req.Path)
-	case n.kind == agent.FileTypeDir:
-		return agent.ReadTextResult{}, remoteErr(http.StatusBadRequest, agent.CodeIsDirectory, "%s is a directory", r)
+		return wire.ReadTextResult{}, errNotFound(req.Path)
+	case n.kind == wire.FileTypeDir:
+		return wire.ReadTextResult{}, remoteErr(http.StatusBadRequest, wire.CodeIsDirectory, "%s is a directory", r)
 	}
 	sum := sha256.Sum256([]byte(n.data))
-	res := agent.ReadTextResult{Path: r, Size: int64(len(n.data)), Revision: hex.EncodeToString(sum[:]), MIMEType: "text/plain; charset=utf-8"}
+	res := wire.ReadTextResult{Path: r, Size: int64(len(n.data)), Revision: hex.EncodeToString(sum[:]), MIMEType: "text/plain; charset=utf-8"}
 	if !utf8.ValidString(n.data) || strings.IndexByte(n.data, 0) >= 0 {
 		res.Binary, res.TotalLines = true, -1
 		return res, nil
@@ -280,14 +281,14 @@ func (m *memFS) ReadText(_ context.Context, req agent.ReadTextRequest) (agent.Re
 	}
 	limit := req.Limit
 	if limit <= 0 {
-		limit = agent.ReadDefaultLimit
+		limit = wire.ReadDefaultLimit
 	}
-	limit = min(limit, agent.ReadMaxLimit)
+	limit = min(limit, wire.ReadMaxLimit)
 	maxBytes := req.MaxBytes
 	if maxBytes <= 0 {
-		maxBytes = agent.ReadDefaultMaxBytes
+		maxBytes = wire.ReadDefaultMaxBytes
 	}
-	maxBytes = min(maxBytes, agent.ReadMaxBytes)
+	maxBytes = min(maxBytes, wire.ReadMaxBytes)
 	start := min(req.Offset, len(lines))
 	end := start
 	var b strings.Builder
@@ -313,53 +314,53 @@ func (m *memFS) ReadText(_ context.Context, req agent.ReadTextRequest) (agent.Re
 	return res, nil
 }
 
-func (m *memFS) Write(_ context.Context, req agent.WriteRequest, body io.Reader) (agent.WriteResult, error) {
+func (m *memFS) Write(_ context.Context, req wire.WriteRequest, body io.Reader) (wire.WriteResult, error) {
 	if m.beforeWrite != nil {
 		m.beforeWrite(req.Path)
 	}
 	data, err := io.ReadAll(body)
 	if err != nil {
-		return agent.WriteResult{}, err
+		return wire.WriteResult{}, err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	parent := path.Dir(path.Clean(req.Path))
 	if req.MakeParents {
 		if err := m.mkdirAllLocked(parent); err != nil {
-			return agent.WriteResult{}, err
+			return wire.WriteResult{}, err
 		}
 	}
 	rp, err := m.resolve(parent, true)
 	if err != nil {
-		return agent.WriteResult{}, err
+		return wire.WriteResult{}, err
 	}
 	switch n := m.nodes[rp]; {
 	case n == nil:
-		return agent.WriteResult{}, errNotFound(parent)
-	case n.kind != agent.FileTypeDir:
-		return agent.WriteResult{}, remoteErr(http.StatusBadRequest, agent.CodeNotDirectory, "%s is not a directory", parent)
+		return wire.WriteResult{}, errNotFound(parent)
+	case n.kind != wire.FileTypeDir:
+		return wire.WriteResult{}, remoteErr(http.StatusBadRequest, wire.CodeNotDirectory, "%s is not a directory", parent)
 	}
 	target, err := m.resolve(path.Join(rp, path.Base(req.Path)), true)
 	if err != nil {
-		return agent.WriteResult{}, err
+		return wire.WriteResult{}, err
 	}
 	old := m.nodes[target]
-	if old != nil && old.kind == agent.FileTypeDir {
-		return agent.WriteResult{}, remoteErr(http.StatusBadRequest, agent.CodeIsDirectory, "%s is a directory", target)
+	if old != nil && old.kind == wire.FileTypeDir {
+		return wire.WriteResult{}, remoteErr(http.StatusBadRequest, wire.CodeIsDirectory, "%s is a directory", target)
 	}
 	if req.ExpectedRevision != "" {
 		if old == nil {
-			return agent.WriteResult{}, remoteErr(http.StatusConflict, agent.CodeConflict, "%s does not exist", target)
+			return wire.WriteResult{}, remoteErr(http.StatusConflict, wire.CodeConflict, "%s does not exist", target)
 		}
 		sum := sha256.Sum256([]byte(old.data))
 		if hex.EncodeToString(sum[:]) != req.ExpectedRevision {
-			return agent.WriteResult{}, remoteErr(http.StatusConflict, agent.CodeConflict, "%s changed; re-read it", target)
+			return wire.WriteResult{}, remoteErr(http.StatusConflict, wire.CodeConflict, "%s changed; re-read it", target)
 		}
 	}
-	m.nodes[target] = &memNode{kind: agent.FileTypeFile, data: string(data)}
+	m.nodes[target] = &memNode{kind: wire.FileTypeFile, data: string(data)}
 	m.mutations = append(m.mutations, "write "+target)
 	sum := sha256.Sum256(data)
-	return agent.WriteResult{Path: target, Size: int64(len(data)), Revision: hex.EncodeToString(sum[:]), Created: old == nil}, nil
+	return wire.WriteResult{Path: target, Size: int64(len(data)), Revision: hex.EncodeToString(sum[:]), Created: old == nil}, nil
 }
 
 func (m *memFS) Delete(_ context.Context, p string, recursive bool) error {
@@ -373,8 +374,8 @@ func (m *memFS) Delete(_ context.Context, p string, recursive bool) error {
 	if n == nil {
 		return errNotFound(p)
 	}
-	if n.kind == agent.FileTypeDir && len(m.children(r)) > 0 && !recursive {
-		return remoteErr(http.StatusConflict, agent.CodeNotEmpty, "directory %s is not empty", r)
+	if n.kind == wire.FileTypeDir && len(m.children(r)) > 0 && !recursive {
+		return remoteErr(http.StatusConflict, wire.CodeNotEmpty, "directory %s is not empty", r)
 	}
 	for q := range m.nodes {
 		if q == r || strings.HasPrefix(q, r+"/") {
@@ -385,29 +386,29 @@ func (m *memFS) Delete(_ context.Context, p string, recursive bool) error {
 	return nil
 }
 
-func (m *memFS) Copy(_ context.Context, src, dst string, overwrite bool) (agent.FileInfo, error) {
+func (m *memFS) Copy(_ context.Context, src, dst string, overwrite bool) (wire.FileInfo, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	rs, err := m.resolve(src, false)
 	if err != nil {
-		return agent.FileInfo{}, err
+		return wire.FileInfo{}, err
 	}
 	n := m.nodes[rs]
 	if n == nil {
-		return agent.FileInfo{}, errNotFound(src)
+		return wire.FileInfo{}, errNotFound(src)
 	}
 	parent := path.Dir(path.Clean(dst))
 	rp, err := m.resolve(parent, true)
 	if err != nil {
-		return agent.FileInfo{}, err
+		return wire.FileInfo{}, err
 	}
-	if pn := m.nodes[rp]; pn == nil || pn.kind != agent.FileTypeDir {
-		return agent.FileInfo{}, errNotFound(parent)
+	if pn := m.nodes[rp]; pn == nil || pn.kind != wire.FileTypeDir {
+		return wire.FileInfo{}, errNotFound(parent)
 	}
 	rd := path.Join(rp, path.Base(dst))
 	if m.nodes[rd] != nil {
 		if !overwrite {
-			return agent.FileInfo{}, remoteErr(http.StatusConflict, agent.CodeExists, "%s already exists", dst)
+			return wire.FileInfo{}, remoteErr(http.StatusConflict, wire.CodeExists, "%s already exists", dst)
 		}
 		for q := range m.nodes {
 			if q == rd || strings.HasPrefix(q, rd+"/") {
@@ -417,7 +418,7 @@ func (m *memFS) Copy(_ context.Context, src, dst string, overwrite bool) (agent.
 	}
 	copied := map[string]*memNode{}
 	for q, qn := range m.nodes {
-		if q == rs || (n.kind == agent.FileTypeDir && strings.HasPrefix(q, rs+"/")) {
+		if q == rs || (n.kind == wire.FileTypeDir && strings.HasPrefix(q, rs+"/")) {
 			c := *qn
 			copied[rd+strings.TrimPrefix(q, rs)] = &c
 		}
@@ -429,25 +430,25 @@ func (m *memFS) Copy(_ context.Context, src, dst string, overwrite bool) (agent.
 	return m.info(path.Clean(dst), m.nodes[rd]), nil
 }
 
-func (m *memFS) Mkdir(_ context.Context, p string, parents bool) (agent.FileInfo, error) {
+func (m *memFS) Mkdir(_ context.Context, p string, parents bool) (wire.FileInfo, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if parents {
 		if err := m.mkdirAllLocked(p); err != nil {
-			return agent.FileInfo{}, err
+			return wire.FileInfo{}, err
 		}
 	} else {
 		r, err := m.resolve(p, false)
 		if err != nil {
-			return agent.FileInfo{}, err
+			return wire.FileInfo{}, err
 		}
 		if m.nodes[r] != nil {
-			return agent.FileInfo{}, remoteErr(http.StatusConflict, agent.CodeExists, "%s already exists", p)
+			return wire.FileInfo{}, remoteErr(http.StatusConflict, wire.CodeExists, "%s already exists", p)
 		}
-		if pn := m.nodes[path.Dir(r)]; pn == nil || pn.kind != agent.FileTypeDir {
-			return agent.FileInfo{}, errNotFound(path.Dir(p))
+		if pn := m.nodes[path.Dir(r)]; pn == nil || pn.kind != wire.FileTypeDir {
+			return wire.FileInfo{}, errNotFound(path.Dir(p))
 		}
-		m.nodes[r] = &memNode{kind: agent.FileTypeDir}
+		m.nodes[r] = &memNode{kind: wire.FileTypeDir}
 	}
 	m.mutations = append(m.mutations, "mkdir "+p)
 	r, _ := m.resolve(p, true)

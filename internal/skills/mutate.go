@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/berth-dev/berth/internal/agent"
+	"github.com/berth-dev/berth/internal/agent/wire"
 )
 
 // Actions of Action.
@@ -88,7 +88,7 @@ func Upsert(ctx context.Context, fsys FS, cfg Config, texts []string) ([]Skill, 
 	out := make([]Skill, 0, len(texts))
 	for i, meta := range metas {
 		p := skillPath(roots[0], meta.Name)
-		if _, err := fsys.Write(wctx, agent.WriteRequest{Path: p, MakeParents: true}, strings.NewReader(texts[i])); err != nil {
+		if _, err := fsys.Write(wctx, wire.WriteRequest{Path: p, MakeParents: true}, strings.NewReader(texts[i])); err != nil {
 			return out, fmt.Errorf("writing skill %s to %s: %w (%s)", quote(meta.Name), p, err, writtenSoFar(out))
 		}
 		s := Skill{Name: meta.Name, Description: meta.Description, Root: roots[0], Path: p, State: StateEffective, Editable: true}
@@ -139,7 +139,7 @@ func Delete(ctx context.Context, fsys FS, cfg Config, name string) error {
 	defer cancel()
 	dir := skillDir(roots[0], name)
 	if err := fsys.Delete(wctx, dir, true); err != nil {
-		if remoteCode(err) == agent.CodeNotFound {
+		if remoteCode(err) == wire.CodeNotFound {
 			return notFound(roots, name)
 		}
 		return fmt.Errorf("deleting skill %s (%s): %w", quote(name), dir, err)
@@ -223,7 +223,7 @@ func adopt(ctx context.Context, fsys FS, roots []string, top Skill) (Skill, erro
 	// not a skill, but in the way.
 	if fi, err := fsys.Stat(ctx, dst); err == nil {
 		return Skill{}, existsf("%s already exists (a %s without %s); delete or rename it, then adopt again", dst, fi.Type, SkillFile)
-	} else if remoteCode(err) != agent.CodeNotFound {
+	} else if remoteCode(err) != wire.CodeNotFound {
 		return Skill{}, fmt.Errorf("adopting skill %s: %w", quote(name), err)
 	}
 	src, err := resolveDir(ctx, fsys, skillDir(top.Root, name))
@@ -240,7 +240,7 @@ func adopt(ctx context.Context, fsys FS, roots []string, top Skill) (Skill, erro
 	// place, so the user root never holds a half copy that would shadow
 	// the read-only one.
 	if _, err := fsys.Copy(wctx, src, dst, false); err != nil {
-		if remoteCode(err) == agent.CodeExists {
+		if remoteCode(err) == wire.CodeExists {
 			return Skill{}, existsf("%s appeared while adopting skill %s; look at it, then adopt again if it is not the skill", dst, quote(name))
 		}
 		return Skill{}, fmt.Errorf("adopting skill %s: copying %s to %s: %w", quote(name), src, dst, err)
@@ -263,7 +263,7 @@ func resolveDir(ctx context.Context, fsys FS, dir string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("adopting %s: %w", dir, err)
 	}
-	if fi.Type != agent.FileTypeDir {
+	if fi.Type != wire.FileTypeDir {
 		return "", preconditionf("cannot adopt %s: %s is a %s, not a directory", dir, p, fi.Type)
 	}
 	return p, nil
@@ -273,17 +273,17 @@ func resolveDir(ctx context.Context, fsys FS, dir string) (string, error) {
 // they lead to. Symlinks in the parents of a link's target are left to
 // the agent; this is about the links skill roots are made of (a skill
 // directory or a SKILL.md linked in from elsewhere).
-func followLinks(ctx context.Context, fsys FS, p string) (string, agent.FileInfo, error) {
+func followLinks(ctx context.Context, fsys FS, p string) (string, wire.FileInfo, error) {
 	for range maxLinkHops {
 		fi, err := fsys.Stat(ctx, p)
 		if err != nil {
-			return p, agent.FileInfo{}, err
+			return p, wire.FileInfo{}, err
 		}
-		if fi.Type != agent.FileTypeSymlink {
+		if fi.Type != wire.FileTypeSymlink {
 			return p, fi, nil
 		}
 		if fi.LinkTarget == "" {
-			return p, agent.FileInfo{}, preconditionf("the symlink %s changed while being read; try again", p)
+			return p, wire.FileInfo{}, preconditionf("the symlink %s changed while being read; try again", p)
 		}
 		target := fi.LinkTarget
 		if !path.IsAbs(target) {
@@ -291,7 +291,7 @@ func followLinks(ctx context.Context, fsys FS, p string) (string, agent.FileInfo
 		}
 		p = path.Clean(target)
 	}
-	return p, agent.FileInfo{}, preconditionf("more than %d symlinks lead on from %s", maxLinkHops, p)
+	return p, wire.FileInfo{}, preconditionf("more than %d symlinks lead on from %s", maxLinkHops, p)
 }
 
 // checkWritable refuses to write name's SKILL.md in the user root when
@@ -331,7 +331,7 @@ func outsideReadOnly(roots []string, name, p, real string) error {
 // a write creates.
 func absentIsFine(err error) error {
 	switch remoteCode(err) {
-	case agent.CodeNotFound, agent.CodeNotDirectory:
+	case wire.CodeNotFound, wire.CodeNotDirectory:
 		return nil
 	}
 	return err

@@ -6,7 +6,8 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/berth-dev/berth/internal/agent"
+	"github.com/berth-dev/berth/internal/agent/client"
+	"github.com/berth-dev/berth/internal/agent/wire"
 	"github.com/containerd/errdefs"
 )
 
@@ -46,7 +47,7 @@ func readText(ctx context.Context, fsys FS, p string, maxBytes int, head bool) (
 func readTextOnce(ctx context.Context, fsys FS, p string, maxBytes int, head bool) (string, string, error) {
 	var b strings.Builder
 	offset, revision := 0, ""
-	limit := agent.ReadMaxLimit
+	limit := wire.ReadMaxLimit
 	if head {
 		limit = headLines
 	}
@@ -54,13 +55,13 @@ func readTextOnce(ctx context.Context, fsys FS, p string, maxBytes int, head boo
 		return preconditionf("%s is %d bytes long; at most %d are allowed", p, size, maxBytes)
 	}
 	for {
-		res, err := fsys.ReadText(ctx, agent.ReadTextRequest{Path: p, Offset: offset, Limit: limit, MaxBytes: maxBytes})
+		res, err := fsys.ReadText(ctx, wire.ReadTextRequest{Path: p, Offset: offset, Limit: limit, MaxBytes: maxBytes})
 		if err != nil {
 			switch code := remoteCode(err); {
-			case code == agent.CodeNotFound || code == agent.CodeNotDirectory:
+			case code == wire.CodeNotFound || code == wire.CodeNotDirectory:
 				return "", "", errMissing
 			case isRemote(err):
-				var re *agent.RemoteError
+				var re *client.RemoteError
 				errors.As(err, &re)
 				return "", "", preconditionf("cannot read %s: %s", p, re.Message)
 			}
@@ -96,7 +97,7 @@ func readTextOnce(ctx context.Context, fsys FS, p string, maxBytes int, head boo
 			return "", "", fmt.Errorf("reading %s: the agent answered window %d with next window %d", p, offset, res.NextOffset)
 		}
 		offset = res.NextOffset
-		limit = agent.ReadMaxLimit
+		limit = wire.ReadMaxLimit
 	}
 }
 

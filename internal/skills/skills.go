@@ -9,7 +9,7 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/berth-dev/berth/internal/agent"
+	"github.com/berth-dev/berth/internal/agent/wire"
 )
 
 // States of a Skill; see the package documentation.
@@ -127,13 +127,13 @@ func listRoot(ctx context.Context, fsys FS, root string) ([]string, error) {
 	var names []string
 	offset := 0
 	for {
-		res, err := fsys.List(ctx, agent.ListRequest{Path: root, Offset: offset, Limit: agent.ListMaxLimit})
+		res, err := fsys.List(ctx, wire.ListRequest{Path: root, Offset: offset, Limit: wire.ListMaxLimit})
 		switch code := remoteCode(err); {
-		case code == agent.CodeNotFound:
+		case code == wire.CodeNotFound:
 			return nil, nil
-		case code == agent.CodeNotDirectory:
+		case code == wire.CodeNotDirectory:
 			return nil, checkNotDirectory(ctx, fsys, root)
-		case code == agent.CodeLimit:
+		case code == wire.CodeLimit:
 			return nil, preconditionf("skill root %s has too many entries; at most %d skills per root are supported", root, MaxSkillsPerRoot)
 		case err != nil:
 			return nil, fmt.Errorf("listing skill root %s: %w", root, err)
@@ -142,7 +142,7 @@ func listRoot(ctx context.Context, fsys FS, root string) ([]string, error) {
 			return nil, preconditionf("skill root %s has %d entries; at most %d entries and %d skills per root are supported", root, res.Total, maxRootEntries, MaxSkillsPerRoot)
 		}
 		for _, e := range res.Entries {
-			if strings.HasPrefix(e.Name, ".") || (e.Type != agent.FileTypeDir && e.Type != agent.FileTypeSymlink) {
+			if strings.HasPrefix(e.Name, ".") || (e.Type != wire.FileTypeDir && e.Type != wire.FileTypeSymlink) {
 				continue
 			}
 			names = append(names, e.Name)

@@ -8,7 +8,7 @@ import (
 	"net/url"
 	"sync"
 
-	"github.com/berth-dev/berth/internal/agent"
+	"github.com/berth-dev/berth/internal/agent/client"
 	"github.com/berth-dev/berth/internal/runtime"
 	"github.com/containerd/errdefs"
 )
@@ -19,20 +19,20 @@ import (
 // its client.
 type agentClients struct {
 	mu      sync.Mutex
-	clients map[string]*agent.Client
+	clients map[string]*client.Client
 }
 
-func (a *agentClients) get(bot string) *agent.Client {
+func (a *agentClients) get(bot string) *client.Client {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.clients[bot]
 }
 
-func (a *agentClients) put(bot string, c *agent.Client) {
+func (a *agentClients) put(bot string, c *client.Client) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.clients == nil {
-		a.clients = map[string]*agent.Client{}
+		a.clients = map[string]*client.Client{}
 	}
 	if old := a.clients[bot]; old != nil && old != c {
 		old.Close()
@@ -52,7 +52,7 @@ func (a *agentClients) drop(bot string) {
 // Agent returns a client for the agent of the bot's running workspace.
 // The first call per workspace checks that the agent speaks this berth's
 // protocol; later calls reuse the client.
-func (m *Manager) Agent(ctx context.Context, bot string) (*agent.Client, error) {
+func (m *Manager) Agent(ctx context.Context, bot string) (*client.Client, error) {
 	if err := ValidateBotID(bot); err != nil {
 		return nil, err
 	}
@@ -69,14 +69,14 @@ func (m *Manager) Agent(ctx context.Context, bot string) (*agent.Client, error) 
 	if ctr.Status != runtime.TaskRunning {
 		return nil, fmt.Errorf("%w: workspace %s is %s; start it with workspace_start", errdefs.ErrFailedPrecondition, bot, statusOf(ctr.Status))
 	}
-	c := agent.NewClient(m.socketPath(bot), agent.WithInitPID(ctr.PID))
+	c := client.New(m.socketPath(bot), client.WithInitPID(ctr.PID))
 	if _, err := c.Health(ctx); err != nil {
 		c.Close()
-		var mismatch *agent.ProtocolMismatchError
+		var mismatch *client.ProtocolMismatchError
 		if errors.As(err, &mismatch) {
 			return nil, fmt.Errorf("%w: %v", errdefs.ErrFailedPrecondition, err)
 		}
-		if errors.Is(err, agent.ErrNotAgent) {
+		if errors.Is(err, client.ErrNotAgent) {
 			return nil, agentReplaced(bot, err)
 		}
 		return nil, fmt.Errorf("%w: the agent of workspace %s does not answer (%v); workspace_stop then workspace_start restarts it", errdefs.ErrUnavailable, bot, err)
@@ -95,7 +95,7 @@ func (m *Manager) AgentError(ctx context.Context, bot string, err error) error {
 		return err
 	}
 	m.agents.drop(bot)
-	if errors.Is(err, agent.ErrNotAgent) {
+	if errors.Is(err, client.ErrNotAgent) {
 		return agentReplaced(bot, err)
 	}
 	if ctr, cerr := m.rt.Container(context.WithoutCancel(ctx), bot); cerr == nil && ctr.Status != runtime.TaskRunning {

@@ -8,13 +8,16 @@ import (
 	"fmt"
 	"io"
 	"os"
+
+	"github.com/berth-dev/berth/internal/agent/client"
+	"github.com/berth-dev/berth/internal/agent/wire"
+
 	pathpkg "path"
 	"path/filepath"
 	"sort"
 	"strings"
 	"time"
 
-	"github.com/berth-dev/berth/internal/agent"
 	"github.com/containerd/errdefs"
 )
 
@@ -42,28 +45,28 @@ func (m *Manager) HasPreservedData(bot string) bool {
 
 // exportTo streams the archive of path in the bot's running workspace into
 // dst atomically (a temp file renamed into place once complete).
-func (m *Manager) exportTo(ctx context.Context, bot, path, dst string, progress func(Progress)) (agent.ExportStats, error) {
+func (m *Manager) exportTo(ctx context.Context, bot, path, dst string, progress func(Progress)) (wire.ExportStats, error) {
 	return m.exportLimited(ctx, bot, path, dst, progress, nil)
 }
 
 // exportLimited is exportTo whose archive stops with check's error once
 // check refuses the bytes written so far (and the temp file they are in).
-func (m *Manager) exportLimited(ctx context.Context, bot, path, dst string, progress func(Progress), check func(tmp string, written int64) (int64, error)) (agent.ExportStats, error) {
+func (m *Manager) exportLimited(ctx context.Context, bot, path, dst string, progress func(Progress), check func(tmp string, written int64) (int64, error)) (wire.ExportStats, error) {
 	client, err := m.Agent(ctx, bot)
 	if err != nil {
-		return agent.ExportStats{}, err
+		return wire.ExportStats{}, err
 	}
 	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
-		return agent.ExportStats{}, err
+		return wire.ExportStats{}, err
 	}
 	body, err := client.Export(ctx, path)
 	if err != nil {
-		return agent.ExportStats{}, m.AgentError(ctx, bot, err)
+		return wire.ExportStats{}, m.AgentError(ctx, bot, err)
 	}
 	defer body.Close()
 	tmp, err := os.CreateTemp(filepath.Dir(dst), ".export-*")
 	if err != nil {
-		return agent.ExportStats{}, err
+		return wire.ExportStats{}, err
 	}
 	defer os.Remove(tmp.Name())
 	var w io.Writer = tmp
@@ -74,7 +77,7 @@ func (m *Manager) exportLimited(ctx context.Context, bot, path, dst string, prog
 	var refused *quotaError
 	if errors.As(err, &refused) {
 		tmp.Close()
-		return agent.ExportStats{}, err
+		return wire.ExportStats{}, err
 	}
 	if err == nil {
 		err = tmp.Sync()
@@ -83,22 +86,22 @@ func (m *Manager) exportLimited(ctx context.Context, bot, path, dst string, prog
 		err = cerr
 	}
 	if err != nil {
-		return agent.ExportStats{}, fmt.Errorf("export %s of %s: %w", path, bot, m.AgentError(ctx, bot, err))
+		return wire.ExportStats{}, fmt.Errorf("export %s of %s: %w", path, bot, m.AgentError(ctx, bot, err))
 	}
 	if err := os.Rename(tmp.Name(), dst); err != nil {
-		return agent.ExportStats{}, err
+		return wire.ExportStats{}, err
 	}
 	return body.Stats(), nil
 }
 
 // importFrom extracts the archive at src into path of the bot's running
 // workspace; the agent makes it all or nothing.
-func (m *Manager) importFrom(ctx context.Context, bot, path string, src io.Reader, format string) (agent.ImportResult, error) {
+func (m *Manager) importFrom(ctx context.Context, bot, path string, src io.Reader, format string) (wire.ImportResult, error) {
 	client, err := m.Agent(ctx, bot)
 	if err != nil {
-		return agent.ImportResult{}, err
+		return wire.ImportResult{}, err
 	}
-	res, err := client.Import(ctx, agent.ImportRequest{Path: path, Format: format}, src)
+	res, err := client.Import(ctx, wire.ImportRequest{Path: path, Format: format}, src)
 	if err != nil {
 		return res, m.AgentError(ctx, bot, err)
 	}
@@ -107,13 +110,13 @@ func (m *Manager) importFrom(ctx context.Context, bot, path string, src io.Reade
 
 // ImportData extracts an archive into the bot's workspace under path
 // (default /data). A refused or failed import changes nothing.
-func (m *Manager) ImportData(ctx context.Context, bot, path, format string, archive io.Reader) (agent.ImportResult, error) {
+func (m *Manager) ImportData(ctx context.Context, bot, path, format string, archive io.Reader) (wire.ImportResult, error) {
 	return m.importFrom(ctx, bot, path, archive, format)
 }
 
 // ExportData streams a tar.gz of path (default /data) of the running
 // workspace. The caller closes the reader.
-func (m *Manager) ExportData(ctx context.Context, bot, path string) (*agent.ExportStream, error) {
+func (m *Manager) ExportData(ctx context.Context, bot, path string) (*client.ExportStream, error) {
 	path, err := DataPath(path)
 	if err != nil {
 		return nil, err
@@ -131,12 +134,12 @@ func (m *Manager) ExportData(ctx context.Context, bot, path string) (*agent.Expo
 
 // Export is an archive data_export left under the state directory.
 type Export struct {
-	ID        string            `json:"export_id"`
-	BotID     string            `json:"bot_id"`
-	Path      string            `json:"path"`
-	Size      int64             `json:"size_bytes"`
-	Stats     agent.ExportStats `json:"contents"`
-	CreatedAt time.Time         `json:"created_at"`
+	ID        string           `json:"export_id"`
+	BotID     string           `json:"bot_id"`
+	Path      string           `json:"path"`
+	Size      int64            `json:"size_bytes"`
+	Stats     wire.ExportStats `json:"contents"`
+	CreatedAt time.Time        `json:"created_at"`
 	file      string
 }
 
@@ -145,7 +148,7 @@ type Export struct {
 // outside /data is refused: an export is a copy of the bot's data, and
 // path=/ would otherwise archive the whole root filesystem onto berth's host.
 func DataPath(p string) (string, error) {
-	const dir = agent.DefaultDataDir
+	const dir = wire.DefaultDataDir
 	if p == "" {
 		return dir, nil
 	}
@@ -369,19 +372,19 @@ func (m *Manager) pruneExports(bot string) {
 
 // RestoreData brings the bot's preserved /data back into its running
 // workspace. The backup is removed only once the import succeeded.
-func (m *Manager) RestoreData(ctx context.Context, bot string) (agent.ImportResult, error) {
+func (m *Manager) RestoreData(ctx context.Context, bot string) (wire.ImportResult, error) {
 	if err := ValidateBotID(bot); err != nil {
-		return agent.ImportResult{}, err
+		return wire.ImportResult{}, err
 	}
 	f, err := os.Open(m.preservedPath(bot))
 	if errors.Is(err, os.ErrNotExist) {
-		return agent.ImportResult{}, fmt.Errorf("%w: bot %s has no preserved data (workspace_delete with preserve_data keeps it)", errdefs.ErrNotFound, bot)
+		return wire.ImportResult{}, fmt.Errorf("%w: bot %s has no preserved data (workspace_delete with preserve_data keeps it)", errdefs.ErrNotFound, bot)
 	}
 	if err != nil {
-		return agent.ImportResult{}, err
+		return wire.ImportResult{}, err
 	}
 	defer f.Close()
-	res, err := m.importFrom(ctx, bot, agent.DefaultDataDir, f, "tar.gz")
+	res, err := m.importFrom(ctx, bot, wire.DefaultDataDir, f, "tar.gz")
 	if err != nil {
 		return res, fmt.Errorf("restore preserved data of %s (the backup is kept): %w", bot, err)
 	}

@@ -16,7 +16,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/berth-dev/berth/internal/agent"
+	"github.com/berth-dev/berth/internal/agent/client"
+	"github.com/berth-dev/berth/internal/agent/wire"
 	"github.com/berth-dev/berth/internal/runtime"
 	"github.com/containerd/errdefs"
 )
@@ -78,7 +79,7 @@ func NewManager(rt runtime.Runtime, opts Options) *Manager {
 }
 
 func (m *Manager) waitAgentReady(ctx context.Context, bot string, pid uint32) error {
-	_, err := agent.WaitReady(ctx, m.socketPath(bot), m.opts.AgentTimeout, agent.WithInitPID(pid))
+	_, err := client.WaitReady(ctx, m.socketPath(bot), m.opts.AgentTimeout, client.WithInitPID(pid))
 	return err
 }
 
@@ -113,7 +114,7 @@ type CreateResult struct {
 	// NotApplied lists requested settings that an existing workspace kept.
 	NotApplied []string
 	// Restored says what RestoreData brought back.
-	Restored *agent.ImportResult
+	Restored *wire.ImportResult
 }
 
 var envNamePattern = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
@@ -271,7 +272,7 @@ func (m *Manager) containerSpec(req CreateRequest, ref string) runtime.Container
 		RunAsRoot:   true,
 		Mounts: []runtime.Mount{
 			{Source: m.opts.AgentBinary, Destination: agentPathInContainer, ReadOnly: true},
-			{Source: m.runDir(req.BotID), Destination: agent.ContainerDir},
+			{Source: m.runDir(req.BotID), Destination: wire.ContainerDir},
 		},
 		Labels: map[string]string{
 			LabelBot:       req.BotID,
@@ -545,7 +546,7 @@ func (m *Manager) Delete(ctx context.Context, bot string, o DeleteOptions) error
 				return fmt.Errorf("start the workspace to preserve its data: %w", err)
 			}
 		}
-		if _, err := m.exportTo(mctx, bot, agent.DefaultDataDir, m.preservedPath(bot), nil); err != nil {
+		if _, err := m.exportTo(mctx, bot, wire.DefaultDataDir, m.preservedPath(bot), nil); err != nil {
 			return fmt.Errorf("preserve data (nothing was deleted): %w", err)
 		}
 	}
@@ -622,12 +623,12 @@ func (m *Manager) describe(ctx context.Context, c runtime.Container, withAgent b
 func (m *Manager) agentStatus(ctx context.Context, bot string, initPID uint32) *AgentStatus {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	client := agent.NewClient(m.socketPath(bot), agent.WithInitPID(initPID))
-	defer client.Close()
-	h, err := client.Health(ctx)
-	var mismatch *agent.ProtocolMismatchError
+	ac := client.New(m.socketPath(bot), client.WithInitPID(initPID))
+	defer ac.Close()
+	h, err := ac.Health(ctx)
+	var mismatch *client.ProtocolMismatchError
 	switch {
-	case errors.Is(err, agent.ErrNotAgent):
+	case errors.Is(err, client.ErrNotAgent):
 		return &AgentStatus{Status: "replaced", Error: err.Error()}
 	case errors.As(err, &mismatch):
 		return &AgentStatus{Status: "outdated", ProtocolVersion: mismatch.Got, BerthVersion: mismatch.BerthVersion, Error: err.Error()}
@@ -642,7 +643,7 @@ func (m *Manager) logPath(bot string) string {
 	return filepath.Join(m.opts.StateDir, "logs", bot+".log")
 }
 func (m *Manager) socketPath(bot string) string {
-	return filepath.Join(m.runDir(bot), agent.SocketName)
+	return filepath.Join(m.runDir(bot), wire.SocketName)
 }
 
 // MaxSocketPathLen is the longest unix socket path the kernel accepts, less one.
@@ -651,7 +652,7 @@ const MaxSocketPathLen = 107
 // CheckStateDir says whether agent socket paths under stateDir fit the
 // kernel's limit for the longest bot id.
 func CheckStateDir(stateDir string) error {
-	longest := filepath.Join(stateDir, "run", strings.Repeat("x", MaxBotIDLength), agent.SocketName)
+	longest := filepath.Join(stateDir, "run", strings.Repeat("x", MaxBotIDLength), wire.SocketName)
 	if len(longest) > MaxSocketPathLen {
 		return fmt.Errorf("state dir %s is too long: agent sockets under it would exceed %d bytes; use a shorter --state-dir", stateDir, MaxSocketPathLen)
 	}

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/berth-dev/berth/internal/agent"
+	"github.com/berth-dev/berth/internal/agent/wire"
 	"github.com/berth-dev/berth/internal/runtime"
 )
 
@@ -135,7 +135,7 @@ func TestAgentStatusOutdated(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set(agent.ProtocolHeader, "999")
+		w.Header().Set(wire.ProtocolHeader, "999")
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(map[string]any{"protocol_version": 999, "berth_version": "v9.9.9", "pid": 1})
 	})}
