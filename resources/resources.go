@@ -40,8 +40,11 @@ const (
 	maxBlobResource = 8 << 20
 )
 
-// Register adds every resource template to s.
-func Register(s *server.MCPServer, m *workspace.Manager, skillsCfg skills.Config) {
+// Register adds every resource template to s. hooks must be the hooks s
+// was built with (server.WithHooks): reads of missing resources are
+// answered through them.
+func Register(s *server.MCPServer, hooks *server.Hooks, m *workspace.Manager, skillsCfg skills.Config) {
+	hooks.AddBeforeReadResource(notFoundHook(m))
 	s.AddResourceTemplate(
 		mcp.NewResourceTemplate(WorkspaceTemplate, "workspace",
 			mcp.WithTemplateDescription("The bot's workspace, as workspace_get returns it."),

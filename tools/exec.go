@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/berth-dev/berth/internal/agent/client"
 	"github.com/berth-dev/berth/internal/agent/wire"
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/workspace"
@@ -172,7 +173,14 @@ func execTools(d Deps) []server.ServerTool {
 			"Kill a background process and its process group with SIGKILL.",
 			hints{destructive: true, idempotent: true}, auth.ScopeExec,
 			func(ctx context.Context, _ *call, in ProcessInput) (ProcessInput, string, error) {
-				return signalProcess(ctx, m, SignalInput{BotID: in.BotID, ProcessID: in.ProcessID, Signal: "SIGKILL"})
+				out, summary, err := signalProcess(ctx, m, SignalInput{BotID: in.BotID, ProcessID: in.ProcessID, Signal: "SIGKILL"})
+				// Killing a process that has ended (or was already
+				// forgotten) leaves it as asked: not an error.
+				var remote *client.RemoteError
+				if errors.As(err, &remote) && (remote.Code == wire.CodeConflict || remote.Code == wire.CodeNotFound) {
+					return ProcessInput{BotID: in.BotID, ProcessID: in.ProcessID}, fmt.Sprintf("process %s is not running (%s): nothing to kill", in.ProcessID, remote.Message), nil
+				}
+				return out, summary, err
 			}),
 	}
 }

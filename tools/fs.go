@@ -315,6 +315,9 @@ func fsTools(d Deps) []server.ServerTool {
 					return in, "", err
 				}
 				if err := client.Delete(ctx, in.Path, in.Recursive); err != nil {
+					if gone(err) {
+						return in, in.Path + " does not exist: nothing to delete", nil
+					}
 					return in, "", m.AgentError(ctx, in.BotID, err)
 				}
 				return in, "deleted " + in.Path, nil

@@ -83,6 +83,9 @@ func skillTools(d Deps) []server.ServerTool {
 					return in, "", err
 				}
 				if err := skills.Delete(ctx, client, cfg, in.Name); err != nil {
+					if gone(err) {
+						return in, fmt.Sprintf("%v: nothing to delete", err), nil
+					}
 					return in, "", m.AgentError(ctx, in.BotID, err)
 				}
 				return in, "deleted skill " + in.Name, nil

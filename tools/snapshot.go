@@ -141,6 +141,9 @@ func snapshotTools(d Deps) []server.ServerTool {
 			hints{destructive: true, idempotent: true}, auth.ScopeManage,
 			func(ctx context.Context, _ *call, in SnapshotVersionInput) (SnapshotVersionInput, string, error) {
 				if err := m.DeleteSnapshot(ctx, in.BotID, in.Version); err != nil {
+					if gone(err) {
+						return in, fmt.Sprintf("%v: nothing to delete", err), nil
+					}
 					return in, "", err
 				}
 				return in, fmt.Sprintf("deleted version %d of %s", in.Version, in.BotID), nil

@@ -169,6 +169,9 @@ func terminalTools(d Deps) []server.ServerTool {
 					return in, "", err
 				}
 				if err := client.CloseTerminal(ctx, in.TerminalID); err != nil {
+					if gone(err) {
+						return in, fmt.Sprintf("terminal %s is not open: nothing to close", in.TerminalID), nil
+					}
 					return in, "", m.AgentError(ctx, in.BotID, err)
 				}
 				return in, "closed terminal " + in.TerminalID, nil

@@ -16,11 +16,14 @@ import (
 	"sync"
 	"time"
 
+	"github.com/berth-dev/berth/internal/agent/client"
+	"github.com/berth-dev/berth/internal/agent/wire"
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/mcpproxy"
 	"github.com/berth-dev/berth/internal/metrics"
 	"github.com/berth-dev/berth/internal/skills"
 	"github.com/berth-dev/berth/internal/workspace"
+	"github.com/containerd/errdefs"
 	"github.com/invopop/jsonschema"
 	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
@@ -102,6 +105,13 @@ type handlerFunc[In, Out any] func(ctx context.Context, call *call, in In) (Out,
 // call carries what a handler may need besides its input.
 type call struct {
 	req mcp.CallToolRequest
+
+	// The progress sent so far; closed once the result is on its way.
+	mu     sync.Mutex
+	sent   bool
+	closed bool
+	token  any
+	last   float64
 }
 
 // define builds a tool whose schemas come from In and Out.
@@ -130,7 +140,9 @@ func define[In, Out any](name, title, description string, h hints, scope auth.Sc
 		if err := auth.FromContext(ctx).Allow(scope, botOf(in)); err != nil {
 			return mcp.NewToolResultError(err.Error()), nil
 		}
-		out, summary, err := fn(ctx, &call{req: req}, in)
+		c := &call{req: req}
+		out, summary, err := fn(ctx, c, in)
+		c.finish(ctx)
 		if err != nil {
 			return mcp.NewToolResultError(errorText(err)), nil
 		}
@@ -178,6 +190,17 @@ func botOf(in any) string {
 	return ""
 }
 
+// gone reports whether err says that what a destructive, idempotent tool
+// was to remove is not there (any more): a repeated call then succeeds,
+// saying there was nothing to do, as the idempotent annotation promises.
+func gone(err error) bool {
+	var remote *client.RemoteError
+	if errors.As(err, &remote) {
+		return remote.Code == wire.CodeNotFound
+	}
+	return errdefs.IsNotFound(err)
+}
+
 // errorText is the message a model sees for a failed call.
 func errorText(err error) string {
 	if errors.Is(err, context.Canceled) {
@@ -212,19 +235,23 @@ func (c *call) progress(ctx context.Context) func(workspace.Progress) {
 		return nil
 	}
 	token := meta.ProgressToken
-	var mu sync.Mutex
-	var last float64
 	return func(p workspace.Progress) {
+		// Held while queueing, so notifications queue in the order their
+		// figures grow and none is queued after finish.
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.closed {
+			return
+		}
 		// MCP requires progress to grow; phases without a byte count
 		// (creating, starting) carry the last figure forward.
-		mu.Lock()
-		last = max(last, p.Done)
-		done := last
-		mu.Unlock()
-		params := map[string]any{"progressToken": token, "progress": done, "message": p.Message}
+		c.last = max(c.last, p.Done)
+		params := map[string]any{"progressToken": token, "progress": c.last, "message": p.Message}
 		if p.Total > 0 {
 			params["total"] = p.Total
 		}
-		_ = srv.SendNotificationToClient(ctx, "notifications/progress", params)
+		if srv.SendNotificationToClient(ctx, "notifications/progress", params) == nil {
+			c.sent, c.token = true, token
+		}
 	}
 }

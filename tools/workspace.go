@@ -73,7 +73,7 @@ func (s StopInput) grace() (time.Duration, error) {
 // DeleteOutput confirms a deletion.
 type DeleteOutput struct {
 	BotID         string `json:"bot_id"`
-	Deleted       bool   `json:"deleted"`
+	Deleted       bool   `json:"deleted" jsonschema:"description=false when the bot had no workspace (nothing was deleted; not an error)"`
 	PreservedData bool   `json:"preserved_data,omitempty"`
 }
 
@@ -186,15 +186,23 @@ func workspaceTools(d Deps) []server.ServerTool {
 				return ws, fmt.Sprintf("workspace %s is %s", ws.BotID, ws.Status), nil
 			}),
 		define("workspace_delete", "Delete workspace",
-			"Stop and delete the bot's workspace with all its files. This cannot be undone, except for /data with preserve_data=true.",
+			"Stop and delete the bot's workspace with all its files, its snapshots (unless keep_snapshots) and its data_export archives. This cannot be undone, except for /data with preserve_data=true. Deleting a bot that has no workspace succeeds with deleted=false.",
 			hints{destructive: true, idempotent: true}, auth.ScopeManage,
 			func(ctx context.Context, _ *call, in DeleteInput) (DeleteOutput, string, error) {
 				grace, err := StopInput{GraceSeconds: in.GraceSeconds}.grace()
 				if err != nil {
 					return DeleteOutput{}, "", err
 				}
-				if err := m.Delete(ctx, in.BotID, workspace.DeleteOptions{Grace: grace, PreserveData: in.PreserveData, KeepSnapshots: in.KeepSnapshots}); err != nil {
+				deleted, err := m.Delete(ctx, in.BotID, workspace.DeleteOptions{Grace: grace, PreserveData: in.PreserveData, KeepSnapshots: in.KeepSnapshots})
+				if err != nil {
 					return DeleteOutput{}, "", err
+				}
+				if !deleted {
+					summary := fmt.Sprintf("bot %s has no workspace: nothing to delete", in.BotID)
+					if m.HasPreservedData(in.BotID) {
+						summary += "; a preserved /data waits for workspace_create restore_data (data_preserved_delete removes it)"
+					}
+					return DeleteOutput{BotID: in.BotID}, summary, nil
 				}
 				summary := fmt.Sprintf("deleted workspace %s", in.BotID)
 				if in.PreserveData {

@@ -17,6 +17,7 @@ import (
 	"github.com/berth-dev/berth/internal/mcpproxy"
 	"github.com/berth-dev/berth/internal/metrics"
 	"github.com/berth-dev/berth/internal/workspace"
+	"github.com/berth-dev/berth/tools"
 	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
 )
@@ -107,6 +108,7 @@ func NewHTTPHandler(s *server.MCPServer, o HTTPOptions) (http.Handler, func(cont
 		o.Logger = slog.Default()
 	}
 	owners := newSessionOwners()
+	progress := newProgressLog()
 	mcpHandler := server.NewStreamableHTTPServer(s,
 		server.WithEndpointPath("/mcp"),
 		// Stateful, with ids owned by the credential that opened them.
@@ -117,6 +119,11 @@ func NewHTTPHandler(s *server.MCPServer, o HTTPOptions) (http.Handler, func(cont
 		server.WithHeartbeatInterval(30*time.Second),
 		server.WithStreamableHTTPLogger(o.Logger),
 		server.WithHTTPContextFunc(func(ctx context.Context, r *http.Request) context.Context {
+			// A request without a session gets its notifications on its
+			// own response, before the result: nothing to wait for.
+			if id := r.Header.Get(server.HeaderKeySessionID); id != "" {
+				ctx = tools.WithProgressWriter(ctx, sessionProgress{log: progress, session: id})
+			}
 			return auth.WithPrincipal(ctx, auth.FromContext(r.Context()))
 		}),
 	)
@@ -124,7 +131,7 @@ func NewHTTPHandler(s *server.MCPServer, o HTTPOptions) (http.Handler, func(cont
 	// /mcp's tool calls and resource reads are audited one by one; its
 	// HTTP requests only when refused.
 	mux.Handle("/mcp", auditHTTP(o.Audit, false,
-		o.checkOrigin(o.authenticate(owners.guard(pinBot(http.MaxBytesHandler(mcpHandler, maxRequestBytes)))))))
+		o.checkOrigin(o.authenticate(owners.guard(pinBot(http.MaxBytesHandler(recordProgress(progress, mcpHandler), maxRequestBytes)))))))
 	wrap := func(h http.Handler) http.Handler { return auditHTTP(o.Audit, true, o.checkOrigin(o.authenticate(h))) }
 	if o.Manager != nil {
 		botRoutes{m: o.Manager, origins: o.AllowedOrigins}.register(mux, wrap)

@@ -44,13 +44,15 @@ func NewMCPServer(version string, d tools.Deps, stdioBot string, options ...Opti
 		server.WithResourceRecovery(),
 	)
 	var fed *federation
+	hooks := &server.Hooks{}
 	if d.MCP != nil {
 		fed = newFederation(d, stdioBot)
-		opts = append(opts, server.WithHooks(fed.hooks()))
+		hooks = fed.hooks()
 	}
+	opts = append(opts, server.WithHooks(hooks))
 	s := server.NewMCPServer("berth", version, opts...)
 	tools.Register(s, d)
-	resources.Register(s, d.Manager, d.Skills)
+	resources.Register(s, hooks, d.Manager, d.Skills)
 	if fed != nil {
 		fed.start(s)
 	}

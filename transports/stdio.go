@@ -5,6 +5,7 @@ import (
 	"io"
 
 	"github.com/berth-dev/berth/internal/auth"
+	"github.com/berth-dev/berth/tools"
 	"github.com/mark3labs/mcp-go/server"
 )
 
@@ -17,8 +18,10 @@ const stdioWorkers = 16
 func ServeStdio(ctx context.Context, s *server.MCPServer, in io.Reader, out io.Writer) error {
 	stdio := server.NewStdioServer(s)
 	server.WithWorkerPoolSize(stdioWorkers)(stdio)
+	progress := newProgressLog()
 	server.WithStdioContextFunc(func(ctx context.Context) context.Context {
+		ctx = tools.WithProgressWriter(ctx, sessionProgress{log: progress})
 		return auth.WithPrincipal(ctx, auth.Local("stdio"))
 	})(stdio)
-	return stdio.Listen(ctx, in, out)
+	return stdio.Listen(ctx, in, &stdioOut{w: out, log: progress})
 }

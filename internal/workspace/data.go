@@ -37,6 +37,14 @@ func (m *Manager) exportDir(bot string) string {
 	return filepath.Join(m.opts.StateDir, "exports", bot)
 }
 
+// removeExports deletes the bot's data_export archives and their folder.
+func (m *Manager) removeExports(bot string) error {
+	if err := os.RemoveAll(m.exportDir(bot)); err != nil {
+		return fmt.Errorf("remove the exports of %s: %w", bot, err)
+	}
+	return nil
+}
+
 // HasPreservedData says whether a backup of the bot's /data waits to be restored.
 func (m *Manager) HasPreservedData(bot string) bool {
 	_, err := os.Stat(m.preservedPath(bot))

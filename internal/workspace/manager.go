@@ -520,46 +520,53 @@ type DeleteOptions struct {
 	KeepSnapshots bool          // leave the workspace's snapshot versions in place
 }
 
-// Delete stops and removes the workspace with its writable layer and its
-// snapshots. With PreserveData, /data is first archived under the state
-// directory (starting a stopped workspace for that); if that fails nothing
-// is deleted.
-func (m *Manager) Delete(ctx context.Context, bot string, o DeleteOptions) error {
+// Delete stops and removes the workspace with its writable layer, its
+// snapshots and the archives data_export made of it (they are copies of a
+// workspace that no longer exists; only PreserveData outlives it). With
+// PreserveData, /data is first archived under the state directory
+// (starting a stopped workspace for that); if that fails nothing is
+// deleted. Deleting a bot without a workspace succeeds with deleted false:
+// the tool is idempotent, and a retried delete must not read as a failure.
+func (m *Manager) Delete(ctx context.Context, bot string, o DeleteOptions) (deleted bool, err error) {
 	grace, preserve := o.Grace, o.PreserveData
 	if grace <= 0 {
 		grace = m.opts.StopGrace
 	}
 	mctx, done, err := m.mutate(ctx, bot, grace+time.Hour)
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer done()
 	ctr, err := m.rt.Container(mctx, bot)
 	if isNotFound(err) {
-		return notFound(bot)
+		// Exports a berth before this one left behind go too.
+		return false, m.removeExports(bot)
 	} else if err != nil {
-		return err
+		return false, err
 	}
 	if preserve {
 		if ctr.Status != runtime.TaskRunning {
 			if err := m.start(mctx, bot); err != nil {
-				return fmt.Errorf("start the workspace to preserve its data: %w", err)
+				return false, fmt.Errorf("start the workspace to preserve its data: %w", err)
 			}
 		}
 		if _, err := m.exportTo(mctx, bot, wire.DefaultDataDir, m.preservedPath(bot), nil); err != nil {
-			return fmt.Errorf("preserve data (nothing was deleted): %w", err)
+			return false, fmt.Errorf("preserve data (nothing was deleted): %w", err)
 		}
 	}
 	if err := m.rt.StopTask(mctx, bot, grace); err != nil && !isNotFound(err) {
-		return err
+		return false, err
 	}
 	if err := m.remove(mctx, bot); err != nil {
-		return err
+		return false, err
+	}
+	if err := m.removeExports(bot); err != nil {
+		return true, err
 	}
 	if o.KeepSnapshots {
-		return nil
+		return true, nil
 	}
-	return m.deleteSnapshots(mctx, bot, ctr.Snapshotter)
+	return true, m.deleteSnapshots(mctx, bot, ctr.Snapshotter)
 }
 
 // remove deletes the container and berth's host files for it.
