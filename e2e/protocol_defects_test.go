@@ -3,7 +3,9 @@ package e2e
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -166,4 +168,45 @@ func TestFinalProgressBeforeResult(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestNamespaceHeldByOneBerth: a second berth on the same containerd
+// namespace, even with its own state directory, refuses to start and names
+// the berth that holds it; once that one is gone (killed, as a crash), the
+// namespace is free again.
+func TestNamespaceHeldByOneBerth(t *testing.T) {
+	e := newEnv(t)
+	first := e.serveHTTP()
+	c := e.httpMcpgo(first)
+	mustCall(t, c, "workspace_create", map[string]any{"bot_id": "held"})
+
+	second := *e
+	stateDir, err := os.MkdirTemp("/tmp", "be2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(stateDir) })
+	second.stateDir = stateDir
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, transport := range [][]string{{"--stdio"}, {"--http", "127.0.0.1:0", "--token", "test-token-0123456789abcdef"}} {
+		args := append(append([]string{"serve"}, transport...), second.args()...)
+		cmd := exec.CommandContext(ctx, berthBin, args...)
+		cmd.Stdin = strings.NewReader("") // a stdio berth refused must not wait for input
+		out, err := cmd.CombinedOutput()
+		want := fmt.Sprintf("berth pid %d", first.cmd.Process.Pid)
+		if err == nil || !strings.Contains(string(out), "served by another berth") || !strings.Contains(string(out), want) || !strings.Contains(string(out), e.stateDir) {
+			t.Fatalf("second berth (%v): %v\n%s\nwant a refusal naming %s and state dir %s", transport, err, out, want, e.stateDir)
+		}
+	}
+	// The workspace the first berth made is untouched by the refused ones.
+	var ws workspaceOut
+	mustCall(t, c, "workspace_get", map[string]any{"bot_id": "held"}).decode(t, &ws)
+	if ws.Status != "running" {
+		t.Fatalf("workspace after the refused berths: %+v", ws)
+	}
+	c.close()
+	first.kill()
+	next := second.serveHTTP()
+	mustCall(t, second.httpMcpgo(next), "workspace_list", map[string]any{})
 }

@@ -9,12 +9,14 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/berth-dev/berth/internal/audit"
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/config"
 	"github.com/berth-dev/berth/internal/mcpproxy"
 	"github.com/berth-dev/berth/internal/metrics"
+	"github.com/berth-dev/berth/internal/nslock"
 	"github.com/berth-dev/berth/internal/runtime"
 	"github.com/berth-dev/berth/internal/skills"
 	"github.com/berth-dev/berth/internal/workspace"
@@ -64,6 +66,14 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	defer auditLog.Close()
 	httpOpts.Audit = auditLog
+
+	// Before anything reconciles: a second berth on this namespace would
+	// undo the first's work in progress.
+	nsLock, err := nslock.Acquire(nslock.DefaultDir, cfg.ContainerdAddress, cfg.Namespace, holderText(cfg))
+	if err != nil {
+		return err
+	}
+	defer nsLock.Release()
 
 	rt, err := newRuntime(cfg)
 	if err != nil {
@@ -134,6 +144,16 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		log.Info("serving MCP over streamable HTTP", "url", "http://"+addr+"/mcp", "version", version,
 			"containerd", cfg.ContainerdAddress, "namespace", cfg.Namespace, "state_dir", cfg.StateDir, "config", cmp.Or(cfg.ConfigFile, "none"))
 	})
+}
+
+// holderText says who holds a namespace lock, for the berth refused it.
+func holderText(cfg config.Config) string {
+	how := "--stdio"
+	if cfg.HTTPAddr != "" {
+		how = "--http " + cfg.HTTPAddr
+	}
+	host, _ := os.Hostname()
+	return fmt.Sprintf("berth pid %d on %s (serve %s, state dir %s, since %s)", os.Getpid(), host, how, cfg.StateDir, time.Now().UTC().Format(time.RFC3339))
 }
 
 // registerGauges exposes berth's state on /metrics, read at each scrape.
