@@ -61,6 +61,7 @@ fuzz:
 	$(FUZZ) -fuzz '^FuzzFederatedNames$$' ./internal/mcpproxy/
 	$(FUZZ) -fuzz '^FuzzParseBody$$' ./internal/mcpproxy/
 	$(FUZZ) -fuzz '^FuzzLineReader$$' ./internal/mcpproxy/
+	$(FUZZ) -fuzz '^FuzzValidateDomainPattern$$' ./internal/netpolicy/
 
 clean:
 	rm -rf bin
