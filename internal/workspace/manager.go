@@ -335,6 +335,9 @@ func cpusText(v float64) string {
 	if v == 0 {
 		return "no CPU limit"
 	}
+	if v == 1 {
+		return "1 core"
+	}
 	return strconv.FormatFloat(v, 'f', -1, 64) + " cores"
 }
 

@@ -101,7 +101,7 @@ func TestNotApplied(t *testing.T) {
 	}
 	other := CreateRequest{Snapshotter: "native", Limits: runtime.Limits{CPUs: 2}, Env: map[string]string{"B": "1"}}
 	got := strings.Join(notApplied(other, "docker.io/library/b:2", ctr), "\n")
-	for _, want := range []string{"image docker.io/library/b:2", "snapshotter native", "limits", "devices", "env [B]"} {
+	for _, want := range []string{"image docker.io/library/b:2", "snapshotter native", "cpus 2 cores (the workspace has 1 core)", "devices none (the workspace has x.com/gpu=0)", "env B (env is fixed"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("missing %q in %q", want, got)
 		}
