@@ -210,3 +210,86 @@ func TestNamespaceHeldByOneBerth(t *testing.T) {
 	next := second.serveHTTP()
 	mustCall(t, second.httpMcpgo(next), "workspace_list", map[string]any{})
 }
+
+// TestRestoreKeepsOutsideLinks: a preserved /data whose symlinks point out
+// of /data (a venv's bin/python) comes back as it was, through
+// workspace_create restore_data and through data_restore; a restore that
+// fails still returns the created workspace and says why, keeping the
+// backup; data_preserved_delete discards a backup, and again succeeds.
+func TestRestoreKeepsOutsideLinks(t *testing.T) {
+	e := newEnv(t)
+	c := e.stdioMcpgo()
+	const links = "for l in bin/python lib64 etc; do readlink /data/venv/$l; done; cat /data/venv/pyvenv.cfg"
+	const want = "/bin/busybox\n../../../lib\n../../etc\nhome = /bin\n"
+	mustCall(t, c, "workspace_create", map[string]any{"bot_id": "venv"})
+	e.execIn(t, "venv", "sh", "-c", "mkdir -p /data/venv/bin && ln -s /bin/busybox /data/venv/bin/python && ln -s ../../../lib /data/venv/lib64 && ln -s ../../etc /data/venv/etc && echo 'home = /bin' > /data/venv/pyvenv.cfg")
+	mustCall(t, c, "workspace_delete", map[string]any{"bot_id": "venv", "preserve_data": true})
+
+	var created struct {
+		Workspace    workspaceOut `json:"workspace"`
+		Created      bool         `json:"created"`
+		RestoreError string       `json:"restore_error"`
+		Restored     *struct {
+			Symlinks int `json:"symlinks"`
+		} `json:"restored"`
+	}
+	res := mustCall(t, c, "workspace_create", map[string]any{"bot_id": "venv", "restore_data": true})
+	res.decode(t, &created)
+	if res.IsError || created.RestoreError != "" || created.Restored == nil || created.Restored.Symlinks != 3 {
+		t.Fatalf("workspace_create restore_data: %+v", res)
+	}
+	if got := e.execIn(t, "venv", "sh", "-c", links); got != want {
+		t.Fatalf("restored /data: %q, want %q", got, want)
+	}
+
+	// data_restore into an existing workspace does the same.
+	mustCall(t, c, "workspace_delete", map[string]any{"bot_id": "venv", "preserve_data": true})
+	mustCall(t, c, "workspace_create", map[string]any{"bot_id": "venv"})
+	if res := mustCall(t, c, "data_restore", map[string]any{"bot_id": "venv"}); res.IsError {
+		t.Fatalf("data_restore: %s", res.Text)
+	}
+	if got := e.execIn(t, "venv", "sh", "-c", links); got != want {
+		t.Fatalf("data_restore: %q, want %q", got, want)
+	}
+
+	// A backup that cannot be restored: the workspace is created anyway.
+	mustCall(t, c, "workspace_delete", map[string]any{"bot_id": "venv", "preserve_data": true})
+	backup := filepath.Join(e.stateDir, "preserved", "venv.tar.gz")
+	if err := os.WriteFile(backup, []byte("not a gzip stream"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	res = mustCall(t, c, "workspace_create", map[string]any{"bot_id": "venv", "restore_data": true})
+	created.RestoreError, created.Created = "", false
+	res.decode(t, &created)
+	if res.IsError || !created.Created || created.Workspace.Status != "running" || created.RestoreError == "" || !strings.Contains(res.Text, "NOT restored") {
+		t.Fatalf("failed restore in workspace_create: %+v", res)
+	}
+	var ws struct {
+		HasPreservedData bool `json:"has_preserved_data"`
+	}
+	mustCall(t, c, "workspace_get", map[string]any{"bot_id": "venv"}).decode(t, &ws)
+	if !ws.HasPreservedData {
+		t.Fatal("a failed restore dropped the backup")
+	}
+
+	var discarded struct {
+		Deleted bool `json:"deleted"`
+	}
+	mustCall(t, c, "data_preserved_delete", map[string]any{"bot_id": "venv"}).decode(t, &discarded)
+	if !discarded.Deleted {
+		t.Fatal("data_preserved_delete did not discard the backup")
+	}
+	if _, err := os.Stat(backup); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("backup still on disk: %v", err)
+	}
+	res = mustCall(t, c, "data_preserved_delete", map[string]any{"bot_id": "venv"})
+	discarded.Deleted = true
+	res.decode(t, &discarded)
+	if res.IsError || discarded.Deleted {
+		t.Fatalf("discarding again: %+v", res)
+	}
+	mustCall(t, c, "workspace_get", map[string]any{"bot_id": "venv"}).decode(t, &ws)
+	if ws.HasPreservedData {
+		t.Fatal("workspace_get still reports a preserved /data")
+	}
+}

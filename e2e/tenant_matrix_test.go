@@ -65,7 +65,7 @@ var toolScopes = map[string]toolRule{
 	"fs_delete": {scope: "write"}, "fs_move": {scope: "write"}, "fs_copy": {scope: "write"},
 
 	"data_export": {scope: "read"}, "data_export_delete": {scope: "read"},
-	"data_import": {scope: "write"}, "data_restore": {scope: "write"},
+	"data_import": {scope: "write"}, "data_restore": {scope: "write"}, "data_preserved_delete": {scope: "manage"},
 
 	"skills_list": {scope: "read"}, "skills_upsert": {scope: "write"},
 	"skills_delete": {scope: "write"}, "skills_action": {scope: "write"},

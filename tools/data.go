@@ -114,5 +114,24 @@ func dataTools(d Deps) []server.ServerTool {
 				}
 				return res, fmt.Sprintf("restored %d entries (%d bytes) into %s", res.Entries, res.Bytes, res.Path), nil
 			}),
+		define("data_preserved_delete", "Discard preserved data",
+			"Delete the backup of /data that workspace_delete preserve_data kept, for good. Works whether or not the bot has a workspace; discarding a backup that is not there succeeds.",
+			hints{destructive: true, idempotent: true}, auth.ScopeManage,
+			func(ctx context.Context, _ *call, in BotInput) (PreservedDeleteOutput, string, error) {
+				existed, err := m.DiscardPreservedData(in.BotID)
+				if err != nil {
+					return PreservedDeleteOutput{}, "", err
+				}
+				if !existed {
+					return PreservedDeleteOutput{BotID: in.BotID}, fmt.Sprintf("bot %s has no preserved /data: nothing to discard", in.BotID), nil
+				}
+				return PreservedDeleteOutput{BotID: in.BotID, Deleted: true}, fmt.Sprintf("discarded the preserved /data of %s", in.BotID), nil
+			}),
 	}
+}
+
+// PreservedDeleteOutput says what data_preserved_delete did.
+type PreservedDeleteOutput struct {
+	BotID   string `json:"bot_id"`
+	Deleted bool   `json:"deleted" jsonschema:"description=false when there was no backup (not an error)"`
 }

@@ -43,6 +43,9 @@ type CreateOutput struct {
 	Pulled     bool                `json:"pulled,omitempty" jsonschema:"description=true when the image was pulled from a registry"`
 	NotApplied []string            `json:"not_applied,omitempty" jsonschema:"description=requested settings that the existing workspace kept"`
 	Restored   *wire.ImportResult  `json:"restored,omitempty" jsonschema:"description=what restore_data brought back"`
+	// The workspace exists even when the restore failed, so the call
+	// succeeds and says so here rather than hiding the workspace.
+	RestoreError string `json:"restore_error,omitempty" jsonschema:"description=why restore_data failed; the workspace was created all the same and the backup kept (data_restore retries\\, data_preserved_delete discards it)"`
 }
 
 // DeleteInput names a workspace to delete.
@@ -123,8 +126,11 @@ func workspaceTools(d Deps) []server.ServerTool {
 				if err != nil {
 					return CreateOutput{}, "", err
 				}
-				out := CreateOutput{Workspace: res.Workspace, Created: res.Created, Pulled: res.Pulled, NotApplied: res.NotApplied, Restored: res.Restored}
+				out := CreateOutput{Workspace: res.Workspace, Created: res.Created, Pulled: res.Pulled, NotApplied: res.NotApplied, Restored: res.Restored, RestoreError: res.RestoreError}
 				summary := fmt.Sprintf("created workspace %s from %s; it is %s", in.BotID, res.Workspace.Image, res.Workspace.Status)
+				if res.RestoreError != "" {
+					summary += "; its preserved /data was NOT restored (the backup is kept: data_restore retries, data_preserved_delete discards it): " + res.RestoreError
+				}
 				if !res.Created {
 					summary = fmt.Sprintf("workspace %s already exists (%s, %s)", in.BotID, res.Workspace.Image, res.Workspace.Status)
 					if len(res.NotApplied) > 0 {

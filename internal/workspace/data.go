@@ -104,12 +104,12 @@ func (m *Manager) exportLimited(ctx context.Context, bot, path, dst string, prog
 
 // importFrom extracts the archive at src into path of the bot's running
 // workspace; the agent makes it all or nothing.
-func (m *Manager) importFrom(ctx context.Context, bot, path string, src io.Reader, format string) (wire.ImportResult, error) {
+func (m *Manager) importFrom(ctx context.Context, bot string, req wire.ImportRequest, src io.Reader) (wire.ImportResult, error) {
 	client, err := m.Agent(ctx, bot)
 	if err != nil {
 		return wire.ImportResult{}, err
 	}
-	res, err := client.Import(ctx, wire.ImportRequest{Path: path, Format: format}, src)
+	res, err := client.Import(ctx, req, src)
 	if err != nil {
 		return res, m.AgentError(ctx, bot, err)
 	}
@@ -119,7 +119,7 @@ func (m *Manager) importFrom(ctx context.Context, bot, path string, src io.Reade
 // ImportData extracts an archive into the bot's workspace under path
 // (default /data). A refused or failed import changes nothing.
 func (m *Manager) ImportData(ctx context.Context, bot, path, format string, archive io.Reader) (wire.ImportResult, error) {
-	return m.importFrom(ctx, bot, path, archive, format)
+	return m.importFrom(ctx, bot, wire.ImportRequest{Path: path, Format: format}, archive)
 }
 
 // ExportData streams a tar.gz of path (default /data) of the running
@@ -392,7 +392,9 @@ func (m *Manager) RestoreData(ctx context.Context, bot string) (wire.ImportResul
 		return wire.ImportResult{}, err
 	}
 	defer f.Close()
-	res, err := m.importFrom(ctx, bot, wire.DefaultDataDir, f, "tar.gz")
+	// The backup is this workspace's own /data, written by berth: restored
+	// as it was, symlinks that leave /data included (a venv's python).
+	res, err := m.importFrom(ctx, bot, wire.ImportRequest{Path: wire.DefaultDataDir, Format: "tar.gz", Restore: true}, f)
 	if err != nil {
 		return res, fmt.Errorf("restore preserved data of %s (the backup is kept): %w", bot, err)
 	}
@@ -400,6 +402,22 @@ func (m *Manager) RestoreData(ctx context.Context, bot string) (wire.ImportResul
 		m.log.Warn("remove restored backup", "bot", bot, "err", err)
 	}
 	return res, nil
+}
+
+// DiscardPreservedData deletes the backup of the bot's /data that
+// workspace_delete preserve_data kept. It reports whether there was one:
+// discarding what is not there succeeds.
+func (m *Manager) DiscardPreservedData(bot string) (bool, error) {
+	if err := ValidateBotID(bot); err != nil {
+		return false, err
+	}
+	unlock := m.locks.lock(bot)
+	defer unlock()
+	err := os.Remove(m.preservedPath(bot))
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	return err == nil, err
 }
 
 // progressReader reports bytes read through it.

@@ -115,6 +115,9 @@ type CreateResult struct {
 	NotApplied []string
 	// Restored says what RestoreData brought back.
 	Restored *wire.ImportResult
+	// RestoreError says why RestoreData failed: the workspace is created
+	// all the same (failing the call would hide it), the backup is kept.
+	RestoreError string
 }
 
 var envNamePattern = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
@@ -238,9 +241,11 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest, progress func(P
 		report(progress, Progress{Message: "restoring preserved data of " + req.BotID})
 		res, err := m.RestoreData(mctx, req.BotID)
 		if err != nil {
-			return CreateResult{}, fmt.Errorf("workspace %s was created but its data was not restored (retry with data_restore): %w", req.BotID, err)
+			result.RestoreError = err.Error()
+			m.warnBot(req.BotID, "workspace created but its preserved /data was not restored (the backup is kept: data_restore retries, data_preserved_delete discards it)", "err", err)
+		} else {
+			result.Restored = &res
 		}
-		result.Restored = &res
 	}
 	ctr, err := m.rt.Container(mctx, req.BotID)
 	if err != nil {
@@ -368,6 +373,12 @@ func listText(v []string) string {
 		return "none"
 	}
 	return strings.Join(v, ", ")
+}
+
+// warnBot logs a warning about the bot's work. The "bot" attribute is what
+// lets berth's log handler pass it on to the MCP sessions of that bot.
+func (m *Manager) warnBot(bot, msg string, args ...any) {
+	m.log.Warn(msg, append([]any{"bot", bot}, args...)...)
 }
 
 func pullReporter(ref string, progress func(Progress)) func(runtime.PullProgress) {

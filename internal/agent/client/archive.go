@@ -170,6 +170,9 @@ func (c *Client) Import(ctx context.Context, req wire.ImportRequest, body io.Rea
 	if req.MaxBytes != 0 {
 		q.Set("max_bytes", strconv.FormatInt(req.MaxBytes, 10))
 	}
+	if req.Restore {
+		q.Set("restore", "1")
+	}
 	if body == nil {
 		body = http.NoBody
 	}

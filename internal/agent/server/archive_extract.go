@@ -84,7 +84,10 @@ type archiveExtractor struct {
 	// metadata of its entry, or nil for a parent the archive only implied.
 	// A name found here is known to be a real directory, which is what
 	// makes the check against entries through symlinks cheap.
-	dirs     map[string]*archiveDirMeta
+	dirs map[string]*archiveDirMeta
+	// restore recreates symlinks wherever they point (wire.ImportRequest
+	// Restore); the root still never follows one out of the staging tree.
+	restore  bool
 	implied  int64
 	retained int64
 	buf      []byte
@@ -144,13 +147,8 @@ func archiveCleanName(name string) (string, error) {
 // or to symlinks checked by the same rule. An absolute target must lie in
 // one of within and contain no ".." at all.
 func archiveCheckSymlink(name, target string, within []string) error {
-	switch {
-	case target == "":
-		return errors.New("its target is empty")
-	case strings.IndexByte(target, 0) >= 0:
-		return errors.New("its target contains a NUL byte")
-	case len(target) > wire.MaxPathLength:
-		return fmt.Errorf("its target is %d bytes long; at most %d are allowed", len(target), wire.MaxPathLength)
+	if err := archiveCheckLinkText(target); err != nil {
+		return err
 	}
 	ups, named := 0, false
 	for rest := target; ; {
@@ -186,6 +184,20 @@ func archiveCheckSymlink(name, target string, within []string) error {
 	}
 	if ups > depth {
 		return fmt.Errorf("its target %q climbs %d levels from a directory %d levels below the target directory, out of it", fsShort(target), ups, depth)
+	}
+	return nil
+}
+
+// archiveCheckLinkText checks what any symlink target must be, wherever it
+// points: what symlink(2) and a sane path take.
+func archiveCheckLinkText(target string) error {
+	switch {
+	case target == "":
+		return errors.New("its target is empty")
+	case strings.IndexByte(target, 0) >= 0:
+		return errors.New("its target contains a NUL byte")
+	case len(target) > wire.MaxPathLength:
+		return fmt.Errorf("its target is %d bytes long; at most %d are allowed", len(target), wire.MaxPathLength)
 	}
 	return nil
 }
@@ -495,7 +507,11 @@ func archiveFill(r io.Reader, buf []byte) (int, error) {
 }
 
 func (x *archiveExtractor) symlink(e *archiveEntry, name string) error {
-	if err := archiveCheckSymlink(name, e.link, x.within); err != nil {
+	check := func() error { return archiveCheckSymlink(name, e.link, x.within) }
+	if x.restore {
+		check = func() error { return archiveCheckLinkText(e.link) }
+	}
+	if err := check(); err != nil {
 		return x.invalid(e, "symlink: %v", err)
 	}
 	err := x.root.Symlink(e.link, name)

@@ -88,8 +88,16 @@ func archiveLimit(q url.Values, name string, def, maxV int64) (int64, error) {
 }
 
 func (s *server) archiveImport(ctx context.Context, q url.Values, body io.Reader) (wire.ImportResult, error) {
-	if err := archiveCheckQuery(q, "path", "format", "max_entries", "max_bytes"); err != nil {
+	if err := archiveCheckQuery(q, "path", "format", "max_entries", "max_bytes", "restore"); err != nil {
 		return wire.ImportResult{}, err
+	}
+	var restore bool
+	switch q.Get("restore") {
+	case "", "0":
+	case "1":
+		restore = true
+	default:
+		return wire.ImportResult{}, fsErrorf(wire.CodeInvalid, "restore must be 0 or 1")
 	}
 	format := q.Get("format")
 	switch format {
@@ -162,6 +170,7 @@ func (s *server) archiveImport(ctx context.Context, q url.Values, body io.Reader
 	defer func() { _ = root.Close() }()
 
 	x := newArchiveExtractor(ctx, root, []string{real, p}, maxEntries, maxBytes, uid, gid)
+	x.restore = restore
 	br := bufio.NewReaderSize(body, 64<<10)
 	if format == wire.ArchiveFormatAuto {
 		if format, err = archiveSniff(br); err != nil {

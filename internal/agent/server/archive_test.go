@@ -1102,3 +1102,54 @@ func TestArchiveMergeUndo(t *testing.T) {
 		t.Errorf("dir/y still in the target after undo: %v", err)
 	}
 }
+
+// TestArchiveImportRestoreKeepsLinks: berth's own backup (Restore) brings
+// back symlinks wherever they point, as a venv's python -> /usr/bin/python3,
+// while an import of the same archive refuses them; and even a restore
+// never writes through a symlink, its own or the target's.
+func TestArchiveImportRestoreKeepsLinks(t *testing.T) {
+	env := newArchiveEnv(t)
+	venv := []tarEntry{
+		tarDir("venv/bin/"),
+		tarSymlink("venv/bin/python", "/usr/bin/python3"),
+		tarSymlink("venv/lib64", "../../../lib"),
+		tarSymlink("venv/canary", env.canaryDir),
+		tarFile("venv/pyvenv.cfg", "home = /usr/bin\n"),
+	}
+	env.refused(t, wire.ImportRequest{}, bytes.NewReader(buildTar(t, venv...)), wire.CodeInvalid, "outside")
+
+	res, err := env.c.Import(context.Background(), wire.ImportRequest{Path: "target", Restore: true}, bytes.NewReader(buildTar(t, venv...)))
+	if err != nil {
+		t.Fatalf("restore: %v", err)
+	}
+	if res.Symlinks != 3 {
+		t.Errorf("restored %d symlinks, want 3", res.Symlinks)
+	}
+	for link, want := range map[string]string{"venv/bin/python": "/usr/bin/python3", "venv/lib64": "../../../lib", "venv/canary": env.canaryDir} {
+		if got, err := os.Readlink(filepath.Join(env.target, link)); err != nil || got != want {
+			t.Errorf("%s -> %q (%v), want %q", link, got, err, want)
+		}
+	}
+
+	through := []struct {
+		name    string
+		entries []tarEntry
+		want    string
+	}{
+		{"its own link", []tarEntry{tarSymlink("l", env.canaryDir), tarFile("l/pwned", "x")}, `through "l"`},
+		{"the target's link", []tarEntry{tarFile("outlink/pwned", "x")}, "outlink"},
+		{"empty target", []tarEntry{tarSymlink("l", "")}, "empty"},
+	}
+	for _, tc := range through {
+		t.Run(tc.name, func(t *testing.T) {
+			body := buildTar(t, tc.entries...)
+			res, err := env.c.Import(context.Background(), wire.ImportRequest{Path: "target", Restore: true}, bytes.NewReader(body))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("restore %s: %+v, %v; want a refusal mentioning %q", tc.name, res, err, tc.want)
+			}
+			if after := archiveSnapshot(t, env.canaryDir); after != env.canary {
+				t.Errorf("canary changed:\n%s", after)
+			}
+		})
+	}
+}

@@ -92,6 +92,13 @@ type ImportRequest struct {
 	// MaxBytes caps the expanded bytes of its files, and the size of a zip
 	// archive (default ImportDefaultMaxBytes, at most ImportMaxBytes).
 	MaxBytes int64 `json:"max_bytes,omitempty"`
+	// Restore marks berth's own backup of this workspace's data (what
+	// workspace_delete preserve_data kept): its symlinks are recreated as
+	// they were, wherever they point, as every Python venv needs. The
+	// workspace could make those links itself, so this grants nothing;
+	// extraction still never follows a symlink. Imports from elsewhere
+	// leave it false, and a symlink that leaves Path is refused.
+	Restore bool `json:"restore,omitempty"`
 }
 
 // ImportResult describes a completed import. An import that fails changes
