@@ -402,6 +402,10 @@ func TestMCPServerStdioFederation(t *testing.T) {
 	for name, connect := range map[string]func() mcpClient{"mcp-go": e.stdioMcpgo, "go-sdk": e.stdioSDK} {
 		t.Run(name, func(t *testing.T) {
 			c := connect()
+			// The next client starts a berth of its own on the same
+			// namespace, which only one berth may serve: this one
+			// must have exited by then (close waits for it).
+			defer c.close()
 			mustCall(t, c, "workspace_create", map[string]any{"bot_id": bot}).decode(t, &struct{}{})
 			changes := c.listChanges()
 			mustCall(t, c, "mcp_server_add", map[string]any{"bot_id": bot, "name": "fx", "command": testenv.MCPFixturePath}).decode(t, &struct{}{})
