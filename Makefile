@@ -62,6 +62,8 @@ fuzz:
 	$(FUZZ) -fuzz '^FuzzParseBody$$' ./internal/mcpproxy/
 	$(FUZZ) -fuzz '^FuzzLineReader$$' ./internal/mcpproxy/
 	$(FUZZ) -fuzz '^FuzzValidateDomainPattern$$' ./internal/netpolicy/
+	$(FUZZ) -fuzz '^FuzzServeDNS$$' ./internal/dnsproxy/
+	$(FUZZ) -fuzz '^FuzzUpstreamReply$$' ./internal/dnsproxy/
 
 clean:
 	rm -rf bin
