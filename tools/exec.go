@@ -23,7 +23,7 @@ type ExecInput struct {
 	Env            map[string]string `json:"env,omitempty" jsonschema:"description=extra environment variables"`
 	Stdin          string            `json:"stdin,omitempty" jsonschema:"description=text fed to the command's standard input"`
 	TimeoutSeconds *float64          `json:"timeout_seconds,omitempty" jsonschema:"minimum=0,description=kill the command (its whole process group) after this many seconds; default 60; 0 = no timeout"`
-	MaxOutputBytes int               `json:"max_output_bytes,omitempty" jsonschema:"minimum=0,maximum=16777216,description=cap on stdout and on stderr returned (default 65536)"`
+	MaxOutputBytes int               `json:"max_output_bytes,omitempty" jsonschema:"minimum=0,maximum=1048576,description=cap on stdout and on stderr returned (default 65536; at most 1 MiB: redirect more to a file)"`
 	Background     bool              `json:"background,omitempty" jsonschema:"description=start the command and return a process_id at once; read its output with process_output"`
 }
 
@@ -196,6 +196,12 @@ func signalProcess(ctx context.Context, m *workspace.Manager, in SignalInput) (P
 	return ProcessInput{BotID: in.BotID, ProcessID: in.ProcessID}, fmt.Sprintf("sent %s to process %s", in.Signal, in.ProcessID), nil
 }
 
+// MaxExecOutput caps what one exec returns of each stream. An answer
+// holds its output several times over while it is encoded (text and
+// structured content, JSON escapes), so this bounds berth's memory per call
+// as much as it bounds a model's context; bigger output belongs in a file.
+const MaxExecOutput = 1 << 20
+
 // maxExecTimeout is the longest timeout_seconds a foreground command may
 // ask for: longer work belongs in a background process.
 const maxExecTimeout = 24 * time.Hour
@@ -214,8 +220,8 @@ func (d Deps) execRequest(in ExecInput) (wire.ExecRequest, error) {
 		timeout = time.Duration(secs * float64(time.Second))
 	}
 	maxOut := d.Limits.ExecMaxOutput
-	if in.MaxOutputBytes < 0 || in.MaxOutputBytes > wire.MaxExecOutput {
-		return wire.ExecRequest{}, fmt.Errorf("max_output_bytes must be between 1 and %d (16 MiB); redirect bigger output to a file and read it with fs_read", wire.MaxExecOutput)
+	if in.MaxOutputBytes < 0 || in.MaxOutputBytes > MaxExecOutput {
+		return wire.ExecRequest{}, fmt.Errorf("max_output_bytes must be between 1 and %d (1 MiB); redirect bigger output to a file and read it with fs_read", MaxExecOutput)
 	}
 	if in.MaxOutputBytes > 0 {
 		maxOut = in.MaxOutputBytes

@@ -128,7 +128,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		MCP:               mcpSup,
 		Metrics:           reg,
 		AllowedRegistries: cfg.AllowedRegistries,
-	}, cfg.Bot, transports.WithAudit(auditLog))
+	}, cfg.Bot, transports.WithAudit(auditLog), transports.WithCallLimit(cfg.MaxCallsPerToken))
 	if cfg.Stdio {
 		log.Info("serving MCP on stdio", "version", version, "containerd", cfg.ContainerdAddress, "namespace", cfg.Namespace,
 			"state_dir", cfg.StateDir, "config", cmp.Or(cfg.ConfigFile, "none"))

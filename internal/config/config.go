@@ -76,6 +76,7 @@ type Config struct {
 	AllowedRegistries []string
 	ExportQuota       int64
 	AuditLog          string
+	MaxCallsPerToken  int
 
 	LogLevel string
 }
@@ -107,6 +108,7 @@ func Defaults() Config {
 		MCPResultMax:        1 << 20,
 		LogLevel:            "info",
 		AuditLog:            "stderr",
+		MaxCallsPerToken:    8,
 	}
 }
 
@@ -159,6 +161,7 @@ func Register(fs *flag.FlagSet, cfg *Config, serve bool) {
 	fs.DurationVar(&cfg.SessionIdleTTL, "session-idle-ttl", cfg.SessionIdleTTL, "forget HTTP sessions idle for this long")
 	fs.Var((*listValue)(&cfg.AllowedRegistries), "allowed-registries", "comma-separated registries (host or host:port as in image names; * for any) that tokens without the admin scope may pull from")
 	fs.Int64Var(&cfg.ExportQuota, "export-quota", cfg.ExportQuota, "bytes of data_export archives berth keeps per bot (0 = no quota)")
+	fs.IntVar(&cfg.MaxCallsPerToken, "max-calls-per-token", cfg.MaxCallsPerToken, "tool calls and resource reads one token may have in flight at once (each holds its answer in berth's memory)")
 	fs.StringVar(&cfg.AuditLog, "audit-log", cfg.AuditLog, "where the audit log's JSON lines go (one per tool call, resource read and HTTP endpoint use): stderr, off, or a file path")
 }
 
@@ -264,8 +267,11 @@ func (c *Config) Validate() error {
 	if c.Namespace == "" {
 		return errors.New("--namespace must not be empty")
 	}
-	if c.ExecMaxOutput < 1 || c.ExecMaxOutput > 16<<20 {
-		return fmt.Errorf("--exec-max-output must be between 1 and 16777216, got %d", c.ExecMaxOutput)
+	if c.MaxCallsPerToken < 1 || c.MaxCallsPerToken > 1024 {
+		return fmt.Errorf("--max-calls-per-token must be between 1 and 1024, got %d", c.MaxCallsPerToken)
+	}
+	if c.ExecMaxOutput < 1 || c.ExecMaxOutput > 1<<20 {
+		return fmt.Errorf("--exec-max-output must be between 1 and 1048576 (1 MiB), got %d", c.ExecMaxOutput)
 	}
 	if c.MCPResultMax < 1024 || c.MCPResultMax > 16<<20 {
 		return fmt.Errorf("--mcp-result-max must be between 1024 and 16777216, got %d", c.MCPResultMax)
