@@ -15,14 +15,19 @@ const instructions = `berth gives each bot its own long-lived Linux workspace (a
 Start with workspace_create for your bot_id (it is idempotent), then use the other workspace_* tools.`
 
 // Option configures NewMCPServer.
-type Option func(*[]server.ServerOption)
+type Option func(*mcpOptions)
+
+type mcpOptions struct {
+	opts   []server.ServerOption
+	botLog *BotLog
+}
 
 // WithAudit records every tool call and resource read in a. The audit
 // middleware is outermost, so a call that panics is recorded as failed.
 func WithAudit(a *audit.Logger) Option {
-	return func(opts *[]server.ServerOption) {
+	return func(o *mcpOptions) {
 		if a != nil {
-			*opts = append(*opts, server.WithToolHandlerMiddleware(auditTools(a)),
+			o.opts = append(o.opts, server.WithToolHandlerMiddleware(auditTools(a)),
 				server.WithResourceHandlerMiddleware(auditResources(a)))
 		}
 	}
@@ -32,11 +37,11 @@ func WithAudit(a *audit.Logger) Option {
 // d.MCP, the tools of bots' own MCP servers join the tool lists: on stdio
 // those of stdioBot, over HTTP those of the one bot a session is limited to.
 func NewMCPServer(version string, d tools.Deps, stdioBot string, options ...Option) *server.MCPServer {
-	var opts []server.ServerOption
+	var mo mcpOptions
 	for _, o := range options {
-		o(&opts)
+		o(&mo)
 	}
-	opts = append(opts,
+	opts := append(mo.opts,
 		server.WithToolCapabilities(true),
 		server.WithResourceCapabilities(false, true),
 		server.WithInstructions(instructions),
@@ -53,6 +58,9 @@ func NewMCPServer(version string, d tools.Deps, stdioBot string, options ...Opti
 	s := server.NewMCPServer("berth", version, opts...)
 	tools.Register(s, d)
 	resources.Register(s, hooks, d.Manager, d.Skills)
+	if mo.botLog != nil {
+		mo.botLog.attach(s, hooks)
+	}
 	if fed != nil {
 		fed.start(s)
 	}

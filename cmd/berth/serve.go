@@ -32,7 +32,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if cfg.Stdio == (cfg.HTTPAddr != "") {
 		return errors.New("serve needs exactly one of --stdio or --http ADDR")
 	}
-	log := newLogger(stderr, cfg.LogLevel)
+	// Warnings about a bot's work also reach the MCP sessions of that bot.
+	botLog := transports.NewBotLog()
+	log := slog.New(botLog.Handler(newLogger(stderr, cfg.LogLevel).Handler()))
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return fmt.Errorf("state dir: %w", err)
 	}
@@ -128,7 +130,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		MCP:               mcpSup,
 		Metrics:           reg,
 		AllowedRegistries: cfg.AllowedRegistries,
-	}, cfg.Bot, transports.WithAudit(auditLog), transports.WithCallLimit(cfg.MaxCallsPerToken))
+	}, cfg.Bot, transports.WithAudit(auditLog), transports.WithCallLimit(cfg.MaxCallsPerToken), transports.WithBotLog(botLog))
 	if cfg.Stdio {
 		log.Info("serving MCP on stdio", "version", version, "containerd", cfg.ContainerdAddress, "namespace", cfg.Namespace,
 			"state_dir", cfg.StateDir, "config", cmp.Or(cfg.ConfigFile, "none"))
