@@ -113,6 +113,9 @@ cmd_install() {
 	# Test images copy /bin/busybox into a rootfs without libc, so it must be
 	# the static build, not Debian's dynamically linked busybox package.
 	pkg_installed busybox-static || missing+=(busybox-static)
+	# Bridge networking runs Debian's CNI plugins (bridge, host-local,
+	# loopback) from /usr/lib/cni.
+	pkg_installed containernetworking-plugins || missing+=(containernetworking-plugins)
 	if $with_debootstrap; then
 		command -v debootstrap >/dev/null || missing+=(debootstrap)
 	fi
