@@ -280,9 +280,10 @@ func TestTenantBoundaries(t *testing.T) {
 
 	t.Run("export quota", func(t *testing.T) {
 		ro := te.as(roToken)
+		rw := te.as(alphaToken)
 		exportDir := filepath.Join(te.stateDir, "exports", "alpha")
 		for _, id := range keptExports(t, exportDir) {
-			mustCall(t, ro, "data_export_delete", map[string]any{"bot_id": "alpha", "export_id": id}).decode(t, &struct{}{})
+			mustCall(t, rw, "data_export_delete", map[string]any{"bot_id": "alpha", "export_id": id}).decode(t, &struct{}{})
 		}
 		// 200 kB of random bytes: one archive fits the 250 kB quota, two do not.
 		te.execIn(t, "alpha", "sh", "-c", "mkdir -p /data/big && head -c 200000 /dev/urandom > /data/big/blob")
@@ -298,8 +299,11 @@ func TestTenantBoundaries(t *testing.T) {
 		if entries, _ := os.ReadDir(exportDir); len(entries) != 1 {
 			t.Errorf("the stopped export left files: %v", entries)
 		}
-		// Deleting the old export makes room.
-		mustCall(t, ro, "data_export_delete", map[string]any{"bot_id": "alpha", "export_id": first.ExportID}).decode(t, &struct{}{})
+		// A read-only token destroys nothing, not even a host-side copy;
+		// a token with write scope deletes the old export and makes room.
+		wantRefused(t, "a read-only token deleting an export",
+			mustCall(t, ro, "data_export_delete", map[string]any{"bot_id": "alpha", "export_id": first.ExportID}), "permission denied")
+		mustCall(t, rw, "data_export_delete", map[string]any{"bot_id": "alpha", "export_id": first.ExportID}).decode(t, &struct{}{})
 		mustCall(t, ro, "data_export", map[string]any{"bot_id": "alpha", "path": "/data/big"}).decode(t, &struct{}{})
 		// bravo may not delete alpha's exports.
 		wantRefused(t, "bravo deleting alpha's export",

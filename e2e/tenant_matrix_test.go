@@ -64,7 +64,7 @@ var toolScopes = map[string]toolRule{
 	"fs_write": {scope: "write"}, "fs_edit": {scope: "write"}, "fs_mkdir": {scope: "write"},
 	"fs_delete": {scope: "write"}, "fs_move": {scope: "write"}, "fs_copy": {scope: "write"},
 
-	"data_export": {scope: "read"}, "data_export_delete": {scope: "read"},
+	"data_export": {scope: "read"}, "data_export_delete": {scope: "write"},
 	"data_import": {scope: "write"}, "data_restore": {scope: "write"}, "data_preserved_delete": {scope: "manage"},
 
 	"skills_list": {scope: "read"}, "skills_upsert": {scope: "write"},

@@ -77,9 +77,10 @@ func dataTools(d Deps) []server.ServerTool {
 			}),
 		define("data_export_delete", "Delete export",
 			"Delete an archive data_export kept on berth's host, freeing its share of the bot's export quota. The workspace is not touched.",
-			// Read scope, like data_export: a caller that may make exports
-			// must be able to free the quota they fill.
-			hints{destructive: true, idempotent: false}, auth.ScopeRead,
+			// Write scope: a read-only token destroys nothing, not even a
+			// host-side copy another token made. Its exports count against
+			// the quota like any; the refusal says who can free it.
+			hints{destructive: true, idempotent: false}, auth.ScopeWrite,
 			func(ctx context.Context, _ *call, in DataExportDeleteInput) (DataExportDeleteInput, string, error) {
 				if err := m.DeleteExport(in.BotID, in.ExportID); err != nil {
 					return in, "", err

@@ -14,6 +14,7 @@ import (
 	"os"
 	"sync"
 	"time"
+	"unicode/utf8"
 )
 
 // Outcome is how a call ended.
@@ -97,6 +98,12 @@ func (l *Logger) Log(r Record) {
 		r.Time = time.Now()
 	}
 	r.Time = r.Time.UTC()
+	// Every text field but the fixed ones can come from the caller (a bot id
+	// that is not one, a route's path), so each is cut to a length no
+	// honest value needs: a line costs what berth chose, not the caller.
+	for _, f := range []*string{&r.Token, &r.Bot, &r.Tool, &r.Resource, &r.Endpoint, &r.Reason} {
+		*f = clip(*f)
+	}
 	line, err := json.Marshal(r)
 	if err != nil {
 		return
@@ -123,4 +130,19 @@ func (l *Logger) Close() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.closer.Close()
+}
+
+// maxField is the longest text field a record keeps; a longer one is cut and
+// marked.
+const maxField = 200
+
+func clip(s string) string {
+	if len(s) <= maxField {
+		return s
+	}
+	cut := maxField
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
 }

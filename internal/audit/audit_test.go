@@ -84,3 +84,22 @@ func TestOpen(t *testing.T) {
 		t.Error("a path in a missing directory was accepted")
 	}
 }
+
+// TestLogClipsCallerText: a caller controls the bot id and the route's
+// path it sends; a record costs a bounded line whatever they send.
+func TestLogClipsCallerText(t *testing.T) {
+	var buf bytes.Buffer
+	l := New(&buf)
+	huge := strings.Repeat("é", 500_000)
+	l.Log(Record{Bot: huge, Endpoint: "GET /bots/" + huge, Tool: huge, Kind: KindHTTP, Outcome: Denied})
+	if buf.Len() > 2000 {
+		t.Fatalf("a record with 1 MB fields wrote %d bytes", buf.Len())
+	}
+	var r Record
+	if err := json.Unmarshal(buf.Bytes(), &r); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasSuffix(r.Bot, "…") || !strings.HasPrefix(r.Bot, "éé") || !strings.HasPrefix(r.Endpoint, "GET /bots/é") {
+		t.Fatalf("clipped fields: bot %q, endpoint %q", r.Bot[:20], r.Endpoint[:20])
+	}
+}

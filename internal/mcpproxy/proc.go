@@ -84,10 +84,13 @@ func (p *proc) pid() int { return p.sp.PID() }
 func (p *proc) read(onMessage func(*message, []byte)) {
 	defer close(p.done)
 	lr := newLineReader(p.sp)
+	var noise noisyLog
 	for {
 		line, err := lr.next()
 		if errors.Is(err, errLineTooLong) {
-			p.log.Warn("MCP server wrote a line over the message cap; skipped", "server", p.label, "cap", MaxMessageBytes)
+			if ok, dropped := noise.allow(time.Now()); ok {
+				p.log.Warn("MCP server wrote a line over the message cap; skipped", "server", p.label, "cap", MaxMessageBytes, "earlier_lines_not_logged", dropped)
+			}
 			continue
 		}
 		if err != nil {
@@ -98,7 +101,9 @@ func (p *proc) read(onMessage func(*message, []byte)) {
 		}
 		msg, err := parseMessage(line)
 		if err != nil {
-			p.log.Info("MCP server wrote a line on stdout that is not JSON-RPC; skipped", "server", p.label, "line", preview(line), "why", err)
+			if ok, dropped := noise.allow(time.Now()); ok {
+				p.log.Info("MCP server wrote a line on stdout that is not JSON-RPC; skipped", "server", p.label, "line", preview(line), "why", err, "earlier_lines_not_logged", dropped)
+			}
 			continue
 		}
 		onMessage(msg, line)
@@ -232,4 +237,30 @@ func (t *stderrTail) suffix() string {
 		return ""
 	}
 	return "; last stderr lines:\n" + strings.Join(own, "\n")
+}
+
+// noisyLog lets a few skipped-line notes a minute into berth's log and
+// counts the rest: a bot's server that floods its stdout with text must not
+// flood the host's log (the next note says how many were left out).
+type noisyLog struct {
+	window  time.Time
+	logged  int
+	dropped int
+}
+
+const noisyLinesPerMinute = 10
+
+// allow says whether to log a note now, and how many were left out since
+// the last one that was logged in an earlier window.
+func (l *noisyLog) allow(now time.Time) (ok bool, dropped int) {
+	if now.Sub(l.window) >= time.Minute {
+		dropped = l.dropped
+		l.window, l.logged, l.dropped = now, 0, 0
+	}
+	if l.logged < noisyLinesPerMinute {
+		l.logged++
+		return true, dropped
+	}
+	l.dropped++
+	return false, 0
 }

@@ -258,7 +258,7 @@ func (m *Manager) quotaRefusal(bot, path string, quota, used int64, during bool)
 		fmt.Fprintf(&b, "export of %s of %s refused: the bot's kept exports use %s of its export quota of %s.",
 			path, bot, humanBytes(used), humanBytes(quota))
 	}
-	b.WriteString(" Free space by deleting old exports with data_export_delete")
+	b.WriteString(" Free space by deleting old exports with data_export_delete (a token with write scope)")
 	if exps := m.ListExports(bot); len(exps) > 0 {
 		b.WriteString(" (kept, oldest first:")
 		for i, e := range exps {

@@ -135,6 +135,16 @@ func (s *server) run(ctx context.Context) error {
 	signal.Notify(sigpipe, unix.SIGPIPE)
 	defer signal.Stop(sigpipe)
 
+	if s.isInit {
+		// The workspace's own root runs as the same user as the agent:
+		// without this it could ptrace the agent or open its descriptors
+		// (/proc/1/fd), and speak as the agent to berth. Non-dumpable, only
+		// CAP_SYS_PTRACE (which workspaces do not have) reaches it. The
+		// commands the agent runs are dumpable again once they exec.
+		if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+			return fmt.Errorf("agent: make init non-dumpable: %w", err)
+		}
+	}
 	if !s.isInit {
 		if s.opts.Subreaper {
 			restore, err := becomeSubreaper()

@@ -8,6 +8,7 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"os"
 	"runtime"
@@ -79,6 +80,34 @@ func probe() {
 		unix.Close(int(fd))
 	}
 	report("bpf", errnoOrNil(e))
+	// The workspace's init is berth's agent: even the workspace's root must
+	// not be able to trace it or reach its file descriptors.
+	ptraced := make(chan error)
+	go func() {
+		runtime.LockOSThread()
+		err := unix.PtraceAttach(1)
+		if err == nil {
+			// Leave the agent as it was, so a failing check fails alone.
+			_, _ = unix.Wait4(1, nil, unix.WALL, nil)
+			_ = unix.PtraceDetach(1)
+			_ = unix.Kill(1, unix.SIGCONT)
+		}
+		ptraced <- err
+	}()
+	report("ptrace_init", <-ptraced)
+	_, err := os.Readlink("/proc/1/fd/0")
+	report("init_fds", unwrapErrno(err))
+	_, err = os.Readlink("/proc/1/root")
+	report("init_root", unwrapErrno(err))
+}
+
+// unwrapErrno turns an *os.PathError into its errno, for report.
+func unwrapErrno(err error) error {
+	var errno unix.Errno
+	if errors.As(err, &errno) {
+		return errno
+	}
+	return err
 }
 
 func errnoOrNil(e unix.Errno) error {
