@@ -76,6 +76,8 @@ var toolScopes = map[string]toolRule{
 
 	"mcp_server_add": {scope: "exec"}, "mcp_server_list": {scope: "read"},
 	"mcp_server_remove": {scope: "exec"}, "mcp_server_logs": {scope: "read"},
+
+	"port_expose": {scope: "exec"}, "port_list": {scope: "read"}, "port_unexpose": {scope: "exec"},
 }
 
 // httpRoute is a per-bot HTTP route: the scope it needs and how to try it.
@@ -94,6 +96,8 @@ var botRoutes = map[string]httpRoute{
 	"GET /bots/{bot_id}/data/export": {"read", []string{"GET"}, "/bots/{bot}/data/export?path=/data"},
 	"PUT /bots/{bot_id}/data/import": {"write", []string{"PUT"}, "/bots/{bot}/data/import?path=/data"},
 	"/bots/{bot_id}/mcp/{name}":      {"exec", []string{"POST", "GET", "DELETE"}, "/bots/{bot}/mcp/fx"},
+	// Bearer tokens need exec (links are checked in e2e/ports_test.go).
+	"/bots/{bot_id}/ports/{port}/": {"exec", []string{"GET", "POST"}, "/bots/{bot}/ports/8080/"},
 }
 
 // marker is every free string argument; the audit log must never hold it.

@@ -70,6 +70,7 @@ func Register(s *server.MCPServer, d Deps) {
 	d.Limits.setDefaults()
 	all := slices.Concat(workspaceTools(d), imageTools(d), execTools(d), terminalTools(d), fsTools(d),
 		dataTools(d), skillTools(d), snapshotTools(d))
+	all = append(all, portTools(d)...)
 	if d.MCP != nil {
 		all = append(all, mcpServerTools(d)...)
 	}

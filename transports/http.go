@@ -166,7 +166,7 @@ func NewHTTPHandler(s *server.MCPServer, o HTTPOptions) (http.Handler, func(cont
 		}
 		fmt.Fprintln(w, "ready")
 	})
-	return mux, mcpHandler.Shutdown
+	return o.withPorts(mux), mcpHandler.Shutdown
 }
 
 // authenticate admits requests with the bearer token and attaches the

@@ -93,6 +93,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	log.Info("workspace limits", "default", mopts.Limits.Default, "max", mopts.Limits.Max, "allowed_devices", cfg.AllowedDevices)
+	if err := mopts.Ports.Validate(); err != nil {
+		return err
+	}
 	mgr := workspace.NewManager(rt, mopts)
 	go func() {
 		// containerd may be down now; tools then say so, and it heals itself.
@@ -200,6 +203,8 @@ func managerOptions(cfg config.Config, log *slog.Logger) workspace.Options {
 		StateDir: cfg.StateDir, DefaultImage: cfg.DefaultImage, Snapshotter: cfg.Snapshotter,
 		AgentBinary: cfg.AgentBinary, AgentTimeout: cfg.AgentTimeout, StopGrace: cfg.StopGrace,
 		Version: version, Logger: log, AllowedDevices: cfg.AllowedDevices,
+		Ports: workspace.PortPolicy{MaxPorts: cfg.MaxExposedPorts, MaxTunnels: cfg.MaxPortConns, LinkTTL: cfg.PortLinkTTL, MaxLinkTTL: cfg.PortLinkMaxTTL,
+			IdleTimeout: cfg.PortIdleTimeout, MaxBodyBytes: cfg.PortMaxBody, PreviewDomain: cfg.PreviewDomain, PublicURL: cfg.PublicURL},
 	}
 }
 

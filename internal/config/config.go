@@ -78,6 +78,13 @@ type Config struct {
 	AuditLog          string
 	MaxCallsPerToken  int
 
+	// The bots' exposed ports (see workspace.PortPolicy).
+	PreviewDomain, PublicURL      string
+	PortLinkTTL, PortLinkMaxTTL   time.Duration
+	MaxExposedPorts, MaxPortConns int
+	PortIdleTimeout               time.Duration
+	PortMaxBody                   int64
+
 	LogLevel string
 }
 
@@ -108,6 +115,12 @@ func Defaults() Config {
 		MCPResultMax:        1 << 20,
 		LogLevel:            "info",
 		AuditLog:            "stderr",
+		PortLinkTTL:         24 * time.Hour,
+		PortLinkMaxTTL:      30 * 24 * time.Hour,
+		MaxExposedPorts:     16,
+		MaxPortConns:        64,
+		PortIdleTimeout:     10 * time.Minute,
+		PortMaxBody:         64 << 20,
 		MaxCallsPerToken:    8,
 	}
 }
@@ -162,6 +175,14 @@ func Register(fs *flag.FlagSet, cfg *Config, serve bool) {
 	fs.Var((*listValue)(&cfg.AllowedRegistries), "allowed-registries", "comma-separated registries (host or host:port as in image names; * for any) that tokens without the admin scope may pull from")
 	fs.Int64Var(&cfg.ExportQuota, "export-quota", cfg.ExportQuota, "bytes of data_export archives berth keeps per bot (0 = no quota)")
 	fs.IntVar(&cfg.MaxCallsPerToken, "max-calls-per-token", cfg.MaxCallsPerToken, "tool calls and resource reads one token may have in flight at once (each holds its answer in berth's memory)")
+	fs.StringVar(&cfg.PreviewDomain, "preview-domain", cfg.PreviewDomain, "serve each exposed port also on host {port}-{bot}.DOMAIN (point *.DOMAIN at berth; localhost works locally), for apps that use absolute paths")
+	fs.StringVar(&cfg.PublicURL, "public-url", cfg.PublicURL, "berth's HTTP address as people reach it, e.g. https://berth.example.com; port_expose then answers whole URLs")
+	fs.DurationVar(&cfg.PortLinkTTL, "port-link-ttl", cfg.PortLinkTTL, "lifetime of a port link when port_expose names none")
+	fs.DurationVar(&cfg.PortLinkMaxTTL, "port-link-max-ttl", cfg.PortLinkMaxTTL, "longest lifetime port_expose may give a link")
+	fs.IntVar(&cfg.MaxExposedPorts, "max-exposed-ports", cfg.MaxExposedPorts, "most ports one bot may expose")
+	fs.IntVar(&cfg.MaxPortConns, "max-port-conns", cfg.MaxPortConns, "most connections to one bot's exposed ports open at once (WebSockets and kept-alive ones included)")
+	fs.DurationVar(&cfg.PortIdleTimeout, "port-idle-timeout", cfg.PortIdleTimeout, "close a connection to an exposed port (a WebSocket too) that carried nothing for this long")
+	fs.Int64Var(&cfg.PortMaxBody, "port-max-body", cfg.PortMaxBody, "cap in bytes on a request body sent to an exposed port")
 	fs.StringVar(&cfg.AuditLog, "audit-log", cfg.AuditLog, "where the audit log's JSON lines go (one per tool call, resource read and HTTP endpoint use): stderr, off, or a file path")
 }
 

@@ -38,6 +38,8 @@ type Options struct {
 	// AllowedDevices are the CDI device patterns that callers without
 	// AnyDevice may ask for.
 	AllowedDevices []string
+	// Ports bounds the ports bots expose (see PortPolicy).
+	Ports PortPolicy
 }
 
 // Manager runs workspaces. All methods are safe for concurrent use;
@@ -590,7 +592,8 @@ func (m *Manager) remove(ctx context.Context, bot string) error {
 		return err
 	}
 	m.forgetStats(bot)
-	return errors.Join(os.RemoveAll(m.runDir(bot)), removeIfExists(m.logPath(bot)), removeIfExists(m.mcpServersPath(bot)))
+	return errors.Join(os.RemoveAll(m.runDir(bot)), removeIfExists(m.logPath(bot)), removeIfExists(m.mcpServersPath(bot)),
+		removeIfExists(m.portsPath(bot)))
 }
 
 // Reconcile adopts the workspaces containerd holds: a workspace that should

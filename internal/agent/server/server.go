@@ -374,6 +374,7 @@ func (s *server) handler() http.Handler {
 	s.routeProcesses(mux)
 	s.routeFiles(mux)
 	s.routeArchives(mux)
+	s.routeTunnels(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, wire.CodeNotFound, "no such endpoint: "+r.URL.Path)
 	})
