@@ -390,74 +390,124 @@ func (m *Manager) setPolicy(id string, pol netpolicy.Policy, cp compiled) (Attac
 }
 
 // AllowResolved opens addrs, the answer of a DNS query that the policy
-// allows, to workspace id for ttl (at least the configured minimum). An
-// address already open stays open for the longer of its remaining time and
-// ttl. Deny rules still win; IPv6 addresses (workspaces have no IPv6) and
-// cloud metadata addresses are ignored.
+// allows, to workspace id on every port for ttl (at least the configured
+// minimum). An address already open stays open for the longer of its
+// remaining time and ttl. Deny rules still win; IPv6 addresses (workspaces
+// have no IPv6) and cloud metadata addresses are ignored.
 func (m *Manager) AllowResolved(id string, addrs []netip.Addr, ttl time.Duration) error {
+	return m.OpenResolved(id, addrs, netpolicy.AllPorts, ttl)
+}
+
+// maxResolvedPorts bounds the ports one OpenResolved call opens one by one.
+const maxResolvedPorts = 1024
+
+// OpenResolved is AllowResolved limited to ports (netpolicy.Policy's
+// DomainPorts for the name): the signature of dnsproxy.Config.Open, less the
+// error. Port sets other than all ports are opened port by port, so a set of
+// more than 1024 ports is refused (nothing is opened) rather than widened.
+func (m *Manager) OpenResolved(id string, addrs []netip.Addr, ports netpolicy.PortSet, ttl time.Duration) error {
 	ttl = max(ttl, m.cfg.MinResolvedTTL)
 	ttl = min(ttl, 24*time.Hour)
-	want := map[netip.Addr]bool{}
+	var v4 []netip.Addr
 	for _, a := range addrs {
 		a = a.Unmap()
-		if a.Is4() && a != metadataV4 {
-			want[a] = true
+		if a.Is4() && a != metadataV4 && !slices.Contains(v4, a) {
+			v4 = append(v4, a)
 		}
 	}
-	if len(want) == 0 {
+	if len(v4) == 0 || len(ports) == 0 {
 		return nil
+	}
+	var set *nftables.Set
+	var keys [][]byte
+	if ports.All() {
+		set = m.tables.dnsSet(id)
+		for _, a := range v4 {
+			k := a.As4()
+			keys = append(keys, k[:])
+		}
+	} else {
+		n := 0
+		for _, r := range ports {
+			n += int(r.Hi) - int(r.Lo) + 1
+		}
+		if n > maxResolvedPorts {
+			return fmt.Errorf("network: %d ports are too many to open one by one (at most %d); give the rule fewer ports or all", n, maxResolvedPorts)
+		}
+		set = m.tables.dnsPortSet(id)
+		for _, a := range v4 {
+			for _, r := range ports {
+				for p := int(r.Lo); p <= int(r.Hi); p++ {
+					if p > 0 {
+						keys = append(keys, addrPortKey(a, uint16(p)))
+					}
+				}
+			}
+		}
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if _, ok := m.atts[id]; !ok {
 		return fmt.Errorf("%w: %s", ErrNotAttached, id)
 	}
-	set := m.tables.dnsSet(id)
 	var err error
 	// An element may expire between reading and the batch, which then
 	// fails for the deletion of a missing element: once more settles it.
 	for range 2 {
-		err = m.nftBatch(func(c *nftables.Conn, _ objects) error {
-			cur, err := c.GetSetElements(set)
-			if err != nil {
-				return fmt.Errorf("read %s: %w", set.Name, err)
-			}
-			expires := map[netip.Addr]time.Duration{}
-			for _, e := range cur {
-				if a, ok := netip.AddrFromSlice(e.Key); ok {
-					expires[a] = e.Expires
-				}
-			}
-			var del, add []nftables.SetElement
-			for a := range want {
-				left, open := expires[a]
-				if open && left >= ttl {
-					continue
-				}
-				k := a.As4()
-				el := nftables.SetElement{Key: k[:], Timeout: ttl}
-				if open {
-					// Re-adding an element keeps its old timeout on kernels
-					// before 6.10, so replace it.
-					del = append(del, nftables.SetElement{Key: k[:]})
-				}
-				add = append(add, el)
-			}
-			if len(del) > 0 {
-				if err := c.SetDeleteElements(set, del); err != nil {
-					return err
-				}
-			}
-			if len(add) > 0 {
-				return c.SetAddElements(set, add)
-			}
-			return nil
-		})
-		if err == nil {
+		if err = m.nftBatch(func(c *nftables.Conn, _ objects) error { return openUntil(c, set, keys, ttl) }); err == nil {
 			return nil
 		}
 	}
 	return err
+}
+
+// openUntil adds keys to set with timeout ttl, keeping any that is already
+// there for longer.
+func openUntil(c *nftables.Conn, set *nftables.Set, keys [][]byte, ttl time.Duration) error {
+	cur, err := c.GetSetElements(set)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", set.Name, err)
+	}
+	expires := map[string]time.Duration{}
+	for _, e := range cur {
+		expires[string(e.Key)] = e.Expires
+	}
+	var del, add []nftables.SetElement
+	for _, k := range keys {
+		left, open := expires[string(k)]
+		if open && left >= ttl {
+			continue
+		}
+		if open {
+			// Re-adding an element keeps its old timeout on kernels before
+			// 6.10, so replace it.
+			del = append(del, nftables.SetElement{Key: k})
+		}
+		add = append(add, nftables.SetElement{Key: k, Timeout: ttl})
+	}
+	if len(del) > 0 {
+		if err := c.SetDeleteElements(set, del); err != nil {
+			return err
+		}
+	}
+	if len(add) > 0 {
+		return c.SetAddElements(set, add)
+	}
+	return nil
+}
+
+// ByAddr finds the attachment that has address a: the DNS resolver's
+// Lookup of a query's source.
+func (m *Manager) ByAddr(a netip.Addr) (Attachment, bool) {
+	a = a.Unmap()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, at := range m.atts {
+		if at.IP == a {
+			return *at, true
+		}
+	}
+	return Attachment{}, false
 }
 
 // Denied lists the destinations workspace id was refused within the

@@ -144,6 +144,25 @@ func TestEgressPolicy(t *testing.T) {
 		}
 		e.mustReach(t, ns, host3)
 	})
+	t.Run("OpenResolved opens only the name's ports", func(t *testing.T) {
+		setPolicy(t, e, a.ID, denyAll)
+		other2 := net.JoinHostPort(e.hostIP2.String(), fmt.Sprint(e.port+1))
+		ports := netpolicy.PortSet{{Lo: uint16(e.port), Hi: uint16(e.port)}, {Lo: 1, Hi: 3}}
+		must(t, e.m.OpenResolved(a.ID, []netip.Addr{e.hostIP2}, ports, time.Hour))
+		e.mustReach(t, ns, host2)
+		e.mustNotReach(t, ns, other2)
+		e.mustNotReach(t, ns, host3)
+		if err := e.m.OpenResolved(a.ID, []netip.Addr{e.hostIP3}, netpolicy.PortSet{{Lo: 1, Hi: 5000}}, time.Hour); err == nil {
+			t.Fatal("5000 ports were opened one by one")
+		}
+		e.mustNotReach(t, ns, host3)
+		if got, ok := e.m.ByAddr(a.IP); !ok || got.ID != a.ID {
+			t.Fatalf("ByAddr(%s) = %+v, %v", a.IP, got, ok)
+		}
+		if _, ok := e.m.ByAddr(e.hostIP); ok {
+			t.Fatalf("ByAddr found a workspace at the test host's address")
+		}
+	})
 	t.Run("deny wins over AllowResolved", func(t *testing.T) {
 		setPolicy(t, e, a.ID, netpolicy.Policy{Default: netpolicy.Deny, Deny: []netpolicy.Rule{cidr(e.hostIP2.String())}})
 		must(t, e.m.AllowResolved(a.ID, []netip.Addr{e.hostIP2, e.hostIP3}, time.Hour))
@@ -259,9 +278,50 @@ func TestIsolation(t *testing.T) {
 		setPolicy(t, e, a.ID, allowAll)
 	})
 	t.Run("a workspace cannot use another address", func(t *testing.T) {
-		host := e.hostAddr(e.hostIP)
-		e.mustReach(t, a.NetnsPath, host)
-		for _, spoof := range []netip.Addr{b.IP, e.cfg.Subnet.Addr().Next().Next().Next().Next().Next()} {
+		// A one-way datagram is what a borrowed address is good for (the
+		// replies go to the address's owner): A, denied everything, sends
+		// as B, allowed everything, to a UDP listener on the test host.
+		setPolicy(t, e, a.ID, denyAll)
+		setPolicy(t, e, b.ID, allowAll)
+		var uc net.PacketConn
+		must(t, inNetns(e.hostNS, func() (err error) { uc, err = net.ListenPacket("udp4", "0.0.0.0:0"); return err }))
+		defer uc.Close()
+		dst := net.JoinHostPort(e.hostIP.String(), fmt.Sprint(uc.LocalAddr().(*net.UDPAddr).Port))
+		got := make(chan string, 16)
+		go func() {
+			buf := make([]byte, 64)
+			for {
+				n, _, err := uc.ReadFrom(buf)
+				if err != nil {
+					return
+				}
+				got <- string(buf[:n])
+			}
+		}()
+		send := func(ns string, from netip.Addr, msg string) {
+			t.Helper()
+			must(t, inNetns(ns, func() error {
+				c, err := net.DialUDP("udp4", &net.UDPAddr{IP: from.AsSlice()}, net.UDPAddrFromAddrPort(netip.MustParseAddrPort(dst)))
+				if err != nil {
+					return err
+				}
+				defer c.Close()
+				_, err = c.Write([]byte(msg))
+				return err
+			}))
+		}
+		// B's own datagram arrives: the check can fail.
+		send(b.NetnsPath, b.IP, "from-b")
+		select {
+		case m := <-got:
+			if m != "from-b" {
+				t.Fatalf("got %q", m)
+			}
+		case <-time.After(okTimeout):
+			t.Fatal("B's datagram never arrived")
+		}
+		unattached := e.cfg.Subnet.Addr().Next().Next().Next().Next().Next()
+		for _, spoof := range []netip.Addr{b.IP, unattached} {
 			must(t, inNetns(a.NetnsPath, func() error {
 				l, err := netlink.LinkByName(containerIface)
 				if err != nil {
@@ -269,10 +329,22 @@ func TestIsolation(t *testing.T) {
 				}
 				return netlink.AddrAdd(l, &netlink.Addr{IPNet: prefixNet(netip.PrefixFrom(spoof, 32))})
 			}))
-			c, err := dialFrom(a.NetnsPath, host, spoof, dropTimeout)
-			if err == nil {
-				c.Close()
-				t.Fatalf("A reached the test host from %s", spoof)
+			send(a.NetnsPath, spoof, "spoofed")
+		}
+		// And a marker from B after them, through the same host to the same
+		// test host: when it is here, the spoofed ones would have been too.
+		send(b.NetnsPath, b.IP, "marker")
+		for {
+			select {
+			case m := <-got:
+				if m == "spoofed" {
+					t.Fatal("a datagram from A with another's address arrived")
+				}
+				if m == "marker" {
+					return
+				}
+			case <-time.After(okTimeout):
+				t.Fatal("B's marker never arrived")
 			}
 		}
 	})

@@ -27,6 +27,8 @@ import (
 //	                    metadata, metadata drop, allow rules, @dns_<id>, default
 //	  chain drop_<id>   records the destination in @denied_<id>, then drops
 //	  set dns_<id>      ipv4_addr with timeouts (AllowResolved)
+//	  set dnsp_<id>     ipv4_addr . inet_service with timeouts (OpenResolved
+//	                    for some ports)
 //	  set denied_<id>   ipv4_addr . inet_proto . inet_service, dynamic, counters
 //
 //	table bridge berth-<bridge>
@@ -46,10 +48,11 @@ const (
 	setPorts       = "ports"
 	// Per-workspace names are a fixed prefix and the whole ID, so that no
 	// ID's names can be mistaken for another's ("a-drop" vs "a" + "-drop").
-	wsChainPrefix   = "ws_"
-	dropChainPrefix = "drop_"
-	dnsSetPrefix    = "dns_"
-	deniedSetPrefix = "denied_"
+	wsChainPrefix    = "ws_"
+	dropChainPrefix  = "drop_"
+	dnsSetPrefix     = "dns_"
+	dnsPortSetPrefix = "dnsp_"
+	deniedSetPrefix  = "denied_"
 )
 
 // metadataV4 is the cloud metadata address workspaces may not reach unless a
@@ -71,10 +74,11 @@ func newTables(cfg Config) *tables {
 	}
 }
 
-func wsChain(id string) string   { return wsChainPrefix + id }
-func dropChain(id string) string { return dropChainPrefix + id }
-func dnsSet(id string) string    { return dnsSetPrefix + id }
-func deniedSet(id string) string { return deniedSetPrefix + id }
+func wsChain(id string) string    { return wsChainPrefix + id }
+func dropChain(id string) string  { return dropChainPrefix + id }
+func dnsSet(id string) string     { return dnsSetPrefix + id }
+func dnsPortSet(id string) string { return dnsPortSetPrefix + id }
+func deniedSet(id string) string  { return deniedSetPrefix + id }
 
 func (t *tables) wsAddrSet() *nftables.Set {
 	return &nftables.Set{Table: t.inet, Name: setWSAddr, IsMap: true, KeyType: nftables.TypeIPAddr, DataType: nftables.TypeVerdict}
@@ -91,6 +95,19 @@ func (t *tables) portsSet() *nftables.Set {
 
 func (t *tables) dnsSet(id string) *nftables.Set {
 	return &nftables.Set{Table: t.inet, Name: dnsSet(id), KeyType: nftables.TypeIPAddr, HasTimeout: true}
+}
+
+// dnsPortSet holds addresses opened by DNS for some ports only, one
+// element per address and port.
+func (t *tables) dnsPortSet(id string) *nftables.Set {
+	return &nftables.Set{Table: t.inet, Name: dnsPortSet(id), HasTimeout: true, Concatenation: true,
+		KeyType: nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService)}
+}
+
+// addrPortKey is an ipv4_addr . inet_service key, the port padded to 4 bytes.
+func addrPortKey(a netip.Addr, port uint16) []byte {
+	b := a.As4()
+	return append(b[:], byte(port>>8), byte(port), 0, 0)
 }
 
 func (t *tables) deniedSet(id string) *nftables.Set {
@@ -218,6 +235,13 @@ func (t *tables) workspace(c *nftables.Conn, id string, ip netip.Addr, hostVeth 
 	if flushDNS {
 		c.FlushSet(dns)
 	}
+	dnsp := t.dnsPortSet(id)
+	if err := c.AddSet(dnsp, nil); err != nil {
+		return err
+	}
+	if flushDNS {
+		c.FlushSet(dnsp)
+	}
 	denied := t.deniedSet(id)
 	if err := c.AddSet(denied, nil); err != nil {
 		return err
@@ -278,6 +302,12 @@ func (t *tables) workspace(c *nftables.Conn, id string, ip netip.Addr, hostVeth 
 		emit(r, verdict(expr.VerdictAccept))
 	}
 	rule(ws, daddr(), []expr.Any{&expr.Lookup{SourceRegister: 1, SetName: dns.Name, SetID: dns.ID}}, verdict(expr.VerdictAccept))
+	for _, proto := range []byte{unix.IPPROTO_TCP, unix.IPPROTO_UDP} {
+		rule(ws, l4proto(proto), daddr(), []expr.Any{
+			&expr.Payload{DestRegister: 9, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+			&expr.Lookup{SourceRegister: 1, SetName: dnsp.Name, SetID: dnsp.ID},
+		}, verdict(expr.VerdictAccept))
+	}
 	if pol.DefaultAccept {
 		rule(ws, verdict(expr.VerdictAccept))
 	} else {
@@ -327,7 +357,7 @@ func (t *tables) removeWorkspace(c *nftables.Conn, id string, ip netip.Addr, hos
 			c.DelChain(&nftables.Chain{Name: name, Table: t.inet})
 		}
 	}
-	for _, name := range []string{dnsSet(id), deniedSet(id)} {
+	for _, name := range []string{dnsSet(id), dnsPortSet(id), deniedSet(id)} {
 		if present.sets[name] {
 			c.DelSet(&nftables.Set{Table: t.inet, Name: name})
 		}
@@ -589,7 +619,7 @@ func (o objects) workspaceIDs() []string {
 		add(name, wsChainPrefix, dropChainPrefix)
 	}
 	for name := range o.sets {
-		add(name, dnsSetPrefix, deniedSetPrefix)
+		add(name, dnsSetPrefix, dnsPortSetPrefix, deniedSetPrefix)
 	}
 	return ids
 }
