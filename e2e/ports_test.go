@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -422,4 +424,191 @@ func TestPorts(t *testing.T) {
 			t.Errorf("port_expose without a workspace: %v %+v", err, res)
 		}
 	})
+}
+
+// TestPortCaps checks the bounds on what reaches a bot's ports: how many
+// ports it may expose, how many connections may be open to them, the
+// request body, and idle connections; berth keeps serving throughout.
+func TestPortCaps(t *testing.T) {
+	pe := newPortEnv(t, "--max-exposed-ports", "2", "--max-port-conns", "3", "--port-max-body", "1024",
+		"--port-idle-timeout", "2s", "--port-link-max-ttl", "48h")
+	mustCall(t, pe.c, "workspace_create", map[string]any{"bot_id": portBot}).decode(t, &struct{}{})
+	pe.startApps(t)
+	admin := pe.b.Token
+	pe.expose(t, 8080)
+	pe.expose(t, 8081)
+	res, err := pe.c.call(context.Background(), "port_expose", map[string]any{"bot_id": portBot, "port": 8082}, nil)
+	if err != nil || !res.IsError || !strings.Contains(res.Text, "already exposes 2 ports") {
+		t.Errorf("a third port with --max-exposed-ports 2: %v %+v", err, res)
+	}
+	res, err = pe.c.call(context.Background(), "port_expose", map[string]any{"bot_id": portBot, "port": 8080, "link_ttl_hours": 49}, nil)
+	if err != nil || !res.IsError || !strings.Contains(res.Text, "48h") {
+		t.Errorf("a 49 h link with --port-link-max-ttl 48h: %v %+v", err, res)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	post := func(n int) portResp {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, pe.base+"/bots/web/ports/8080/echo", strings.NewReader(strings.Repeat("x", n)))
+		req.Header.Set("Authorization", "Bearer "+admin)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return portResp{status: resp.StatusCode, body: string(body)}
+	}
+	wantStatus(t, "a body within --port-max-body", post(1024), 200, `"body_len":1024`)
+	wantStatus(t, "a body over --port-max-body", post(4096), 413, "larger than 1024 bytes")
+
+	// Three WebSockets fill the bot's connections (the kept-alive ones
+	// close as the idle timeout passes); a fourth connection is refused
+	// while they are open, and berth serves everything else meanwhile.
+	url := "ws" + strings.TrimPrefix(pe.base, "http") + "/bots/web/ports/8080/ws"
+	hdr := http.Header{"Authorization": {"Bearer " + admin}}
+	var open []*websocket.Conn
+	waitFor(t, "three WebSockets to be open at once", func() bool {
+		c, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPHeader: hdr})
+		if err == nil {
+			open = append(open, c)
+		}
+		return len(open) == 3
+	})
+	for _, c := range open {
+		// Keep them busy, so that idleness does not close them.
+		if err := c.Write(ctx, websocket.MessageText, []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := c.Read(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := pe.do(t, portReq{path: "/bots/web/ports/8081/", token: admin})
+	wantStatus(t, "a fourth connection", r, 503, "connections to its ports open, the most it may")
+	if r.header.Get("Retry-After") == "" {
+		t.Error("503 without Retry-After")
+	}
+	mustCall(t, pe.c, "port_list", map[string]any{"bot_id": portBot}).decode(t, &struct{}{})
+
+	// Silent, the WebSockets reach the idle timeout and berth closes them;
+	// then the bot's connections are free again.
+	for _, c := range open {
+		if _, _, err := c.Read(ctx); err == nil {
+			t.Error("a silent WebSocket was not closed")
+		}
+		c.CloseNow()
+	}
+	waitFor(t, "the port to answer again once idle connections closed", func() bool {
+		return pe.do(t, portReq{path: "/bots/web/ports/8081/", token: admin}).status == 200
+	})
+}
+
+// benchPorts starts berth with the port server running and exposed in a
+// workspace, and the same server on the host's loopback for the baseline.
+// It returns berth's URL of the port and the direct one.
+func benchPorts(b *testing.B) (viaBerth, direct, token string) {
+	e := newEnv(b)
+	e.image = testenv.ImportArchive(b, e.address, e.namespace, testenv.PortServerArchive(b))
+	e.extra = append(e.extra, "--audit-log", "off", "--log-level", "warn")
+	srv := e.serveHTTP()
+	c := e.httpMcpgo(srv)
+	mustCall(b, c, "workspace_create", map[string]any{"bot_id": "bench"}).decode(b, &struct{}{})
+	mustCall(b, c, "exec", map[string]any{"bot_id": "bench", "argv": []string{testenv.PortServerPath, "127.0.0.1:8080"}, "background": true}).decode(b, &struct{}{})
+	mustCall(b, c, "port_expose", map[string]any{"bot_id": "bench", "port": 8080}).decode(b, &struct{}{})
+	viaBerth = strings.TrimSuffix(srv.URL, "/mcp") + "/bots/bench/ports/8080"
+
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cmd := exec.Command(testenv.PortServerBinary(b), addr)
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	direct = "http://" + addr
+	for _, u := range []string{viaBerth, direct} {
+		deadline := time.Now().Add(time.Minute)
+		for {
+			req, _ := http.NewRequest(http.MethodGet, u+"/hello", nil)
+			req.Header.Set("Authorization", "Bearer "+srv.Token)
+			resp, err := http.DefaultClient.Do(req)
+			if err == nil {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					break
+				}
+			}
+			if time.Now().After(deadline) {
+				b.Fatalf("%s/hello does not answer: %v", u, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	return viaBerth, direct, srv.Token
+}
+
+// BenchmarkPortRequest compares an HTTP request to an app through
+// /bots/{bot}/ports/{port}/ (berth, then a tunnel through the agent) with
+// the same request straight to the same server on the host's loopback.
+// Both use kept-alive connections, as browsers do.
+func BenchmarkPortRequest(b *testing.B) {
+	viaBerth, direct, token := benchPorts(b)
+	for _, v := range []struct{ name, url string }{{"berth", viaBerth}, {"direct", direct}} {
+		b.Run(v.name, func(b *testing.B) {
+			hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
+			defer hc.CloseIdleConnections()
+			var lat []time.Duration
+			for b.Loop() {
+				req, _ := http.NewRequest(http.MethodGet, v.url+"/hello", nil)
+				req.Header.Set("Authorization", "Bearer "+token)
+				start := time.Now()
+				resp, err := hc.Do(req)
+				if err != nil {
+					b.Fatal(err)
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				lat = append(lat, time.Since(start))
+				if resp.StatusCode != http.StatusOK || string(body) != "hello from portserver" {
+					b.Fatalf("%d %q", resp.StatusCode, body)
+				}
+			}
+			reportPercentiles(b, lat)
+		})
+	}
+}
+
+// BenchmarkPortWebSocket compares a message's round trip on an open
+// WebSocket through berth with the same round trip straight to the server.
+func BenchmarkPortWebSocket(b *testing.B) {
+	viaBerth, direct, token := benchPorts(b)
+	for _, v := range []struct{ name, url string }{{"berth", viaBerth}, {"direct", direct}} {
+		b.Run(v.name, func(b *testing.B) {
+			ctx := context.Background()
+			c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(v.url, "http")+"/ws",
+				&websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + token}}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.CloseNow()
+			msg := []byte("ping")
+			var lat []time.Duration
+			for b.Loop() {
+				start := time.Now()
+				if err := c.Write(ctx, websocket.MessageText, msg); err != nil {
+					b.Fatal(err)
+				}
+				if _, _, err := c.Read(ctx); err != nil {
+					b.Fatal(err)
+				}
+				lat = append(lat, time.Since(start))
+			}
+			reportPercentiles(b, lat)
+		})
+	}
 }
