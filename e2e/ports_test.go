@@ -510,7 +510,7 @@ func TestPortCaps(t *testing.T) {
 func benchPorts(b *testing.B) (viaBerth, direct, token string) {
 	e := newEnv(b)
 	e.image = testenv.ImportArchive(b, e.address, e.namespace, testenv.PortServerArchive(b))
-	e.extra = append(e.extra, "--audit-log", "off", "--log-level", "warn")
+	e.extra = append(e.extra, "--audit-log", "off")
 	srv := e.serveHTTP()
 	c := e.httpMcpgo(srv)
 	mustCall(b, c, "workspace_create", map[string]any{"bot_id": "bench"}).decode(b, &struct{}{})
