@@ -11,6 +11,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/berth-dev/berth/internal/agent/client"
 	"github.com/berth-dev/berth/internal/agent/wire"
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/skills"
@@ -104,13 +105,9 @@ func Register(s *server.MCPServer, hooks *server.Hooks, m *workspace.Manager, sk
 			if err := auth.FromContext(ctx).Allow(auth.ScopeRead, bot); err != nil {
 				return nil, err
 			}
-			client, err := m.Agent(ctx, bot)
+			text, err := workspace.Ask(ctx, m, bot, func(a *client.Client) (string, error) { return skills.Read(ctx, a, skillsCfg, name) })
 			if err != nil {
 				return nil, err
-			}
-			text, err := skills.Read(ctx, client, skillsCfg, name)
-			if err != nil {
-				return nil, m.AgentError(ctx, bot, err)
 			}
 			return []mcp.ResourceContents{mcp.TextResourceContents{URI: req.Params.URI, MIMEType: "text/markdown", Text: text}}, nil
 		},
@@ -181,14 +178,12 @@ func readFile(m *workspace.Manager) server.ResourceTemplateHandlerFunc {
 		if err := auth.FromContext(ctx).Allow(auth.ScopeRead, bot); err != nil {
 			return nil, err
 		}
-		client, err := m.Agent(ctx, bot)
+		path = "/" + strings.TrimPrefix(path, "/")
+		text, err := workspace.Ask(ctx, m, bot, func(a *client.Client) (wire.ReadTextResult, error) {
+			return a.ReadText(ctx, wire.ReadTextRequest{Path: path, Limit: 20000, MaxBytes: maxTextResource})
+		})
 		if err != nil {
 			return nil, err
-		}
-		path = "/" + strings.TrimPrefix(path, "/")
-		text, err := client.ReadText(ctx, wire.ReadTextRequest{Path: path, Limit: 20000, MaxBytes: maxTextResource})
-		if err != nil {
-			return nil, m.AgentError(ctx, bot, err)
 		}
 		if !text.Binary {
 			if text.Truncated {
@@ -199,12 +194,14 @@ func readFile(m *workspace.Manager) server.ResourceTemplateHandlerFunc {
 		if text.Size > maxBlobResource {
 			return nil, fmt.Errorf("%s is %d bytes, more than this resource returns (%d); download it from /bots/%s/files", path, text.Size, maxBlobResource, bot)
 		}
-		rc, _, err := client.ReadRange(ctx, path, 0, maxBlobResource)
-		if err != nil {
-			return nil, m.AgentError(ctx, bot, err)
-		}
-		defer rc.Close()
-		data, err := io.ReadAll(io.LimitReader(rc, maxBlobResource))
+		data, err := workspace.Ask(ctx, m, bot, func(a *client.Client) ([]byte, error) {
+			rc, _, err := a.ReadRange(ctx, path, 0, maxBlobResource)
+			if err != nil {
+				return nil, err
+			}
+			defer rc.Close()
+			return io.ReadAll(io.LimitReader(rc, maxBlobResource))
+		})
 		if err != nil {
 			return nil, err
 		}

@@ -91,109 +91,107 @@ type OutputChunkOutput struct {
 	TimedOut   bool   `json:"timed_out,omitempty" jsonschema:"description=terminal_send: the wait ended at its timeout"`
 }
 
-func execTools(d Deps) []server.ServerTool {
-	m := d.Manager
+func execTools(h handlers) []server.ServerTool {
 	return []server.ServerTool{
 		define("exec", "Run a command",
 			"Run a command in the bot's workspace and return its exit code, stdout and stderr (kept apart, each capped). Long commands stream output as progress notifications; cancelling the call or the timeout kills the whole process group. With background=true it returns a process_id at once.",
-			hints{openWorld: true}, auth.ScopeExec,
-			func(ctx context.Context, c *call, in ExecInput) (ExecOutput, string, error) {
-				req, err := d.execRequest(in)
-				if err != nil {
-					return ExecOutput{}, "", err
-				}
-				client, err := m.Agent(ctx, in.BotID)
-				if err != nil {
-					return ExecOutput{}, "", err
-				}
-				if in.Background {
-					p, err := client.StartProcess(ctx, req)
-					if err != nil {
-						return ExecOutput{}, "", m.AgentError(ctx, in.BotID, err)
-					}
-					return ExecOutput{ProcessID: p.ID, PID: p.PID},
-						fmt.Sprintf("started background process %s (pid %d); read its output with process_output", p.ID, p.PID), nil
-				}
-				res, err := client.Exec(ctx, req, outputProgress(ctx, c))
-				if err != nil {
-					return ExecOutput{}, "", m.AgentError(ctx, in.BotID, err)
-				}
-				out := ExecOutput{
-					ExitCode: res.ExitCode, Signal: res.Signal, TimedOut: res.TimedOut,
-					Stdout: text(res.Stdout), Stderr: text(res.Stderr),
-					StdoutBytes: res.StdoutTotal, StderrBytes: res.StderrTotal,
-					StdoutTruncated: res.StdoutTruncated, StderrTruncated: res.StderrTruncated,
-					DurationMillis: res.DurationMillis, PID: res.PID,
-				}
-				return out, execSummary(out), nil
-			}),
+			hints{openWorld: true}, auth.ScopeExec, h.exec),
 		define("process_list", "List background processes",
 			"List the background processes started with exec background=true in the bot's workspace, running or exited.",
-			hints{readOnly: true, idempotent: true}, auth.ScopeExec,
-			func(ctx context.Context, _ *call, in BotInput) (ProcessListOutput, string, error) {
-				client, err := m.Agent(ctx, in.BotID)
-				if err != nil {
-					return ProcessListOutput{}, "", err
-				}
-				ps, err := client.Processes(ctx)
-				if err != nil {
-					return ProcessListOutput{}, "", m.AgentError(ctx, in.BotID, err)
-				}
-				return ProcessListOutput{Processes: ps}, fmt.Sprintf("%d background process(es)", len(ps)), nil
-			}),
+			hints{readOnly: true, idempotent: true}, auth.ScopeExec, h.processList),
 		define("process_output", "Read process output",
 			"Read a background process's stdout or stderr from a byte offset; pass next_offset to continue.",
-			hints{readOnly: true, idempotent: true}, auth.ScopeExec,
-			func(ctx context.Context, _ *call, in ProcessOutputInput) (OutputChunkOutput, string, error) {
-				stream := in.Stream
-				if stream == "" {
-					stream = "stdout"
-				}
-				if stream != "stdout" && stream != "stderr" {
-					return OutputChunkOutput{}, "", fmt.Errorf("stream must be stdout or stderr")
-				}
-				client, err := m.Agent(ctx, in.BotID)
-				if err != nil {
-					return OutputChunkOutput{}, "", err
-				}
-				chunk, err := client.ProcessOutput(ctx, in.ProcessID, stream, in.Offset, in.Limit)
-				if err != nil {
-					return OutputChunkOutput{}, "", m.AgentError(ctx, in.BotID, err)
-				}
-				out := chunkOutput(chunk)
-				return out, chunkSummary(in.ProcessID, out), nil
-			}),
+			hints{readOnly: true, idempotent: true}, auth.ScopeExec, h.processOutput),
 		define("process_signal", "Signal a process",
 			"Send a signal to a background process and its process group.",
-			hints{destructive: true}, auth.ScopeExec,
-			func(ctx context.Context, _ *call, in SignalInput) (ProcessInput, string, error) {
-				return signalProcess(ctx, m, in)
-			}),
+			hints{destructive: true}, auth.ScopeExec, h.processSignal),
 		define("process_kill", "Kill a process",
 			"Kill a background process and its process group with SIGKILL.",
-			hints{destructive: true, idempotent: true}, auth.ScopeExec,
-			func(ctx context.Context, _ *call, in ProcessInput) (ProcessInput, string, error) {
-				out, summary, err := signalProcess(ctx, m, SignalInput{BotID: in.BotID, ProcessID: in.ProcessID, Signal: "SIGKILL"})
-				// Killing a process that has ended (or was already
-				// forgotten) leaves it as asked: not an error.
-				var remote *client.RemoteError
-				if errors.As(err, &remote) && (remote.Code == wire.CodeConflict || remote.Code == wire.CodeNotFound) {
-					return ProcessInput{BotID: in.BotID, ProcessID: in.ProcessID}, fmt.Sprintf("process %s is not running (%s): nothing to kill", in.ProcessID, remote.Message), nil
-				}
-				return out, summary, err
-			}),
+			hints{destructive: true, idempotent: true}, auth.ScopeExec, h.processKill),
 	}
 }
 
-func signalProcess(ctx context.Context, m *workspace.Manager, in SignalInput) (ProcessInput, string, error) {
-	client, err := m.Agent(ctx, in.BotID)
+func (h handlers) exec(ctx context.Context, c *call, in ExecInput) (ExecOutput, string, error) {
+	req, err := h.execRequest(in)
 	if err != nil {
+		return ExecOutput{}, "", err
+	}
+	if in.Background {
+		p, err := workspace.Ask(ctx, h.Manager, in.BotID, func(a *client.Client) (wire.ProcessInfo, error) { return a.StartProcess(ctx, req) })
+		if err != nil {
+			return ExecOutput{}, "", err
+		}
+		return ExecOutput{ProcessID: p.ID, PID: p.PID},
+			fmt.Sprintf("started background process %s (pid %d); read its output with process_output", p.ID, p.PID), nil
+	}
+	res, err := workspace.Ask(ctx, h.Manager, in.BotID, func(a *client.Client) (wire.ExecResult, error) {
+		return a.Exec(ctx, req, outputProgress(ctx, c))
+	})
+	if err != nil {
+		return ExecOutput{}, "", err
+	}
+	out := ExecOutput{
+		ExitCode: res.ExitCode, Signal: res.Signal, TimedOut: res.TimedOut,
+		Stdout: text(res.Stdout), Stderr: text(res.Stderr),
+		StdoutBytes: res.StdoutTotal, StderrBytes: res.StderrTotal,
+		StdoutTruncated: res.StdoutTruncated, StderrTruncated: res.StderrTruncated,
+		DurationMillis: res.DurationMillis, PID: res.PID,
+	}
+	return out, execSummary(out), nil
+}
+
+func (h handlers) processList(ctx context.Context, _ *call, in BotInput) (ProcessListOutput, string, error) {
+	ps, err := workspace.Ask(ctx, h.Manager, in.BotID, func(a *client.Client) ([]wire.ProcessInfo, error) { return a.Processes(ctx) })
+	if err != nil {
+		return ProcessListOutput{}, "", err
+	}
+	return ProcessListOutput{Processes: ps}, fmt.Sprintf("%d background process(es)", len(ps)), nil
+}
+
+func (h handlers) processOutput(ctx context.Context, _ *call, in ProcessOutputInput) (OutputChunkOutput, string, error) {
+	stream := in.Stream
+	if stream == "" {
+		stream = "stdout"
+	}
+	if stream != "stdout" && stream != "stderr" {
+		return OutputChunkOutput{}, "", fmt.Errorf("stream must be stdout or stderr")
+	}
+	chunk, err := workspace.Ask(ctx, h.Manager, in.BotID, func(a *client.Client) (wire.OutputChunk, error) {
+		return a.ProcessOutput(ctx, in.ProcessID, stream, in.Offset, in.Limit)
+	})
+	if err != nil {
+		return OutputChunkOutput{}, "", err
+	}
+	out := chunkOutput(chunk)
+	return out, chunkSummary(in.ProcessID, out), nil
+}
+
+func (h handlers) processSignal(ctx context.Context, _ *call, in SignalInput) (ProcessInput, string, error) {
+	if err := h.Manager.WithAgent(ctx, in.BotID, func(a *client.Client) error { return a.SignalProcess(ctx, in.ProcessID, in.Signal) }); err != nil {
 		return ProcessInput{}, "", err
 	}
-	if err := client.SignalProcess(ctx, in.ProcessID, in.Signal); err != nil {
-		return ProcessInput{}, "", m.AgentError(ctx, in.BotID, err)
-	}
 	return ProcessInput{BotID: in.BotID, ProcessID: in.ProcessID}, fmt.Sprintf("sent %s to process %s", in.Signal, in.ProcessID), nil
+}
+
+func (h handlers) processKill(ctx context.Context, _ *call, in ProcessInput) (ProcessInput, string, error) {
+	// Killing a process that has ended (or was already forgotten) leaves
+	// it as asked: not an error. Only the agent's answer may say so.
+	var ended *client.RemoteError
+	err := h.Manager.WithAgent(ctx, in.BotID, func(a *client.Client) error {
+		err := a.SignalProcess(ctx, in.ProcessID, "SIGKILL")
+		if errors.As(err, &ended) && (ended.Code == wire.CodeConflict || ended.Code == wire.CodeNotFound) {
+			return nil
+		}
+		ended = nil
+		return err
+	})
+	switch {
+	case err != nil:
+		return ProcessInput{}, "", err
+	case ended != nil:
+		return in, fmt.Sprintf("process %s is not running (%s): nothing to kill", in.ProcessID, ended.Message), nil
+	}
+	return in, "sent SIGKILL to process " + in.ProcessID, nil
 }
 
 // MaxExecOutput caps what one exec returns of each stream. An answer
@@ -206,11 +204,11 @@ const MaxExecOutput = 1 << 20
 // ask for: longer work belongs in a background process.
 const maxExecTimeout = 24 * time.Hour
 
-func (d Deps) execRequest(in ExecInput) (wire.ExecRequest, error) {
+func (h handlers) execRequest(in ExecInput) (wire.ExecRequest, error) {
 	if (in.Command == "") == (len(in.Argv) == 0) {
 		return wire.ExecRequest{}, errors.New("give exactly one of command (a shell command line) or argv (a program and its arguments)")
 	}
-	timeout := d.Limits.ExecTimeout
+	timeout := h.Limits.ExecTimeout
 	if in.TimeoutSeconds != nil {
 		secs := *in.TimeoutSeconds
 		// The comparison is false for NaN, so NaN is refused too.
@@ -219,7 +217,7 @@ func (d Deps) execRequest(in ExecInput) (wire.ExecRequest, error) {
 		}
 		timeout = time.Duration(secs * float64(time.Second))
 	}
-	maxOut := d.Limits.ExecMaxOutput
+	maxOut := h.Limits.ExecMaxOutput
 	if in.MaxOutputBytes < 0 || in.MaxOutputBytes > MaxExecOutput {
 		return wire.ExecRequest{}, fmt.Errorf("max_output_bytes must be between 1 and %d (1 MiB); redirect bigger output to a file and read it with fs_read", MaxExecOutput)
 	}

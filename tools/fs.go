@@ -8,8 +8,10 @@ import (
 	"io"
 	"strings"
 
+	"github.com/berth-dev/berth/internal/agent/client"
 	"github.com/berth-dev/berth/internal/agent/wire"
 	"github.com/berth-dev/berth/internal/auth"
+	"github.com/berth-dev/berth/internal/workspace"
 	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
 )
@@ -158,240 +160,232 @@ func orData(path string) string {
 	return path
 }
 
-func fsTools(d Deps) []server.ServerTool {
-	m := d.Manager
+func fsTools(h handlers) []server.ServerTool {
 	ro := hints{readOnly: true, idempotent: true}
 	return []server.ServerTool{
 		define("fs_stat", "Stat path", "Type, size, mode, modification time and link target of a path (symlinks are not followed).",
-			ro, auth.ScopeRead,
-			func(ctx context.Context, _ *call, in PathInput) (wire.FileInfo, string, error) {
-				client, err := m.Agent(ctx, in.BotID)
-				if err != nil {
-					return wire.FileInfo{}, "", err
-				}
-				fi, err := client.Stat(ctx, in.Path)
-				if err != nil {
-					return fi, "", m.AgentError(ctx, in.BotID, err)
-				}
-				return fi, fmt.Sprintf("%s: %s, %d bytes, mode %s", fi.Path, fi.Type, fi.Size, fi.Mode), nil
-			}),
+			ro, auth.ScopeRead, h.fsStat),
 		define("fs_list", "List directory", "List a directory, sorted and paged, optionally recursive (recursion fails clearly past max_entries).",
-			ro, auth.ScopeRead,
-			func(ctx context.Context, _ *call, in FsListInput) (wire.ListResult, string, error) {
-				client, err := m.Agent(ctx, in.BotID)
-				if err != nil {
-					return wire.ListResult{}, "", err
-				}
-				res, err := client.List(ctx, wire.ListRequest{Path: orData(in.Path), Recursive: in.Recursive, Offset: in.Offset, Limit: in.Limit, MaxEntries: in.MaxEntries})
-				if err != nil {
-					return res, "", m.AgentError(ctx, in.BotID, err)
-				}
-				var b strings.Builder
-				fmt.Fprintf(&b, "%s: entries %d-%d of %d", res.Path, in.Offset, in.Offset+len(res.Entries), res.Total)
-				if res.NextOffset > 0 {
-					fmt.Fprintf(&b, "; more follow: pass offset %d", res.NextOffset)
-				}
-				for _, e := range res.Entries {
-					fmt.Fprintf(&b, "\n%s %10d %s", e.Mode, e.Size, e.Path)
-					if e.Type == "dir" {
-						b.WriteString("/")
-					}
-				}
-				return res, b.String(), nil
-			}),
+			ro, auth.ScopeRead, h.fsList),
 		define("fs_read", "Read file",
 			"Read a text file by line window (offset/limit, or tail), with its revision for fs_write/fs_edit. Binary files come back as an embedded blob, images as image content, both capped.",
-			ro, auth.ScopeRead,
-			func(ctx context.Context, _ *call, in FsReadInput) (FsReadOutput, string, error) {
-				if in.MaxBytes < 0 || in.MaxBytes > maxBlobBytes {
-					return FsReadOutput{}, "", fmt.Errorf("max_bytes must be between 0 and %d; download bigger files from /bots/%s/files", maxBlobBytes, in.BotID)
-				}
-				client, err := m.Agent(ctx, in.BotID)
-				if err != nil {
-					return FsReadOutput{}, "", err
-				}
-				res, err := client.ReadText(ctx, wire.ReadTextRequest{Path: in.Path, Offset: in.Offset, Limit: in.Limit, Tail: in.Tail, MaxBytes: in.MaxBytes})
-				if err != nil {
-					return FsReadOutput{}, "", m.AgentError(ctx, in.BotID, err)
-				}
-				out := FsReadOutput{ReadTextResult: res}
-				if !res.Binary {
-					summary := res.Text
-					if res.Truncated {
-						summary += fmt.Sprintf("\n[… lines %d-%d of %d shown; pass offset %d for more]", res.StartLine+1, res.EndLine, res.TotalLines, res.NextOffset)
-					}
-					return out, summary, nil
-				}
-				limit := min(max(in.MaxBytes, 0), maxBlobBytes)
-				if limit == 0 {
-					limit = defaultBlobBytes
-				}
-				rc, _, err := client.ReadRange(ctx, res.Path, 0, int64(limit))
-				if err != nil {
-					return FsReadOutput{}, "", m.AgentError(ctx, in.BotID, err)
-				}
-				defer rc.Close()
-				blob, err := io.ReadAll(io.LimitReader(rc, int64(limit)))
-				if err != nil {
-					return FsReadOutput{}, "", err
-				}
-				out.blob, out.BlobBytes = blob, len(blob)
-				summary := fmt.Sprintf("%s is binary (%s, %d bytes); %d bytes attached", res.Path, res.MIMEType, res.Size, len(blob))
-				if int64(len(blob)) < res.Size {
-					summary += "; download the rest over HTTP (/bots/{bot_id}/files?path=...) or read it with exec"
-				}
-				return out, summary, nil
-			}),
+			ro, auth.ScopeRead, h.fsRead),
 		define("fs_write", "Write file",
 			"Write a whole file atomically (readers see the old or the new content, never a mix), creating parent directories. With expected_revision it fails with a conflict if the file changed since it was read.",
-			hints{destructive: true, idempotent: true}, auth.ScopeWrite,
-			func(ctx context.Context, _ *call, in FsWriteInput) (wire.WriteResult, string, error) {
-				// The content is already in memory once (the request); it
-				// streams to the agent from there rather than being copied.
-				var body io.Reader = strings.NewReader(in.Content)
-				size := len(in.Content)
-				if in.ContentBase64 != "" {
-					if in.Content != "" {
-						return wire.WriteResult{}, "", errors.New("give content or content_base64, not both")
-					}
-					// Checked in a first pass so that bad input fails
-					// clearly before anything is written.
-					if _, err := io.Copy(io.Discard, base64.NewDecoder(base64.StdEncoding, strings.NewReader(in.ContentBase64))); err != nil {
-						return wire.WriteResult{}, "", fmt.Errorf("content_base64: %v", err)
-					}
-					body = base64.NewDecoder(base64.StdEncoding, strings.NewReader(in.ContentBase64))
-					size = base64.StdEncoding.DecodedLen(len(in.ContentBase64))
-				}
-				if size > maxWriteContent {
-					return wire.WriteResult{}, "", fmt.Errorf("the content is about %d bytes; fs_write takes at most %d (16 MiB): upload bigger files with PUT /bots/{bot_id}/files over HTTP, or data_import", size, maxWriteContent)
-				}
-				client, err := m.Agent(ctx, in.BotID)
-				if err != nil {
-					return wire.WriteResult{}, "", err
-				}
-				res, err := client.Write(ctx, wire.WriteRequest{Path: in.Path, Mode: in.Mode, ExpectedRevision: in.ExpectedRevision, MakeParents: true}, body)
-				if err != nil {
-					return res, "", m.AgentError(ctx, in.BotID, err)
-				}
-				return res, fmt.Sprintf("wrote %d bytes to %s (revision %s)", res.Size, res.Path, res.Revision), nil
-			}),
+			hints{destructive: true, idempotent: true}, auth.ScopeWrite, h.fsWrite),
 		define("fs_edit", "Edit file",
 			"Apply exact search/replace edits to a file, all or nothing; dry_run returns the unified diff without writing.",
-			hints{destructive: true}, auth.ScopeWrite,
-			func(ctx context.Context, _ *call, in FsEditInput) (wire.EditResult, string, error) {
-				client, err := m.Agent(ctx, in.BotID)
-				if err != nil {
-					return wire.EditResult{}, "", err
-				}
-				res, err := client.Edit(ctx, wire.EditRequest{Path: in.Path, Edits: in.Edits, DryRun: in.DryRun, ExpectedRevision: in.ExpectedRevision})
-				if err != nil {
-					return res, "", m.AgentError(ctx, in.BotID, err)
-				}
-				verb := "applied"
-				if in.DryRun {
-					verb = "would apply (dry run)"
-				}
-				return res, fmt.Sprintf("%s %d replacement(s) to %s\n%s", verb, res.Replacements, res.Path, res.Diff), nil
-			}),
+			hints{destructive: true}, auth.ScopeWrite, h.fsEdit),
 		define("fs_mkdir", "Make directory", "Create a directory (with parents by default).",
-			hints{idempotent: true}, auth.ScopeWrite,
-			func(ctx context.Context, _ *call, in FsMkdirInput) (wire.FileInfo, string, error) {
-				client, err := m.Agent(ctx, in.BotID)
-				if err != nil {
-					return wire.FileInfo{}, "", err
-				}
-				parents := in.Parents == nil || *in.Parents
-				fi, err := client.Mkdir(ctx, in.Path, parents)
-				if err != nil {
-					return fi, "", m.AgentError(ctx, in.BotID, err)
-				}
-				return fi, "created " + fi.Path, nil
-			}),
+			hints{idempotent: true}, auth.ScopeWrite, h.fsMkdir),
 		define("fs_delete", "Delete path", "Delete a file, or a directory with recursive=true. Refuses /.",
-			hints{destructive: true, idempotent: true}, auth.ScopeWrite,
-			func(ctx context.Context, _ *call, in FsDeleteInput) (FsDeleteInput, string, error) {
-				client, err := m.Agent(ctx, in.BotID)
-				if err != nil {
-					return in, "", err
-				}
-				if err := client.Delete(ctx, in.Path, in.Recursive); err != nil {
-					if gone(err) {
-						return in, in.Path + " does not exist: nothing to delete", nil
-					}
-					return in, "", m.AgentError(ctx, in.BotID, err)
-				}
-				return in, "deleted " + in.Path, nil
-			}),
+			hints{destructive: true, idempotent: true}, auth.ScopeWrite, h.fsDelete),
 		define("fs_move", "Move path", "Move or rename a file or directory.",
-			hints{destructive: true}, auth.ScopeWrite,
-			func(ctx context.Context, _ *call, in FsMoveInput) (wire.FileInfo, string, error) {
-				client, err := m.Agent(ctx, in.BotID)
-				if err != nil {
-					return wire.FileInfo{}, "", err
-				}
-				fi, err := client.Move(ctx, in.Source, in.Destination, in.Overwrite)
-				if err != nil {
-					return fi, "", m.AgentError(ctx, in.BotID, err)
-				}
-				return fi, fmt.Sprintf("moved %s to %s", in.Source, fi.Path), nil
-			}),
+			hints{destructive: true}, auth.ScopeWrite, h.fsMove),
 		define("fs_copy", "Copy path", "Copy a file or directory tree (symlinks are copied as links).",
-			hints{idempotent: true}, auth.ScopeWrite,
-			func(ctx context.Context, _ *call, in FsMoveInput) (wire.FileInfo, string, error) {
-				client, err := m.Agent(ctx, in.BotID)
-				if err != nil {
-					return wire.FileInfo{}, "", err
-				}
-				fi, err := client.Copy(ctx, in.Source, in.Destination, in.Overwrite)
-				if err != nil {
-					return fi, "", m.AgentError(ctx, in.BotID, err)
-				}
-				return fi, fmt.Sprintf("copied %s to %s", in.Source, fi.Path), nil
-			}),
+			hints{idempotent: true}, auth.ScopeWrite, h.fsCopy),
 		define("fs_find", "Find files", "Find files and directories whose name matches a glob, capped.",
-			ro, auth.ScopeRead,
-			func(ctx context.Context, _ *call, in FsFindInput) (wire.FindResult, string, error) {
-				client, err := m.Agent(ctx, in.BotID)
-				if err != nil {
-					return wire.FindResult{}, "", err
-				}
-				res, err := client.Find(ctx, wire.FindRequest{Root: orData(in.Path), Pattern: in.Pattern, Type: in.Type, MaxResults: in.MaxResults})
-				if err != nil {
-					return res, "", m.AgentError(ctx, in.BotID, err)
-				}
-				var b strings.Builder
-				fmt.Fprintf(&b, "%d match(es)", len(res.Matches))
-				if res.Truncated {
-					b.WriteString(" (capped: narrow the path or pattern, or raise max_results)")
-				}
-				for _, f := range res.Matches {
-					b.WriteString("\n" + f.Path)
-				}
-				return res, b.String(), nil
-			}),
+			ro, auth.ScopeRead, h.fsFind),
 		define("fs_grep", "Search file contents", "Search file contents for text or a regular expression, with caps on files, matches and bytes read.",
-			ro, auth.ScopeRead,
-			func(ctx context.Context, _ *call, in FsGrepInput) (wire.GrepResult, string, error) {
-				client, err := m.Agent(ctx, in.BotID)
-				if err != nil {
-					return wire.GrepResult{}, "", err
-				}
-				res, err := client.Grep(ctx, wire.GrepRequest{
-					Root: orData(in.Path), Pattern: in.Pattern, Regex: in.Regex, IgnoreCase: in.IgnoreCase, Include: in.Include,
-					MaxFiles: in.MaxFiles, MaxMatches: in.MaxMatches, MaxBytes: in.MaxBytes,
-				})
-				if err != nil {
-					return res, "", m.AgentError(ctx, in.BotID, err)
-				}
-				var b strings.Builder
-				fmt.Fprintf(&b, "%d match(es) in %d file(s) scanned", len(res.Matches), res.FilesScanned)
-				if res.Truncated {
-					fmt.Fprintf(&b, " (stopped early: %s)", res.Reason)
-				}
-				for _, mt := range res.Matches {
-					fmt.Fprintf(&b, "\n%s:%d: %s", mt.Path, mt.Line, mt.Text)
-				}
-				return res, b.String(), nil
-			}),
+			ro, auth.ScopeRead, h.fsGrep),
 	}
+}
+
+func (h handlers) fsStat(ctx context.Context, _ *call, in PathInput) (wire.FileInfo, string, error) {
+	fi, err := workspace.Ask(ctx, h.Manager, in.BotID, func(a *client.Client) (wire.FileInfo, error) { return a.Stat(ctx, in.Path) })
+	if err != nil {
+		return fi, "", err
+	}
+	return fi, fmt.Sprintf("%s: %s, %d bytes, mode %s", fi.Path, fi.Type, fi.Size, fi.Mode), nil
+}
+
+func (h handlers) fsList(ctx context.Context, _ *call, in FsListInput) (wire.ListResult, string, error) {
+	res, err := workspace.Ask(ctx, h.Manager, in.BotID, func(a *client.Client) (wire.ListResult, error) {
+		return a.List(ctx, wire.ListRequest{Path: orData(in.Path), Recursive: in.Recursive, Offset: in.Offset, Limit: in.Limit, MaxEntries: in.MaxEntries})
+	})
+	if err != nil {
+		return res, "", err
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s: entries %d-%d of %d", res.Path, in.Offset, in.Offset+len(res.Entries), res.Total)
+	if res.NextOffset > 0 {
+		fmt.Fprintf(&b, "; more follow: pass offset %d", res.NextOffset)
+	}
+	for _, e := range res.Entries {
+		fmt.Fprintf(&b, "\n%s %10d %s", e.Mode, e.Size, e.Path)
+		if e.Type == "dir" {
+			b.WriteString("/")
+		}
+	}
+	return res, b.String(), nil
+}
+
+func (h handlers) fsRead(ctx context.Context, _ *call, in FsReadInput) (FsReadOutput, string, error) {
+	if in.MaxBytes < 0 || in.MaxBytes > maxBlobBytes {
+		return FsReadOutput{}, "", fmt.Errorf("max_bytes must be between 0 and %d; download bigger files from /bots/%s/files", maxBlobBytes, in.BotID)
+	}
+	res, err := workspace.Ask(ctx, h.Manager, in.BotID, func(a *client.Client) (wire.ReadTextResult, error) {
+		return a.ReadText(ctx, wire.ReadTextRequest{Path: in.Path, Offset: in.Offset, Limit: in.Limit, Tail: in.Tail, MaxBytes: in.MaxBytes})
+	})
+	if err != nil {
+		return FsReadOutput{}, "", err
+	}
+	out := FsReadOutput{ReadTextResult: res}
+	if !res.Binary {
+		summary := res.Text
+		if res.Truncated {
+			summary += fmt.Sprintf("\n[… lines %d-%d of %d shown; pass offset %d for more]", res.StartLine+1, res.EndLine, res.TotalLines, res.NextOffset)
+		}
+		return out, summary, nil
+	}
+	limit := min(max(in.MaxBytes, 0), maxBlobBytes)
+	if limit == 0 {
+		limit = defaultBlobBytes
+	}
+	blob, err := workspace.Ask(ctx, h.Manager, in.BotID, func(a *client.Client) ([]byte, error) {
+		rc, _, err := a.ReadRange(ctx, res.Path, 0, int64(limit))
+		if err != nil {
+			return nil, err
+		}
+		defer rc.Close()
+		return io.ReadAll(io.LimitReader(rc, int64(limit)))
+	})
+	if err != nil {
+		return FsReadOutput{}, "", err
+	}
+	out.blob, out.BlobBytes = blob, len(blob)
+	summary := fmt.Sprintf("%s is binary (%s, %d bytes); %d bytes attached", res.Path, res.MIMEType, res.Size, len(blob))
+	if int64(len(blob)) < res.Size {
+		summary += "; download the rest over HTTP (/bots/{bot_id}/files?path=...) or read it with exec"
+	}
+	return out, summary, nil
+}
+
+func (h handlers) fsWrite(ctx context.Context, _ *call, in FsWriteInput) (wire.WriteResult, string, error) {
+	// The content is already in memory once (the request); it streams to
+	// the agent from there rather than being copied.
+	var body io.Reader = strings.NewReader(in.Content)
+	size := len(in.Content)
+	if in.ContentBase64 != "" {
+		if in.Content != "" {
+			return wire.WriteResult{}, "", errors.New("give content or content_base64, not both")
+		}
+		// Checked in a first pass so that bad input fails clearly before
+		// anything is written.
+		if _, err := io.Copy(io.Discard, base64.NewDecoder(base64.StdEncoding, strings.NewReader(in.ContentBase64))); err != nil {
+			return wire.WriteResult{}, "", fmt.Errorf("content_base64: %v", err)
+		}
+		body = base64.NewDecoder(base64.StdEncoding, strings.NewReader(in.ContentBase64))
+		size = base64.StdEncoding.DecodedLen(len(in.ContentBase64))
+	}
+	if size > maxWriteContent {
+		return wire.WriteResult{}, "", fmt.Errorf("the content is about %d bytes; fs_write takes at most %d (16 MiB): upload bigger files with PUT /bots/{bot_id}/files over HTTP, or data_import", size, maxWriteContent)
+	}
+	res, err := workspace.Ask(ctx, h.Manager, in.BotID, func(a *client.Client) (wire.WriteResult, error) {
+		return a.Write(ctx, wire.WriteRequest{Path: in.Path, Mode: in.Mode, ExpectedRevision: in.ExpectedRevision, MakeParents: true}, body)
+	})
+	if err != nil {
+		return res, "", err
+	}
+	return res, fmt.Sprintf("wrote %d bytes to %s (revision %s)", res.Size, res.Path, res.Revision), nil
+}
+
+func (h handlers) fsEdit(ctx context.Context, _ *call, in FsEditInput) (wire.EditResult, string, error) {
+	res, err := workspace.Ask(ctx, h.Manager, in.BotID, func(a *client.Client) (wire.EditResult, error) {
+		return a.Edit(ctx, wire.EditRequest{Path: in.Path, Edits: in.Edits, DryRun: in.DryRun, ExpectedRevision: in.ExpectedRevision})
+	})
+	if err != nil {
+		return res, "", err
+	}
+	verb := "applied"
+	if in.DryRun {
+		verb = "would apply (dry run)"
+	}
+	return res, fmt.Sprintf("%s %d replacement(s) to %s\n%s", verb, res.Replacements, res.Path, res.Diff), nil
+}
+
+func (h handlers) fsMkdir(ctx context.Context, _ *call, in FsMkdirInput) (wire.FileInfo, string, error) {
+	parents := in.Parents == nil || *in.Parents
+	fi, err := workspace.Ask(ctx, h.Manager, in.BotID, func(a *client.Client) (wire.FileInfo, error) { return a.Mkdir(ctx, in.Path, parents) })
+	if err != nil {
+		return fi, "", err
+	}
+	return fi, "created " + fi.Path, nil
+}
+
+func (h handlers) fsDelete(ctx context.Context, _ *call, in FsDeleteInput) (FsDeleteInput, string, error) {
+	// Only the agent's answer may say the path is gone: a bot without a
+	// workspace is an error, not nothing to delete.
+	missing := false
+	err := h.Manager.WithAgent(ctx, in.BotID, func(a *client.Client) error {
+		err := a.Delete(ctx, in.Path, in.Recursive)
+		missing = gone(err)
+		return ignore(err, missing)
+	})
+	switch {
+	case err != nil:
+		return in, "", err
+	case missing:
+		return in, in.Path + " does not exist: nothing to delete", nil
+	}
+	return in, "deleted " + in.Path, nil
+}
+
+func (h handlers) fsMove(ctx context.Context, _ *call, in FsMoveInput) (wire.FileInfo, string, error) {
+	fi, err := workspace.Ask(ctx, h.Manager, in.BotID, func(a *client.Client) (wire.FileInfo, error) {
+		return a.Move(ctx, in.Source, in.Destination, in.Overwrite)
+	})
+	if err != nil {
+		return fi, "", err
+	}
+	return fi, fmt.Sprintf("moved %s to %s", in.Source, fi.Path), nil
+}
+
+func (h handlers) fsCopy(ctx context.Context, _ *call, in FsMoveInput) (wire.FileInfo, string, error) {
+	fi, err := workspace.Ask(ctx, h.Manager, in.BotID, func(a *client.Client) (wire.FileInfo, error) {
+		return a.Copy(ctx, in.Source, in.Destination, in.Overwrite)
+	})
+	if err != nil {
+		return fi, "", err
+	}
+	return fi, fmt.Sprintf("copied %s to %s", in.Source, fi.Path), nil
+}
+
+func (h handlers) fsFind(ctx context.Context, _ *call, in FsFindInput) (wire.FindResult, string, error) {
+	res, err := workspace.Ask(ctx, h.Manager, in.BotID, func(a *client.Client) (wire.FindResult, error) {
+		return a.Find(ctx, wire.FindRequest{Root: orData(in.Path), Pattern: in.Pattern, Type: in.Type, MaxResults: in.MaxResults})
+	})
+	if err != nil {
+		return res, "", err
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d match(es)", len(res.Matches))
+	if res.Truncated {
+		b.WriteString(" (capped: narrow the path or pattern, or raise max_results)")
+	}
+	for _, f := range res.Matches {
+		b.WriteString("\n" + f.Path)
+	}
+	return res, b.String(), nil
+}
+
+func (h handlers) fsGrep(ctx context.Context, _ *call, in FsGrepInput) (wire.GrepResult, string, error) {
+	res, err := workspace.Ask(ctx, h.Manager, in.BotID, func(a *client.Client) (wire.GrepResult, error) {
+		return a.Grep(ctx, wire.GrepRequest{
+			Root: orData(in.Path), Pattern: in.Pattern, Regex: in.Regex, IgnoreCase: in.IgnoreCase, Include: in.Include,
+			MaxFiles: in.MaxFiles, MaxMatches: in.MaxMatches, MaxBytes: in.MaxBytes,
+		})
+	})
+	if err != nil {
+		return res, "", err
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d match(es) in %d file(s) scanned", len(res.Matches), res.FilesScanned)
+	if res.Truncated {
+		fmt.Fprintf(&b, " (stopped early: %s)", res.Reason)
+	}
+	for _, mt := range res.Matches {
+		fmt.Fprintf(&b, "\n%s:%d: %s", mt.Path, mt.Line, mt.Text)
+	}
+	return res, b.String(), nil
 }

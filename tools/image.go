@@ -44,56 +44,58 @@ func (i ImageDeleteInput) bot() string {
 	return bot
 }
 
-func imageTools(d Deps) []server.ServerTool {
-	m := d.Manager
+func imageTools(h handlers) []server.ServerTool {
 	return []server.ServerTool{
 		define("image_list", "List images",
 			"List the images this caller can create workspaces from, sorted by name, a page at a time. Images labelled "+workspace.LabelOwnerBot+" (a bot's snapshot_export) are listed only to callers that may use that bot.",
-			hints{readOnly: true, idempotent: true}, auth.ScopeRead,
-			func(ctx context.Context, _ *call, in PageInput) (ImageListOutput, string, error) {
-				limit, err := in.limit()
-				if err != nil {
-					return ImageListOutput{}, "", err
-				}
-				imgs, more, err := m.ListImages(ctx, in.Cursor, limit, imageOwnersOf(auth.FromContext(ctx)))
-				if err != nil {
-					return ImageListOutput{}, "", err
-				}
-				out := ImageListOutput{Images: imgs}
-				if more && len(imgs) > 0 {
-					out.NextCursor = imgs[len(imgs)-1].Name
-				}
-				return out, fmt.Sprintf("%d image(s)%s", len(imgs), moreText(more)), nil
-			}),
+			hints{readOnly: true, idempotent: true}, auth.ScopeRead, h.imageList),
 		define("image_import", "Import image",
 			"Import an OCI or docker image archive from a path on berth's host, for hosts without registry access. Needs the admin scope (stdio, or the admin token).",
-			hints{idempotent: true}, auth.ScopeAdmin,
-			func(ctx context.Context, _ *call, in ImageImportInput) (ImageImportOutput, string, error) {
-				imgs, err := m.ImportImages(ctx, in.Path, in.Name)
-				if err != nil {
-					return ImageImportOutput{}, "", err
-				}
-				names := make([]string, len(imgs))
-				for i, img := range imgs {
-					names[i] = img.Name
-				}
-				return ImageImportOutput{Images: imgs}, fmt.Sprintf("imported %v", names), nil
-			}),
+			hints{idempotent: true}, auth.ScopeAdmin, h.imageImport),
 		define("image_delete", "Delete image",
 			"Delete an image that no workspace was created from. A bot may delete its own snapshot_export images ("+workspace.SnapshotImagePrefix+"{bot_id}:v{version}); other images are shared and need the admin scope.",
-			hints{destructive: true, idempotent: false}, auth.ScopeManage,
-			func(ctx context.Context, _ *call, in ImageDeleteInput) (ImageDeleteInput, string, error) {
-				if in.bot() == "" {
-					if err := auth.FromContext(ctx).Allow(auth.ScopeAdmin, ""); err != nil {
-						return in, "", err
-					}
-				}
-				if err := m.DeleteImage(ctx, in.Image); err != nil {
-					return in, "", err
-				}
-				return in, "deleted image " + in.Image, nil
-			}),
+			hints{destructive: true, idempotent: false}, auth.ScopeManage, h.imageDelete),
 	}
+}
+
+func (h handlers) imageList(ctx context.Context, _ *call, in PageInput) (ImageListOutput, string, error) {
+	limit, err := in.limit()
+	if err != nil {
+		return ImageListOutput{}, "", err
+	}
+	imgs, more, err := h.Manager.ListImages(ctx, in.Cursor, limit, imageOwnersOf(auth.FromContext(ctx)))
+	if err != nil {
+		return ImageListOutput{}, "", err
+	}
+	out := ImageListOutput{Images: imgs}
+	if more && len(imgs) > 0 {
+		out.NextCursor = imgs[len(imgs)-1].Name
+	}
+	return out, fmt.Sprintf("%d image(s)%s", len(imgs), moreText(more)), nil
+}
+
+func (h handlers) imageImport(ctx context.Context, _ *call, in ImageImportInput) (ImageImportOutput, string, error) {
+	imgs, err := h.Manager.ImportImages(ctx, in.Path, in.Name)
+	if err != nil {
+		return ImageImportOutput{}, "", err
+	}
+	names := make([]string, len(imgs))
+	for i, img := range imgs {
+		names[i] = img.Name
+	}
+	return ImageImportOutput{Images: imgs}, fmt.Sprintf("imported %v", names), nil
+}
+
+func (h handlers) imageDelete(ctx context.Context, _ *call, in ImageDeleteInput) (ImageDeleteInput, string, error) {
+	if in.bot() == "" {
+		if err := auth.FromContext(ctx).Allow(auth.ScopeAdmin, ""); err != nil {
+			return in, "", err
+		}
+	}
+	if err := h.Manager.DeleteImage(ctx, in.Image); err != nil {
+		return in, "", err
+	}
+	return in, "deleted image " + in.Image, nil
 }
 
 // imageOwnersOf says which bots' images p may use: nil for all, which is

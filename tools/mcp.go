@@ -61,69 +61,72 @@ type MCPServerLogsOutput struct {
 	TotalBytes int64 `json:"total_bytes"`
 }
 
-func mcpServerTools(d Deps) []server.ServerTool {
-	sup := d.MCP
+func mcpServerTools(h handlers) []server.ServerTool {
 	return []server.ServerTool{
 		define("mcp_server_add", "Add an MCP server",
 			"Register a stdio MCP server of the bot and run it inside its workspace (it sees /data and what the bot installed). "+
 				"It is long-lived: restarted with backoff when it dies, brought back when the workspace restarts and when berth restarts. "+
 				"Its tools join this tool list as <name>__<tool>; it is also served alone at the HTTP endpoint /bots/{bot_id}/mcp/{name}. "+
 				"Adding a name that exists replaces that server. Waits for the server's first start and reports its state and tools.",
-			hints{idempotent: true, openWorld: true}, auth.ScopeExec,
-			func(ctx context.Context, _ *call, in MCPServerAddInput) (MCPServerAddOutput, string, error) {
-				info, replaced, err := sup.Add(ctx, in.BotID, workspace.MCPServerSpec{
-					Name: in.Name, Command: in.Command, Args: in.Args, Env: in.Env, Cwd: in.Cwd,
-				})
-				if err != nil {
-					return MCPServerAddOutput{}, "", err
-				}
-				verb := "added"
-				if replaced {
-					verb = "replaced"
-				}
-				return MCPServerAddOutput{Server: info, Replaced: replaced}, fmt.Sprintf("%s MCP server %s: %s", verb, in.Name, describeServer(info)), nil
-			}),
+			hints{idempotent: true, openWorld: true}, auth.ScopeExec, h.mcpServerAdd),
 		define("mcp_server_list", "List MCP servers",
 			"List the bot's registered MCP servers: state, pid, restarts, last exit, tool count and federated tool names, and the last stderr lines.",
-			hints{readOnly: true, idempotent: true}, auth.ScopeRead,
-			func(ctx context.Context, _ *call, in BotInput) (MCPServerListOutput, string, error) {
-				list, err := sup.List(in.BotID)
-				if err != nil {
-					return MCPServerListOutput{}, "", err
-				}
-				summary := fmt.Sprintf("%d MCP server(s)", len(list))
-				for _, info := range list {
-					summary += fmt.Sprintf("\n%s: %s", info.Name, describeServer(info))
-				}
-				return MCPServerListOutput{Servers: list}, summary, nil
-			}),
+			hints{readOnly: true, idempotent: true}, auth.ScopeRead, h.mcpServerList),
 		define("mcp_server_remove", "Remove an MCP server",
 			"Stop the named MCP server and unregister it; its tools leave the tool list. Proxy sessions already open keep their own processes until they end.",
-			hints{destructive: true}, auth.ScopeExec,
-			func(ctx context.Context, _ *call, in MCPServerNameInput) (MCPServerNameInput, string, error) {
-				if err := sup.Remove(ctx, in.BotID, in.Name); err != nil {
-					return in, "", err
-				}
-				return in, "removed MCP server " + in.Name, nil
-			}),
+			hints{destructive: true}, auth.ScopeExec, h.mcpServerRemove),
 		define("mcp_server_logs", "MCP server logs",
 			"The last lines the named MCP server wrote to stderr, across its restarts, with berth's notes of each start and exit.",
-			hints{readOnly: true, idempotent: true}, auth.ScopeRead,
-			func(ctx context.Context, _ *call, in MCPServerLogsInput) (MCPServerLogsOutput, string, error) {
-				n := in.Lines
-				if n <= 0 {
-					n = 100
-				}
-				lines, total, err := sup.Logs(in.BotID, in.Name, n)
-				if err != nil {
-					return MCPServerLogsOutput{}, "", err
-				}
-				if lines == nil {
-					lines = []string{}
-				}
-				return MCPServerLogsOutput{Lines: lines, TotalBytes: total}, strings.Join(lines, "\n"), nil
-			}),
+			hints{readOnly: true, idempotent: true}, auth.ScopeRead, h.mcpServerLogs),
 	}
+}
+
+func (h handlers) mcpServerAdd(ctx context.Context, _ *call, in MCPServerAddInput) (MCPServerAddOutput, string, error) {
+	info, replaced, err := h.MCP.Add(ctx, in.BotID, workspace.MCPServerSpec{
+		Name: in.Name, Command: in.Command, Args: in.Args, Env: in.Env, Cwd: in.Cwd,
+	})
+	if err != nil {
+		return MCPServerAddOutput{}, "", err
+	}
+	verb := "added"
+	if replaced {
+		verb = "replaced"
+	}
+	return MCPServerAddOutput{Server: info, Replaced: replaced}, fmt.Sprintf("%s MCP server %s: %s", verb, in.Name, describeServer(info)), nil
+}
+
+func (h handlers) mcpServerList(ctx context.Context, _ *call, in BotInput) (MCPServerListOutput, string, error) {
+	list, err := h.MCP.List(in.BotID)
+	if err != nil {
+		return MCPServerListOutput{}, "", err
+	}
+	summary := fmt.Sprintf("%d MCP server(s)", len(list))
+	for _, info := range list {
+		summary += fmt.Sprintf("\n%s: %s", info.Name, describeServer(info))
+	}
+	return MCPServerListOutput{Servers: list}, summary, nil
+}
+
+func (h handlers) mcpServerRemove(ctx context.Context, _ *call, in MCPServerNameInput) (MCPServerNameInput, string, error) {
+	if err := h.MCP.Remove(ctx, in.BotID, in.Name); err != nil {
+		return in, "", err
+	}
+	return in, "removed MCP server " + in.Name, nil
+}
+
+func (h handlers) mcpServerLogs(ctx context.Context, _ *call, in MCPServerLogsInput) (MCPServerLogsOutput, string, error) {
+	n := in.Lines
+	if n <= 0 {
+		n = 100
+	}
+	lines, total, err := h.MCP.Logs(in.BotID, in.Name, n)
+	if err != nil {
+		return MCPServerLogsOutput{}, "", err
+	}
+	if lines == nil {
+		lines = []string{}
+	}
+	return MCPServerLogsOutput{Lines: lines, TotalBytes: total}, strings.Join(lines, "\n"), nil
 }
 
 func describeServer(info mcpproxy.Info) string {

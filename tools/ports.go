@@ -79,8 +79,7 @@ type PortUnexposeOutput struct {
 	LinksRevoked int `json:"links_revoked"`
 }
 
-func portTools(d Deps) []server.ServerTool {
-	m := d.Manager
+func portTools(h handlers) []server.ServerTool {
 	return []server.ServerTool{
 		define("port_expose", "Expose a port",
 			"Serve a TCP port of the bot's workspace (an HTTP server, WebSockets included) through berth's HTTP transport at /bots/{bot_id}/ports/{port}/, "+
@@ -88,82 +87,85 @@ func portTools(d Deps) []server.ServerTool {
 				"and a new revocable link that opens it in a browser without a token until it expires. The path prefix is stripped before the request reaches the server "+
 				"(X-Forwarded-Prefix says it); apps that use absolute paths work on the preview host when berth has --preview-domain. "+
 				"Exposing an exposed port keeps it and adds a link. The exposure lasts until port_unexpose or workspace_delete.",
-			hints{openWorld: true}, auth.ScopeExec,
-			func(ctx context.Context, _ *call, in PortExposeInput) (PortExposeOutput, string, error) {
-				var ttl time.Duration
-				if in.LinkTTL != nil {
-					h := *in.LinkTTL
-					if !(h > 0) || h > math.MaxInt64/float64(time.Hour) {
-						return PortExposeOutput{}, "", fmt.Errorf("link_ttl_hours must be a positive number of hours (at most %.0f)", m.PortPolicy().MaxLinkTTL.Hours())
-					}
-					ttl = time.Duration(h * float64(time.Hour))
-				}
-				p, link, token, err := m.ExposePort(ctx, in.BotID, workspace.ExposeRequest{
-					Port: in.Port, Name: in.Name, Protocol: in.Protocol, LinkTTL: ttl,
-					CreatedBy: auth.FromContext(ctx).ID,
-				})
-				if err != nil {
-					return PortExposeOutput{}, "", err
-				}
-				info := portInfo(m.PortPolicy(), in.BotID, p)
-				out := PortExposeOutput{
-					Port: info, Link: info.URL + "?" + workspace.PortLinkParam + "=" + token,
-					LinkID: link.ID, LinkExpiresAt: link.ExpiresAt,
-				}
-				if info.PreviewURL != "" {
-					out.PreviewLink = info.PreviewURL + "?" + workspace.PortLinkParam + "=" + token
-				}
-				summary := fmt.Sprintf("port %d of %s is exposed at %s (with a token that has the exec scope)\nlink (shown once, expires %s): %s",
-					p.Port, in.BotID, info.URL, link.ExpiresAt.Format(time.RFC3339), out.Link)
-				switch {
-				case out.PreviewLink != "":
-					summary += "\npreview link: " + out.PreviewLink
-				case info.PreviewHost != "":
-					summary += "\npreview host (at berth's HTTP address): " + info.PreviewHost
-				}
-				if !strings.Contains(info.URL, "://") {
-					summary += "\nthe paths are on berth's HTTP address"
-				}
-				return out, summary, nil
-			}),
+			hints{openWorld: true}, auth.ScopeExec, h.portExpose),
 		define("port_list", "List exposed ports",
 			"List the ports the bot's workspace exposes, with their URLs and their links' ids and expiry (never their tokens).",
-			hints{readOnly: true, idempotent: true}, auth.ScopeRead,
-			func(ctx context.Context, _ *call, in BotInput) (PortListOutput, string, error) {
-				ports, err := m.Ports(in.BotID)
-				if err != nil {
-					return PortListOutput{}, "", err
-				}
-				out := PortListOutput{Ports: []PortInfo{}}
-				pol := m.PortPolicy()
-				summary := fmt.Sprintf("%d exposed port(s)", len(ports))
-				for _, p := range ports {
-					info := portInfo(pol, in.BotID, p)
-					out.Ports = append(out.Ports, info)
-					summary += fmt.Sprintf("\n%d %s: %s, %d link(s)", p.Port, p.Name, info.URL, len(info.Links))
-				}
-				return out, summary, nil
-			}),
+			hints{readOnly: true, idempotent: true}, auth.ScopeRead, h.portList),
 		define("port_unexpose", "Unexpose a port",
 			"Stop serving the port through berth and revoke all its links at once; connections through it end. Unexposing a port that is not exposed succeeds with removed=false.",
-			hints{destructive: true, idempotent: true}, auth.ScopeExec,
-			func(ctx context.Context, _ *call, in PortInput) (PortUnexposeOutput, string, error) {
-				p, _, err := m.ExposedPort(in.BotID, in.Port)
-				if err != nil {
-					return PortUnexposeOutput{}, "", err
-				}
-				removed, err := m.UnexposePort(ctx, in.BotID, in.Port)
-				if err != nil {
-					return PortUnexposeOutput{}, "", err
-				}
-				out := PortUnexposeOutput{Port: in.Port, Removed: removed}
-				if !removed {
-					return out, fmt.Sprintf("port %d of %s was not exposed; nothing to do", in.Port, in.BotID), nil
-				}
-				out.LinksRevoked = len(liveLinks(p.Links))
-				return out, fmt.Sprintf("port %d of %s is no longer exposed; %d link(s) revoked", in.Port, in.BotID, out.LinksRevoked), nil
-			}),
+			hints{destructive: true, idempotent: true}, auth.ScopeExec, h.portUnexpose),
 	}
+}
+
+func (h handlers) portExpose(ctx context.Context, _ *call, in PortExposeInput) (PortExposeOutput, string, error) {
+	var ttl time.Duration
+	if in.LinkTTL != nil {
+		hours := *in.LinkTTL
+		if !(hours > 0) || hours > math.MaxInt64/float64(time.Hour) {
+			return PortExposeOutput{}, "", fmt.Errorf("link_ttl_hours must be a positive number of hours (at most %.0f)", h.Manager.PortPolicy().MaxLinkTTL.Hours())
+		}
+		ttl = time.Duration(hours * float64(time.Hour))
+	}
+	p, link, token, err := h.Manager.ExposePort(ctx, in.BotID, workspace.ExposeRequest{
+		Port: in.Port, Name: in.Name, Protocol: in.Protocol, LinkTTL: ttl,
+		CreatedBy: auth.FromContext(ctx).ID,
+	})
+	if err != nil {
+		return PortExposeOutput{}, "", err
+	}
+	info := portInfo(h.Manager.PortPolicy(), in.BotID, p)
+	out := PortExposeOutput{
+		Port: info, Link: info.URL + "?" + workspace.PortLinkParam + "=" + token,
+		LinkID: link.ID, LinkExpiresAt: link.ExpiresAt,
+	}
+	if info.PreviewURL != "" {
+		out.PreviewLink = info.PreviewURL + "?" + workspace.PortLinkParam + "=" + token
+	}
+	summary := fmt.Sprintf("port %d of %s is exposed at %s (with a token that has the exec scope)\nlink (shown once, expires %s): %s",
+		p.Port, in.BotID, info.URL, link.ExpiresAt.Format(time.RFC3339), out.Link)
+	switch {
+	case out.PreviewLink != "":
+		summary += "\npreview link: " + out.PreviewLink
+	case info.PreviewHost != "":
+		summary += "\npreview host (at berth's HTTP address): " + info.PreviewHost
+	}
+	if !strings.Contains(info.URL, "://") {
+		summary += "\nthe paths are on berth's HTTP address"
+	}
+	return out, summary, nil
+}
+
+func (h handlers) portList(ctx context.Context, _ *call, in BotInput) (PortListOutput, string, error) {
+	ports, err := h.Manager.Ports(in.BotID)
+	if err != nil {
+		return PortListOutput{}, "", err
+	}
+	out := PortListOutput{Ports: []PortInfo{}}
+	pol := h.Manager.PortPolicy()
+	summary := fmt.Sprintf("%d exposed port(s)", len(ports))
+	for _, p := range ports {
+		info := portInfo(pol, in.BotID, p)
+		out.Ports = append(out.Ports, info)
+		summary += fmt.Sprintf("\n%d %s: %s, %d link(s)", p.Port, p.Name, info.URL, len(info.Links))
+	}
+	return out, summary, nil
+}
+
+func (h handlers) portUnexpose(ctx context.Context, _ *call, in PortInput) (PortUnexposeOutput, string, error) {
+	p, _, err := h.Manager.ExposedPort(in.BotID, in.Port)
+	if err != nil {
+		return PortUnexposeOutput{}, "", err
+	}
+	removed, err := h.Manager.UnexposePort(ctx, in.BotID, in.Port)
+	if err != nil {
+		return PortUnexposeOutput{}, "", err
+	}
+	out := PortUnexposeOutput{Port: in.Port, Removed: removed}
+	if !removed {
+		return out, fmt.Sprintf("port %d of %s was not exposed; nothing to do", in.Port, in.BotID), nil
+	}
+	out.LinksRevoked = len(liveLinks(p.Links))
+	return out, fmt.Sprintf("port %d of %s is no longer exposed; %d link(s) revoked", in.Port, in.BotID, out.LinksRevoked), nil
 }
 
 func portInfo(pol workspace.PortPolicy, bot string, p workspace.ExposedPort) PortInfo {

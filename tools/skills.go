@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/berth-dev/berth/internal/agent/client"
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/skills"
+	"github.com/berth-dev/berth/internal/workspace"
 	"github.com/mark3labs/mcp-go/server"
 )
 
@@ -39,70 +41,70 @@ type SkillActionInput struct {
 
 func (s SkillActionInput) bot() string { return s.BotID }
 
-func skillTools(d Deps) []server.ServerTool {
-	m, cfg := d.Manager, d.Skills
+func skillTools(h handlers) []server.ServerTool {
 	return []server.ServerTool{
 		define("skills_list", "List skills",
 			"List the skills in the bot's workspace (user skills in /data/skills and read-only roots), with name, description, source root, state (effective, shadowed or disabled) and whether each is editable.",
-			hints{readOnly: true, idempotent: true}, auth.ScopeRead,
-			func(ctx context.Context, _ *call, in BotInput) (SkillsListOutput, string, error) {
-				client, err := m.Agent(ctx, in.BotID)
-				if err != nil {
-					return SkillsListOutput{}, "", err
-				}
-				list, err := skills.List(ctx, client, cfg)
-				if err != nil {
-					return SkillsListOutput{}, "", m.AgentError(ctx, in.BotID, err)
-				}
-				summary := fmt.Sprintf("%d skill(s)", len(list))
-				for _, s := range list {
-					summary += fmt.Sprintf("\n%s [%s] %s", s.Name, s.State, s.Description)
-				}
-				return SkillsListOutput{Skills: list}, summary, nil
-			}),
+			hints{readOnly: true, idempotent: true}, auth.ScopeRead, h.skillsList),
 		define("skills_upsert", "Add or update skills",
 			"Create or replace user skills from SKILL.md texts. All texts are validated first; if any is invalid, none is written.",
-			hints{idempotent: true}, auth.ScopeWrite,
-			func(ctx context.Context, _ *call, in SkillsUpsertInput) (SkillsListOutput, string, error) {
-				client, err := m.Agent(ctx, in.BotID)
-				if err != nil {
-					return SkillsListOutput{}, "", err
-				}
-				written, err := skills.Upsert(ctx, client, cfg, in.Skills)
-				if err != nil {
-					return SkillsListOutput{}, "", m.AgentError(ctx, in.BotID, err)
-				}
-				return SkillsListOutput{Skills: written}, fmt.Sprintf("wrote %d skill(s)", len(written)), nil
-			}),
+			hints{idempotent: true}, auth.ScopeWrite, h.skillsUpsert),
 		define("skills_delete", "Delete skill",
 			"Delete a user skill. Skills from read-only roots cannot be deleted; disable them instead.",
-			hints{destructive: true, idempotent: true}, auth.ScopeWrite,
-			func(ctx context.Context, _ *call, in SkillNameInput) (SkillNameInput, string, error) {
-				client, err := m.Agent(ctx, in.BotID)
-				if err != nil {
-					return in, "", err
-				}
-				if err := skills.Delete(ctx, client, cfg, in.Name); err != nil {
-					if gone(err) {
-						return in, fmt.Sprintf("%v: nothing to delete", err), nil
-					}
-					return in, "", m.AgentError(ctx, in.BotID, err)
-				}
-				return in, "deleted skill " + in.Name, nil
-			}),
+			hints{destructive: true, idempotent: true}, auth.ScopeWrite, h.skillsDelete),
 		define("skills_action", "Enable, disable or adopt skill",
 			"enable or disable a skill, or adopt a read-only skill: copy it into the user root, where it is editable and takes precedence.",
-			hints{idempotent: true}, auth.ScopeWrite,
-			func(ctx context.Context, _ *call, in SkillActionInput) (skills.Skill, string, error) {
-				client, err := m.Agent(ctx, in.BotID)
-				if err != nil {
-					return skills.Skill{}, "", err
-				}
-				s, err := skills.Action(ctx, client, cfg, in.Name, in.Action)
-				if err != nil {
-					return s, "", m.AgentError(ctx, in.BotID, err)
-				}
-				return s, fmt.Sprintf("%s: %s is now %s", in.Action, s.Name, s.State), nil
-			}),
+			hints{idempotent: true}, auth.ScopeWrite, h.skillsAction),
 	}
+}
+
+func (h handlers) skillsList(ctx context.Context, _ *call, in BotInput) (SkillsListOutput, string, error) {
+	list, err := workspace.Ask(ctx, h.Manager, in.BotID, func(a *client.Client) ([]skills.Skill, error) { return skills.List(ctx, a, h.Skills) })
+	if err != nil {
+		return SkillsListOutput{}, "", err
+	}
+	summary := fmt.Sprintf("%d skill(s)", len(list))
+	for _, s := range list {
+		summary += fmt.Sprintf("\n%s [%s] %s", s.Name, s.State, s.Description)
+	}
+	return SkillsListOutput{Skills: list}, summary, nil
+}
+
+func (h handlers) skillsUpsert(ctx context.Context, _ *call, in SkillsUpsertInput) (SkillsListOutput, string, error) {
+	written, err := workspace.Ask(ctx, h.Manager, in.BotID, func(a *client.Client) ([]skills.Skill, error) {
+		return skills.Upsert(ctx, a, h.Skills, in.Skills)
+	})
+	if err != nil {
+		return SkillsListOutput{}, "", err
+	}
+	return SkillsListOutput{Skills: written}, fmt.Sprintf("wrote %d skill(s)", len(written)), nil
+}
+
+func (h handlers) skillsDelete(ctx context.Context, _ *call, in SkillNameInput) (SkillNameInput, string, error) {
+	var missing error
+	err := h.Manager.WithAgent(ctx, in.BotID, func(a *client.Client) error {
+		err := skills.Delete(ctx, a, h.Skills, in.Name)
+		if gone(err) {
+			missing = err
+			return nil
+		}
+		return err
+	})
+	switch {
+	case err != nil:
+		return in, "", err
+	case missing != nil:
+		return in, fmt.Sprintf("%v: nothing to delete", missing), nil
+	}
+	return in, "deleted skill " + in.Name, nil
+}
+
+func (h handlers) skillsAction(ctx context.Context, _ *call, in SkillActionInput) (skills.Skill, string, error) {
+	s, err := workspace.Ask(ctx, h.Manager, in.BotID, func(a *client.Client) (skills.Skill, error) {
+		return skills.Action(ctx, a, h.Skills, in.Name, in.Action)
+	})
+	if err != nil {
+		return s, "", err
+	}
+	return s, fmt.Sprintf("%s: %s is now %s", in.Action, s.Name, s.State), nil
 }

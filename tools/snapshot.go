@@ -52,112 +52,118 @@ type ForkInput struct {
 
 func (f ForkInput) bot() string { return f.BotID }
 
-func snapshotTools(d Deps) []server.ServerTool {
-	m := d.Manager
+func snapshotTools(h handlers) []server.ServerTool {
 	return []server.ServerTool{
 		define("snapshot_create", "Snapshot workspace",
 			"Save the workspace's whole filesystem as the next numbered version while it keeps running: processes keep their PIDs, terminals and background commands survive (the workspace is paused only while the changes are read).",
-			hints{}, auth.ScopeManage,
-			func(ctx context.Context, c *call, in SnapshotCreateInput) (workspace.Snapshot, string, error) {
-				s, err := m.CreateSnapshot(ctx, in.BotID, in.Name, c.progress(ctx))
-				if err != nil {
-					return s, "", err
-				}
-				return s, fmt.Sprintf("saved version %d of %s (%d bytes of changes; paused %d ms)", s.Version, in.BotID, s.SizeBytes, s.PauseMilli), nil
-			}),
+			hints{}, auth.ScopeManage, h.snapshotCreate),
 		define("snapshot_list", "List snapshots",
 			"The workspace's lineage: its image and its numbered versions with name, source (manual, pre_rollback), time, size and parent.",
-			hints{readOnly: true, idempotent: true}, auth.ScopeRead,
-			func(ctx context.Context, _ *call, in BotInput) (workspace.Lineage, string, error) {
-				l, err := m.ListSnapshots(ctx, in.BotID)
-				if err != nil {
-					return l, "", err
-				}
-				summary := fmt.Sprintf("%s: image %s, %d version(s)", in.BotID, l.Image, len(l.Versions))
-				for _, v := range l.Versions {
-					summary += fmt.Sprintf("\nv%d %s %q %s %d bytes", v.Version, v.Source, v.Name, v.CreatedAt.Format("2006-01-02 15:04:05"), v.SizeBytes)
-				}
-				return l, summary, nil
-			}),
+			hints{readOnly: true, idempotent: true}, auth.ScopeRead, h.snapshotList),
 		define("snapshot_rollback", "Roll back workspace",
 			"Replace the workspace's files with a version. The current state is first saved as a pre_rollback version (roll back to it to undo); the workspace restarts, so running processes and terminals end.",
-			hints{destructive: true}, auth.ScopeManage,
-			func(ctx context.Context, c *call, in SnapshotVersionInput) (RollbackOutput, string, error) {
-				ws, pre, err := m.Rollback(ctx, in.BotID, in.Version, c.progress(ctx))
-				if err != nil {
-					return RollbackOutput{}, "", err
-				}
-				return RollbackOutput{Workspace: ws, PreRollback: pre},
-					fmt.Sprintf("%s now runs version %d; the state before is version %d", in.BotID, in.Version, pre.Version), nil
-			}),
+			hints{destructive: true}, auth.ScopeManage, h.snapshotRollback),
 		define("snapshot_diff", "Diff snapshots",
 			"Files added, modified and deleted between two versions, or from a version to the live workspace, sorted and paged.",
-			hints{readOnly: true, idempotent: true}, auth.ScopeRead,
-			func(ctx context.Context, _ *call, in SnapshotDiffInput) (runtime.SnapshotDiff, string, error) {
-				if in.Offset < 0 || in.Limit < 0 || in.Limit > runtime.DiffMaxLimit {
-					return runtime.SnapshotDiff{}, "", fmt.Errorf("offset must not be negative and limit must be between 0 and %d", runtime.DiffMaxLimit)
-				}
-				diff, err := m.DiffSnapshots(ctx, in.BotID, in.From, in.To, runtime.Page{Offset: in.Offset, Limit: in.Limit})
-				if err != nil {
-					return diff, "", err
-				}
-				to := "the live workspace"
-				if in.To > 0 {
-					to = fmt.Sprintf("version %d", in.To)
-				}
-				summary := fmt.Sprintf("%d change(s) from version %d to %s", diff.Total, in.From, to)
-				if diff.NextOffset > 0 {
-					summary += fmt.Sprintf("; more follow: pass offset %d", diff.NextOffset)
-				}
-				if diff.Truncated {
-					summary += "; capped: compare narrower versions"
-				}
-				for _, ch := range diff.Changes {
-					summary += fmt.Sprintf("\n%s %s (%s)", ch.Kind, ch.Path, ch.Type)
-				}
-				return diff, summary, nil
-			}),
+			hints{readOnly: true, idempotent: true}, auth.ScopeRead, h.snapshotDiff),
 		define("workspace_fork", "Fork workspace",
 			"Create a new workspace for new_bot_id whose files start as a version of bot_id's workspace (same image, limits and devices; env is not copied). The two are independent afterwards.",
-			hints{idempotent: false}, auth.ScopeManage,
-			func(ctx context.Context, c *call, in ForkInput) (workspace.Workspace, string, error) {
-				if err := auth.FromContext(ctx).Allow(auth.ScopeManage, in.NewBotID); err != nil {
-					return workspace.Workspace{}, "", err
-				}
-				// The fork runs the source's image, which may be another bot's export.
-				if src, err := m.Get(ctx, in.BotID); err == nil {
-					if err := checkImageOwner(ctx, m, src.Image); err != nil {
-						return workspace.Workspace{}, "", err
-					}
-				}
-				ws, err := m.Fork(ctx, in.BotID, in.Version, in.NewBotID, c.progress(ctx))
-				if err != nil {
-					return ws, "", err
-				}
-				return ws, fmt.Sprintf("forked %s version %d as %s (%s)", in.BotID, in.Version, in.NewBotID, ws.Status), nil
-			}),
+			hints{idempotent: false}, auth.ScopeManage, h.workspaceFork),
 		define("snapshot_delete", "Delete snapshot",
 			"Delete a version and free its space. Refused while another version or the live workspace builds on it.",
-			hints{destructive: true, idempotent: true}, auth.ScopeManage,
-			func(ctx context.Context, _ *call, in SnapshotVersionInput) (SnapshotVersionInput, string, error) {
-				if err := m.DeleteSnapshot(ctx, in.BotID, in.Version); err != nil {
-					if gone(err) {
-						return in, fmt.Sprintf("%v: nothing to delete", err), nil
-					}
-					return in, "", err
-				}
-				return in, fmt.Sprintf("deleted version %d of %s", in.Version, in.BotID), nil
-			}),
+			hints{destructive: true, idempotent: true}, auth.ScopeManage, h.snapshotDelete),
 		define("snapshot_export", "Export snapshot as image",
 			"Make a version an OCI image named "+workspace.SnapshotImagePrefix+"{bot_id}:v{version}: the workspace's image with the version's layers on top. "+
 				"workspace_create can then start any bot from it, and containerd's tools can export it. Nothing is copied; exporting again replaces the image.",
-			hints{destructive: true, idempotent: true}, auth.ScopeManage,
-			func(ctx context.Context, _ *call, in SnapshotVersionInput) (runtime.Image, string, error) {
-				img, err := m.ExportSnapshot(ctx, in.BotID, in.Version)
-				if err != nil {
-					return img, "", err
-				}
-				return img, fmt.Sprintf("version %d of %s is image %s (%s)", in.Version, in.BotID, img.Name, img.Digest), nil
-			}),
+			hints{destructive: true, idempotent: true}, auth.ScopeManage, h.snapshotExport),
 	}
+}
+
+func (h handlers) snapshotCreate(ctx context.Context, c *call, in SnapshotCreateInput) (workspace.Snapshot, string, error) {
+	s, err := h.Manager.CreateSnapshot(ctx, in.BotID, in.Name, c.progress(ctx))
+	if err != nil {
+		return s, "", err
+	}
+	return s, fmt.Sprintf("saved version %d of %s (%d bytes of changes; paused %d ms)", s.Version, in.BotID, s.SizeBytes, s.PauseMilli), nil
+}
+
+func (h handlers) snapshotList(ctx context.Context, _ *call, in BotInput) (workspace.Lineage, string, error) {
+	l, err := h.Manager.ListSnapshots(ctx, in.BotID)
+	if err != nil {
+		return l, "", err
+	}
+	summary := fmt.Sprintf("%s: image %s, %d version(s)", in.BotID, l.Image, len(l.Versions))
+	for _, v := range l.Versions {
+		summary += fmt.Sprintf("\nv%d %s %q %s %d bytes", v.Version, v.Source, v.Name, v.CreatedAt.Format("2006-01-02 15:04:05"), v.SizeBytes)
+	}
+	return l, summary, nil
+}
+
+func (h handlers) snapshotRollback(ctx context.Context, c *call, in SnapshotVersionInput) (RollbackOutput, string, error) {
+	ws, pre, err := h.Manager.Rollback(ctx, in.BotID, in.Version, c.progress(ctx))
+	if err != nil {
+		return RollbackOutput{}, "", err
+	}
+	return RollbackOutput{Workspace: ws, PreRollback: pre},
+		fmt.Sprintf("%s now runs version %d; the state before is version %d", in.BotID, in.Version, pre.Version), nil
+}
+
+func (h handlers) snapshotDiff(ctx context.Context, _ *call, in SnapshotDiffInput) (runtime.SnapshotDiff, string, error) {
+	if in.Offset < 0 || in.Limit < 0 || in.Limit > runtime.DiffMaxLimit {
+		return runtime.SnapshotDiff{}, "", fmt.Errorf("offset must not be negative and limit must be between 0 and %d", runtime.DiffMaxLimit)
+	}
+	diff, err := h.Manager.DiffSnapshots(ctx, in.BotID, in.From, in.To, runtime.Page{Offset: in.Offset, Limit: in.Limit})
+	if err != nil {
+		return diff, "", err
+	}
+	to := "the live workspace"
+	if in.To > 0 {
+		to = fmt.Sprintf("version %d", in.To)
+	}
+	summary := fmt.Sprintf("%d change(s) from version %d to %s", diff.Total, in.From, to)
+	if diff.NextOffset > 0 {
+		summary += fmt.Sprintf("; more follow: pass offset %d", diff.NextOffset)
+	}
+	if diff.Truncated {
+		summary += "; capped: compare narrower versions"
+	}
+	for _, ch := range diff.Changes {
+		summary += fmt.Sprintf("\n%s %s (%s)", ch.Kind, ch.Path, ch.Type)
+	}
+	return diff, summary, nil
+}
+
+func (h handlers) workspaceFork(ctx context.Context, c *call, in ForkInput) (workspace.Workspace, string, error) {
+	if err := auth.FromContext(ctx).Allow(auth.ScopeManage, in.NewBotID); err != nil {
+		return workspace.Workspace{}, "", err
+	}
+	// The fork runs the source's image, which may be another bot's export.
+	if src, err := h.Manager.Get(ctx, in.BotID); err == nil {
+		if err := checkImageOwner(ctx, h.Manager, src.Image); err != nil {
+			return workspace.Workspace{}, "", err
+		}
+	}
+	ws, err := h.Manager.Fork(ctx, in.BotID, in.Version, in.NewBotID, c.progress(ctx))
+	if err != nil {
+		return ws, "", err
+	}
+	return ws, fmt.Sprintf("forked %s version %d as %s (%s)", in.BotID, in.Version, in.NewBotID, ws.Status), nil
+}
+
+func (h handlers) snapshotDelete(ctx context.Context, _ *call, in SnapshotVersionInput) (SnapshotVersionInput, string, error) {
+	if err := h.Manager.DeleteSnapshot(ctx, in.BotID, in.Version); err != nil {
+		if gone(err) {
+			return in, fmt.Sprintf("%v: nothing to delete", err), nil
+		}
+		return in, "", err
+	}
+	return in, fmt.Sprintf("deleted version %d of %s", in.Version, in.BotID), nil
+}
+
+func (h handlers) snapshotExport(ctx context.Context, _ *call, in SnapshotVersionInput) (runtime.Image, string, error) {
+	img, err := h.Manager.ExportSnapshot(ctx, in.BotID, in.Version)
+	if err != nil {
+		return img, "", err
+	}
+	return img, fmt.Sprintf("version %d of %s is image %s (%s)", in.Version, in.BotID, img.Name, img.Digest), nil
 }

@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/berth-dev/berth/internal/agent/client"
 	"github.com/berth-dev/berth/internal/agent/wire"
 	"github.com/berth-dev/berth/internal/auth"
+	"github.com/berth-dev/berth/internal/workspace"
 	"github.com/mark3labs/mcp-go/server"
 )
 
@@ -77,118 +79,111 @@ type TerminalListOutput struct {
 	Terminals []wire.TerminalInfo `json:"terminals"`
 }
 
-func terminalTools(d Deps) []server.ServerTool {
-	m := d.Manager
+func terminalTools(h handlers) []server.ServerTool {
 	return []server.ServerTool{
 		define("terminal_open", "Open terminal",
 			"Open an interactive shell on a pseudo-terminal in the bot's workspace. It lives until closed, until its shell exits, or until idle too long; any session can use it by id.",
-			hints{openWorld: true}, auth.ScopeExec,
-			func(ctx context.Context, _ *call, in TerminalOpenInput) (wire.TerminalInfo, string, error) {
-				client, err := m.Agent(ctx, in.BotID)
-				if err != nil {
-					return wire.TerminalInfo{}, "", err
-				}
-				info, err := client.OpenTerminal(ctx, wire.TerminalRequest{
-					Shell: in.Shell, Rows: in.Rows, Cols: in.Cols, Cwd: in.Cwd, Env: in.Env,
-					IdleTimeoutMillis: d.Limits.TerminalIdleTimeout.Milliseconds(),
-				})
-				if err != nil {
-					return info, "", m.AgentError(ctx, in.BotID, err)
-				}
-				return info, fmt.Sprintf("opened terminal %s running %s (%dx%d)", info.ID, info.Shell, info.Cols, info.Rows), nil
-			}),
+			hints{openWorld: true}, auth.ScopeExec, h.terminalOpen),
 		define("terminal_send", "Type into terminal",
 			"Send input to a terminal and return the output it produced, optionally waiting until the output settles or matches a pattern.",
-			hints{openWorld: true}, auth.ScopeExec,
-			func(ctx context.Context, _ *call, in TerminalSendInput) (OutputChunkOutput, string, error) {
-				data := []byte(in.Text)
-				if in.DataBase64 != "" {
-					if in.Text != "" {
-						return OutputChunkOutput{}, "", errors.New("give text or data_base64, not both")
-					}
-					var err error
-					if data, err = base64.StdEncoding.DecodeString(in.DataBase64); err != nil {
-						return OutputChunkOutput{}, "", fmt.Errorf("data_base64: %v", err)
-					}
-				}
-				if !(in.TimeoutSeconds >= 0 && in.TimeoutSeconds <= maxTerminalWait.Seconds()) {
-					return OutputChunkOutput{}, "", fmt.Errorf("timeout_seconds must be between 0 and %.0f", maxTerminalWait.Seconds())
-				}
-				if in.MaxOutputBytes < 0 || in.MaxOutputBytes > maxTerminalChunk {
-					return OutputChunkOutput{}, "", fmt.Errorf("max_output_bytes must be between 0 (the default) and %d; read more with terminal_read", maxTerminalChunk)
-				}
-				timeout := time.Duration(in.TimeoutSeconds * float64(time.Second))
-				client, err := m.Agent(ctx, in.BotID)
-				if err != nil {
-					return OutputChunkOutput{}, "", err
-				}
-				chunk, err := client.SendTerminal(ctx, in.TerminalID, wire.TerminalInput{
-					Data: data, WaitSettleMillis: in.WaitSettleMs, WaitPattern: in.WaitPattern,
-					WaitTimeoutMillis: timeout.Milliseconds(), MaxOutput: in.MaxOutputBytes,
-				})
-				if err != nil {
-					return OutputChunkOutput{}, "", m.AgentError(ctx, in.BotID, err)
-				}
-				out := chunkOutput(chunk)
-				return out, chunkSummary(in.TerminalID, out), nil
-			}),
+			hints{openWorld: true}, auth.ScopeExec, h.terminalSend),
 		define("terminal_read", "Read terminal",
 			"Read a terminal's output from a byte offset (its recent history is kept in a bounded buffer); pass next_offset to continue.",
-			hints{readOnly: true, idempotent: true}, auth.ScopeExec,
-			func(ctx context.Context, _ *call, in TerminalReadInput) (OutputChunkOutput, string, error) {
-				client, err := m.Agent(ctx, in.BotID)
-				if err != nil {
-					return OutputChunkOutput{}, "", err
-				}
-				chunk, err := client.ReadTerminal(ctx, in.TerminalID, in.Offset, in.Limit)
-				if err != nil {
-					return OutputChunkOutput{}, "", m.AgentError(ctx, in.BotID, err)
-				}
-				out := chunkOutput(chunk)
-				return out, chunkSummary(in.TerminalID, out), nil
-			}),
+			hints{readOnly: true, idempotent: true}, auth.ScopeExec, h.terminalRead),
 		define("terminal_resize", "Resize terminal",
 			"Change a terminal's rows and columns.",
-			hints{idempotent: true}, auth.ScopeExec,
-			func(ctx context.Context, _ *call, in TerminalResizeInput) (TerminalResizeInput, string, error) {
-				client, err := m.Agent(ctx, in.BotID)
-				if err != nil {
-					return in, "", err
-				}
-				if err := client.ResizeTerminal(ctx, in.TerminalID, in.Rows, in.Cols); err != nil {
-					return in, "", m.AgentError(ctx, in.BotID, err)
-				}
-				return in, fmt.Sprintf("terminal %s is %dx%d", in.TerminalID, in.Cols, in.Rows), nil
-			}),
+			hints{idempotent: true}, auth.ScopeExec, h.terminalResize),
 		define("terminal_close", "Close terminal",
 			"Close a terminal, hanging up its shell and everything started in it.",
-			hints{destructive: true, idempotent: true}, auth.ScopeExec,
-			func(ctx context.Context, _ *call, in TerminalInput) (TerminalInput, string, error) {
-				client, err := m.Agent(ctx, in.BotID)
-				if err != nil {
-					return in, "", err
-				}
-				if err := client.CloseTerminal(ctx, in.TerminalID); err != nil {
-					if gone(err) {
-						return in, fmt.Sprintf("terminal %s is not open: nothing to close", in.TerminalID), nil
-					}
-					return in, "", m.AgentError(ctx, in.BotID, err)
-				}
-				return in, "closed terminal " + in.TerminalID, nil
-			}),
+			hints{destructive: true, idempotent: true}, auth.ScopeExec, h.terminalClose),
 		define("terminal_list", "List terminals",
 			"List the bot's open terminals.",
-			hints{readOnly: true, idempotent: true}, auth.ScopeExec,
-			func(ctx context.Context, _ *call, in BotInput) (TerminalListOutput, string, error) {
-				client, err := m.Agent(ctx, in.BotID)
-				if err != nil {
-					return TerminalListOutput{}, "", err
-				}
-				ts, err := client.Terminals(ctx)
-				if err != nil {
-					return TerminalListOutput{}, "", m.AgentError(ctx, in.BotID, err)
-				}
-				return TerminalListOutput{Terminals: ts}, fmt.Sprintf("%d terminal(s)", len(ts)), nil
-			}),
+			hints{readOnly: true, idempotent: true}, auth.ScopeExec, h.terminalList),
 	}
+}
+
+func (h handlers) terminalOpen(ctx context.Context, _ *call, in TerminalOpenInput) (wire.TerminalInfo, string, error) {
+	info, err := workspace.Ask(ctx, h.Manager, in.BotID, func(a *client.Client) (wire.TerminalInfo, error) {
+		return a.OpenTerminal(ctx, wire.TerminalRequest{
+			Shell: in.Shell, Rows: in.Rows, Cols: in.Cols, Cwd: in.Cwd, Env: in.Env,
+			IdleTimeoutMillis: h.Limits.TerminalIdleTimeout.Milliseconds(),
+		})
+	})
+	if err != nil {
+		return info, "", err
+	}
+	return info, fmt.Sprintf("opened terminal %s running %s (%dx%d)", info.ID, info.Shell, info.Cols, info.Rows), nil
+}
+
+func (h handlers) terminalSend(ctx context.Context, _ *call, in TerminalSendInput) (OutputChunkOutput, string, error) {
+	data := []byte(in.Text)
+	if in.DataBase64 != "" {
+		if in.Text != "" {
+			return OutputChunkOutput{}, "", errors.New("give text or data_base64, not both")
+		}
+		var err error
+		if data, err = base64.StdEncoding.DecodeString(in.DataBase64); err != nil {
+			return OutputChunkOutput{}, "", fmt.Errorf("data_base64: %v", err)
+		}
+	}
+	if !(in.TimeoutSeconds >= 0 && in.TimeoutSeconds <= maxTerminalWait.Seconds()) {
+		return OutputChunkOutput{}, "", fmt.Errorf("timeout_seconds must be between 0 and %.0f", maxTerminalWait.Seconds())
+	}
+	if in.MaxOutputBytes < 0 || in.MaxOutputBytes > maxTerminalChunk {
+		return OutputChunkOutput{}, "", fmt.Errorf("max_output_bytes must be between 0 (the default) and %d; read more with terminal_read", maxTerminalChunk)
+	}
+	timeout := time.Duration(in.TimeoutSeconds * float64(time.Second))
+	chunk, err := workspace.Ask(ctx, h.Manager, in.BotID, func(a *client.Client) (wire.OutputChunk, error) {
+		return a.SendTerminal(ctx, in.TerminalID, wire.TerminalInput{
+			Data: data, WaitSettleMillis: in.WaitSettleMs, WaitPattern: in.WaitPattern,
+			WaitTimeoutMillis: timeout.Milliseconds(), MaxOutput: in.MaxOutputBytes,
+		})
+	})
+	if err != nil {
+		return OutputChunkOutput{}, "", err
+	}
+	out := chunkOutput(chunk)
+	return out, chunkSummary(in.TerminalID, out), nil
+}
+
+func (h handlers) terminalRead(ctx context.Context, _ *call, in TerminalReadInput) (OutputChunkOutput, string, error) {
+	chunk, err := workspace.Ask(ctx, h.Manager, in.BotID, func(a *client.Client) (wire.OutputChunk, error) {
+		return a.ReadTerminal(ctx, in.TerminalID, in.Offset, in.Limit)
+	})
+	if err != nil {
+		return OutputChunkOutput{}, "", err
+	}
+	out := chunkOutput(chunk)
+	return out, chunkSummary(in.TerminalID, out), nil
+}
+
+func (h handlers) terminalResize(ctx context.Context, _ *call, in TerminalResizeInput) (TerminalResizeInput, string, error) {
+	if err := h.Manager.WithAgent(ctx, in.BotID, func(a *client.Client) error { return a.ResizeTerminal(ctx, in.TerminalID, in.Rows, in.Cols) }); err != nil {
+		return in, "", err
+	}
+	return in, fmt.Sprintf("terminal %s is %dx%d", in.TerminalID, in.Cols, in.Rows), nil
+}
+
+func (h handlers) terminalClose(ctx context.Context, _ *call, in TerminalInput) (TerminalInput, string, error) {
+	missing := false
+	err := h.Manager.WithAgent(ctx, in.BotID, func(a *client.Client) error {
+		err := a.CloseTerminal(ctx, in.TerminalID)
+		missing = gone(err)
+		return ignore(err, missing)
+	})
+	switch {
+	case err != nil:
+		return in, "", err
+	case missing:
+		return in, fmt.Sprintf("terminal %s is not open: nothing to close", in.TerminalID), nil
+	}
+	return in, "closed terminal " + in.TerminalID, nil
+}
+
+func (h handlers) terminalList(ctx context.Context, _ *call, in BotInput) (TerminalListOutput, string, error) {
+	ts, err := workspace.Ask(ctx, h.Manager, in.BotID, func(a *client.Client) ([]wire.TerminalInfo, error) { return a.Terminals(ctx) })
+	if err != nil {
+		return TerminalListOutput{}, "", err
+	}
+	return TerminalListOutput{Terminals: ts}, fmt.Sprintf("%d terminal(s)", len(ts)), nil
 }

@@ -68,11 +68,13 @@ func Register(s *server.MCPServer, d Deps) {
 		d.Logger = slog.Default()
 	}
 	d.Limits.setDefaults()
-	all := slices.Concat(workspaceTools(d), imageTools(d), execTools(d), terminalTools(d), fsTools(d),
-		dataTools(d), skillTools(d), snapshotTools(d))
-	all = append(all, portTools(d)...)
+	h := handlers{d}
+	all := slices.Concat(workspaceTools(h), imageTools(h), execTools(h), terminalTools(h), fsTools(h),
+		dataTools(h), skillTools(h), snapshotTools(h))
+	all = append(all, portTools(h)...)
+	all = append(all, networkTools(h)...)
 	if d.MCP != nil {
-		all = append(all, mcpServerTools(d)...)
+		all = append(all, mcpServerTools(h)...)
 	}
 	for i := range all {
 		all[i].Handler = instrument(d.Metrics, all[i].Tool.Name, all[i].Handler)
@@ -92,6 +94,10 @@ func instrument(m *metrics.Metrics, name string, h server.ToolHandlerFunc) serve
 		return res, err
 	}
 }
+
+// handlers are the tools' bodies, one named method per tool; the *Tools
+// functions of each group only describe the tools and name their method.
+type handlers struct{ Deps }
 
 // hints are a tool's annotations. Every tool states all four, because
 // mcp-go's defaults (destructive, open world) would mislead clients.
@@ -200,6 +206,14 @@ func gone(err error) bool {
 		return remote.Code == wire.CodeNotFound
 	}
 	return errdefs.IsNotFound(err)
+}
+
+// ignore is err, or nil when skip.
+func ignore(err error, skip bool) error {
+	if skip {
+		return nil
+	}
+	return err
 }
 
 // errorText is the message a model sees for a failed call.

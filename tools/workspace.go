@@ -102,132 +102,138 @@ type ListOutput struct {
 	NextCursor string                `json:"next_cursor,omitempty" jsonschema:"description=pass as cursor to get the next page; absent on the last page"`
 }
 
-func workspaceTools(d Deps) []server.ServerTool {
-	m := d.Manager
+func workspaceTools(h handlers) []server.ServerTool {
 	return []server.ServerTool{
 		define("workspace_create", "Create workspace",
 			"Create the bot's long-lived Linux workspace (a container with persistent files) and start it. Pulls the image if needed, reporting progress. If the workspace already exists it is returned unchanged and not_applied lists the requested settings it kept.",
-			hints{idempotent: true, openWorld: true}, auth.ScopeManage,
-			func(ctx context.Context, c *call, in CreateInput) (CreateOutput, string, error) {
-				mem, err := parseSize(in.Memory)
-				if err != nil {
-					return CreateOutput{}, "", err
-				}
-				if ctx, err = imageAccess(ctx, d, in.Image); err != nil {
-					return CreateOutput{}, "", err
-				}
-				res, err := m.Create(ctx, workspace.CreateRequest{
-					BotID: in.BotID, Image: in.Image, PullPolicy: in.PullPolicy, Devices: in.Devices,
-					Snapshotter: in.Snapshotter, Env: in.Env, RestoreData: in.RestoreData,
-					Limits: runtime.Limits{CPUs: in.CPUs, MemoryBytes: mem, Pids: in.Pids},
-					// Devices reach the host's hardware: only admins pick any.
-					AnyDevice: auth.FromContext(ctx).Allow(auth.ScopeAdmin, "") == nil,
-				}, c.progress(ctx))
-				if err != nil {
-					return CreateOutput{}, "", err
-				}
-				out := CreateOutput{Workspace: res.Workspace, Created: res.Created, Pulled: res.Pulled, NotApplied: res.NotApplied, Restored: res.Restored, RestoreError: res.RestoreError}
-				summary := fmt.Sprintf("created workspace %s from %s; it is %s", in.BotID, res.Workspace.Image, res.Workspace.Status)
-				if res.RestoreError != "" {
-					summary += "; its preserved /data was NOT restored (the backup is kept: data_restore retries, data_preserved_delete discards it): " + res.RestoreError
-				}
-				if !res.Created {
-					summary = fmt.Sprintf("workspace %s already exists (%s, %s)", in.BotID, res.Workspace.Image, res.Workspace.Status)
-					if len(res.NotApplied) > 0 {
-						summary += "; these requested settings were NOT applied: " + strings.Join(res.NotApplied, "; ")
-					}
-				}
-				return out, summary, nil
-			}),
+			hints{idempotent: true, openWorld: true}, auth.ScopeManage, h.workspaceCreate),
 		define("workspace_get", "Get workspace",
 			"Describe the bot's workspace: status, image, limits, devices and the health of its agent.",
-			hints{readOnly: true, idempotent: true}, auth.ScopeRead,
-			func(ctx context.Context, _ *call, in BotInput) (workspace.Workspace, string, error) {
-				ws, err := m.Get(ctx, in.BotID)
-				if err != nil {
-					return ws, "", err
-				}
-				return ws, fmt.Sprintf("workspace %s is %s (%s)", ws.BotID, ws.Status, ws.Image), nil
-			}),
+			hints{readOnly: true, idempotent: true}, auth.ScopeRead, h.workspaceGet),
 		define("workspace_list", "List workspaces",
 			"List workspaces, sorted by bot id, a page at a time.",
-			hints{readOnly: true, idempotent: true}, auth.ScopeRead,
-			func(ctx context.Context, _ *call, in PageInput) (ListOutput, string, error) {
-				limit, err := in.limit()
-				if err != nil {
-					return ListOutput{}, "", err
-				}
-				list, more, err := m.ListVisible(ctx, in.Cursor, limit, mayUseBot(auth.FromContext(ctx)))
-				if err != nil {
-					return ListOutput{}, "", err
-				}
-				out := ListOutput{Workspaces: list}
-				if more && len(list) > 0 {
-					out.NextCursor = list[len(list)-1].BotID
-				}
-				return out, fmt.Sprintf("%d workspace(s)%s", len(list), moreText(more)), nil
-			}),
+			hints{readOnly: true, idempotent: true}, auth.ScopeRead, h.workspaceList),
 		define("workspace_start", "Start workspace",
 			"Start the bot's stopped workspace and wait until its agent answers. Starting a running workspace does nothing.",
-			hints{idempotent: true}, auth.ScopeManage,
-			func(ctx context.Context, _ *call, in BotInput) (workspace.Workspace, string, error) {
-				ws, err := m.Start(ctx, in.BotID)
-				if err != nil {
-					return ws, "", err
-				}
-				return ws, fmt.Sprintf("workspace %s is %s", ws.BotID, ws.Status), nil
-			}),
+			hints{idempotent: true}, auth.ScopeManage, h.workspaceStart),
 		define("workspace_stop", "Stop workspace",
 			"Stop the bot's workspace: SIGTERM to every process, then SIGKILL after the grace period. Files are kept; it stays stopped until workspace_start.",
-			hints{destructive: true, idempotent: true}, auth.ScopeManage,
-			func(ctx context.Context, _ *call, in StopInput) (workspace.Workspace, string, error) {
-				grace, err := in.grace()
-				if err != nil {
-					return workspace.Workspace{}, "", err
-				}
-				ws, err := m.Stop(ctx, in.BotID, grace)
-				if err != nil {
-					return ws, "", err
-				}
-				return ws, fmt.Sprintf("workspace %s is %s", ws.BotID, ws.Status), nil
-			}),
+			hints{destructive: true, idempotent: true}, auth.ScopeManage, h.workspaceStop),
 		define("workspace_delete", "Delete workspace",
 			"Stop and delete the bot's workspace with all its files, its snapshots (unless keep_snapshots) and its data_export archives. This cannot be undone, except for /data with preserve_data=true. Deleting a bot that has no workspace succeeds with deleted=false.",
-			hints{destructive: true, idempotent: true}, auth.ScopeManage,
-			func(ctx context.Context, _ *call, in DeleteInput) (DeleteOutput, string, error) {
-				grace, err := StopInput{GraceSeconds: in.GraceSeconds}.grace()
-				if err != nil {
-					return DeleteOutput{}, "", err
-				}
-				deleted, err := m.Delete(ctx, in.BotID, workspace.DeleteOptions{Grace: grace, PreserveData: in.PreserveData, KeepSnapshots: in.KeepSnapshots})
-				if err != nil {
-					return DeleteOutput{}, "", err
-				}
-				if !deleted {
-					summary := fmt.Sprintf("bot %s has no workspace: nothing to delete", in.BotID)
-					if m.HasPreservedData(in.BotID) {
-						summary += "; a preserved /data waits for workspace_create restore_data (data_preserved_delete removes it)"
-					}
-					return DeleteOutput{BotID: in.BotID}, summary, nil
-				}
-				summary := fmt.Sprintf("deleted workspace %s", in.BotID)
-				if in.PreserveData {
-					summary += "; /data is preserved for workspace_create restore_data"
-				}
-				return DeleteOutput{BotID: in.BotID, Deleted: true, PreservedData: in.PreserveData}, summary, nil
-			}),
+			hints{destructive: true, idempotent: true}, auth.ScopeManage, h.workspaceDelete),
 		define("workspace_metrics", "Workspace metrics",
 			"CPU, memory, process count and storage used by the bot's running workspace. Cheap enough to poll every few seconds.",
-			hints{readOnly: true, idempotent: true}, auth.ScopeRead,
-			func(ctx context.Context, _ *call, in BotInput) (workspace.Metrics, string, error) {
-				mt, err := m.Metrics(ctx, in.BotID)
-				if err != nil {
-					return mt, "", err
-				}
-				return mt, fmt.Sprintf("%s: cpu %.1f%%, memory %d bytes, %d processes, storage %d bytes",
-					in.BotID, mt.CPUPercent, mt.MemoryUsage, mt.Pids, mt.StorageUsed), nil
-			}),
+			hints{readOnly: true, idempotent: true}, auth.ScopeRead, h.workspaceMetrics),
 	}
+}
+
+func (h handlers) workspaceCreate(ctx context.Context, c *call, in CreateInput) (CreateOutput, string, error) {
+	mem, err := parseSize(in.Memory)
+	if err != nil {
+		return CreateOutput{}, "", err
+	}
+	if ctx, err = imageAccess(ctx, h.Deps, in.Image); err != nil {
+		return CreateOutput{}, "", err
+	}
+	res, err := h.Manager.Create(ctx, workspace.CreateRequest{
+		BotID: in.BotID, Image: in.Image, PullPolicy: in.PullPolicy, Devices: in.Devices,
+		Snapshotter: in.Snapshotter, Env: in.Env, RestoreData: in.RestoreData,
+		Limits: runtime.Limits{CPUs: in.CPUs, MemoryBytes: mem, Pids: in.Pids},
+		// Devices reach the host's hardware: only admins pick any.
+		AnyDevice: auth.FromContext(ctx).Allow(auth.ScopeAdmin, "") == nil,
+	}, c.progress(ctx))
+	if err != nil {
+		return CreateOutput{}, "", err
+	}
+	out := CreateOutput{Workspace: res.Workspace, Created: res.Created, Pulled: res.Pulled, NotApplied: res.NotApplied, Restored: res.Restored, RestoreError: res.RestoreError}
+	summary := fmt.Sprintf("created workspace %s from %s; it is %s", in.BotID, res.Workspace.Image, res.Workspace.Status)
+	if res.RestoreError != "" {
+		summary += "; its preserved /data was NOT restored (the backup is kept: data_restore retries, data_preserved_delete discards it): " + res.RestoreError
+	}
+	if !res.Created {
+		summary = fmt.Sprintf("workspace %s already exists (%s, %s)", in.BotID, res.Workspace.Image, res.Workspace.Status)
+		if len(res.NotApplied) > 0 {
+			summary += "; these requested settings were NOT applied: " + strings.Join(res.NotApplied, "; ")
+		}
+	}
+	return out, summary, nil
+}
+
+func (h handlers) workspaceGet(ctx context.Context, _ *call, in BotInput) (workspace.Workspace, string, error) {
+	ws, err := h.Manager.Get(ctx, in.BotID)
+	if err != nil {
+		return ws, "", err
+	}
+	return ws, fmt.Sprintf("workspace %s is %s (%s)", ws.BotID, ws.Status, ws.Image), nil
+}
+
+func (h handlers) workspaceList(ctx context.Context, _ *call, in PageInput) (ListOutput, string, error) {
+	limit, err := in.limit()
+	if err != nil {
+		return ListOutput{}, "", err
+	}
+	list, more, err := h.Manager.ListVisible(ctx, in.Cursor, limit, mayUseBot(auth.FromContext(ctx)))
+	if err != nil {
+		return ListOutput{}, "", err
+	}
+	out := ListOutput{Workspaces: list}
+	if more && len(list) > 0 {
+		out.NextCursor = list[len(list)-1].BotID
+	}
+	return out, fmt.Sprintf("%d workspace(s)%s", len(list), moreText(more)), nil
+}
+
+func (h handlers) workspaceStart(ctx context.Context, _ *call, in BotInput) (workspace.Workspace, string, error) {
+	ws, err := h.Manager.Start(ctx, in.BotID)
+	if err != nil {
+		return ws, "", err
+	}
+	return ws, fmt.Sprintf("workspace %s is %s", ws.BotID, ws.Status), nil
+}
+
+func (h handlers) workspaceStop(ctx context.Context, _ *call, in StopInput) (workspace.Workspace, string, error) {
+	grace, err := in.grace()
+	if err != nil {
+		return workspace.Workspace{}, "", err
+	}
+	ws, err := h.Manager.Stop(ctx, in.BotID, grace)
+	if err != nil {
+		return ws, "", err
+	}
+	return ws, fmt.Sprintf("workspace %s is %s", ws.BotID, ws.Status), nil
+}
+
+func (h handlers) workspaceDelete(ctx context.Context, _ *call, in DeleteInput) (DeleteOutput, string, error) {
+	grace, err := StopInput{GraceSeconds: in.GraceSeconds}.grace()
+	if err != nil {
+		return DeleteOutput{}, "", err
+	}
+	deleted, err := h.Manager.Delete(ctx, in.BotID, workspace.DeleteOptions{Grace: grace, PreserveData: in.PreserveData, KeepSnapshots: in.KeepSnapshots})
+	if err != nil {
+		return DeleteOutput{}, "", err
+	}
+	if !deleted {
+		summary := fmt.Sprintf("bot %s has no workspace: nothing to delete", in.BotID)
+		if h.Manager.HasPreservedData(in.BotID) {
+			summary += "; a preserved /data waits for workspace_create restore_data (data_preserved_delete removes it)"
+		}
+		return DeleteOutput{BotID: in.BotID}, summary, nil
+	}
+	summary := fmt.Sprintf("deleted workspace %s", in.BotID)
+	if in.PreserveData {
+		summary += "; /data is preserved for workspace_create restore_data"
+	}
+	return DeleteOutput{BotID: in.BotID, Deleted: true, PreservedData: in.PreserveData}, summary, nil
+}
+
+func (h handlers) workspaceMetrics(ctx context.Context, _ *call, in BotInput) (workspace.Metrics, string, error) {
+	mt, err := h.Manager.Metrics(ctx, in.BotID)
+	if err != nil {
+		return mt, "", err
+	}
+	return mt, fmt.Sprintf("%s: cpu %.1f%%, memory %d bytes, %d processes, storage %d bytes",
+		in.BotID, mt.CPUPercent, mt.MemoryUsage, mt.Pids, mt.StorageUsed), nil
 }
 
 // mayUseBot is the filter of what a principal may see: nil (everything)

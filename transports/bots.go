@@ -34,32 +34,30 @@ func (b botRoutes) register(mux *http.ServeMux, wrap func(http.Handler) http.Han
 	mux.Handle("PUT /bots/{bot_id}/data/import", wrap(http.HandlerFunc(b.importData)))
 }
 
-// agentFor authorizes the caller for scope on the request's bot and
-// returns the bot's agent, or writes the error.
-func (b botRoutes) agentFor(w http.ResponseWriter, r *http.Request, scope auth.Scope) (string, *client.Client, bool) {
+// allow authorizes the caller for scope on the request's bot, or writes
+// the refusal.
+func allow(w http.ResponseWriter, r *http.Request, scope auth.Scope) (string, bool) {
 	bot := r.PathValue("bot_id")
 	if err := auth.FromContext(r.Context()).Allow(scope, bot); err != nil {
 		httpError(w, http.StatusForbidden, err)
-		return "", nil, false
+		return "", false
 	}
-	client, err := b.m.Agent(r.Context(), bot)
-	if err != nil {
-		httpError(w, statusOf(err), err)
-		return "", nil, false
-	}
-	return bot, client, true
+	return bot, true
 }
 
 // download streams a file out of the workspace without buffering it.
 func (b botRoutes) download(w http.ResponseWriter, r *http.Request) {
-	bot, client, ok := b.agentFor(w, r, auth.ScopeRead)
+	bot, ok := allow(w, r, auth.ScopeRead)
 	if !ok {
 		return
 	}
-	path := r.URL.Query().Get("path")
-	rc, fi, err := client.ReadRange(r.Context(), path, 0, -1)
+	ctx, path := r.Context(), r.URL.Query().Get("path")
+	var fi wire.FileInfo
+	rc, err := workspace.Ask(ctx, b.m, bot, func(a *client.Client) (rc io.ReadCloser, err error) {
+		rc, fi, err = a.ReadRange(ctx, path, 0, -1)
+		return rc, err
+	})
 	if err != nil {
-		err = b.m.AgentError(r.Context(), bot, err)
 		httpError(w, statusOf(err), err)
 		return
 	}
@@ -75,16 +73,17 @@ func (b botRoutes) download(w http.ResponseWriter, r *http.Request) {
 
 // upload streams a request body into a file, atomically.
 func (b botRoutes) upload(w http.ResponseWriter, r *http.Request) {
-	bot, client, ok := b.agentFor(w, r, auth.ScopeWrite)
+	bot, ok := allow(w, r, auth.ScopeWrite)
 	if !ok {
 		return
 	}
-	q := r.URL.Query()
-	res, err := client.Write(r.Context(), wire.WriteRequest{
-		Path: q.Get("path"), Mode: q.Get("mode"), ExpectedRevision: q.Get("expected_revision"), MakeParents: true,
-	}, r.Body)
+	ctx, q := r.Context(), r.URL.Query()
+	res, err := workspace.Ask(ctx, b.m, bot, func(a *client.Client) (wire.WriteResult, error) {
+		return a.Write(ctx, wire.WriteRequest{
+			Path: q.Get("path"), Mode: q.Get("mode"), ExpectedRevision: q.Get("expected_revision"), MakeParents: true,
+		}, r.Body)
+	})
 	if err != nil {
-		err = b.m.AgentError(r.Context(), bot, err)
 		httpError(w, statusOf(err), err)
 		return
 	}
@@ -154,18 +153,21 @@ type terminalResize struct {
 // terminal bridges a WebSocket to a terminal: binary frames carry bytes
 // both ways, JSON text frames carry resizes.
 func (b botRoutes) terminal(w http.ResponseWriter, r *http.Request) {
-	bot, client, ok := b.agentFor(w, r, auth.ScopeExec)
+	bot, ok := allow(w, r, auth.ScopeExec)
 	if !ok {
 		return
 	}
 	id := r.URL.Query().Get("terminal_id")
-	if id == "" {
-		httpError(w, http.StatusBadRequest, errors.New("terminal_id is required (terminal_open returns it)"))
-		return
-	}
-	pty, err := client.AttachTerminal(r.Context(), id)
+	// The agent's client stays in use after the attach: it resizes.
+	var agent *client.Client
+	pty, err := workspace.Ask(r.Context(), b.m, bot, func(a *client.Client) (io.ReadWriteCloser, error) {
+		if id == "" {
+			return nil, fmt.Errorf("%w: terminal_id is required (terminal_open returns it)", errdefs.ErrInvalidArgument)
+		}
+		agent = a
+		return a.AttachTerminal(r.Context(), id)
+	})
 	if err != nil {
-		err = b.m.AgentError(r.Context(), bot, err)
 		httpError(w, statusOf(err), err)
 		return
 	}
@@ -211,7 +213,7 @@ func (b botRoutes) terminal(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		rctx, rcancel := context.WithTimeout(ctx, 5*time.Second)
-		err = client.ResizeTerminal(rctx, id, msg.Rows, msg.Cols)
+		err = agent.ResizeTerminal(rctx, id, msg.Rows, msg.Cols)
 		rcancel()
 		if err != nil {
 			ws.Close(websocket.StatusPolicyViolation, "resize: "+err.Error())

@@ -61,7 +61,20 @@ type portProxy struct {
 
 	mu   sync.Mutex
 	open map[string]int // tunnels per bot, idle kept-alive ones included
+	// live are the open tunnels by target, for the revocation sweep.
+	live     map[portKey]map[*idleConn]struct{}
+	sweeping bool
 }
+
+type portKey struct {
+	bot  string
+	port int
+}
+
+// revokeSweep is how often open tunnels are checked against the exposed
+// ports, so that port_unexpose (which revokes the links) and workspace_delete
+// also end the connections already open, WebSockets included, within it.
+const revokeSweep = 2 * time.Second
 
 // withPorts registers the port route on mux and returns the handler to
 // serve: mux itself, or with --preview-domain, mux behind host routing.
@@ -91,7 +104,8 @@ func (o HTTPOptions) withPorts(mux *http.ServeMux) http.Handler {
 }
 
 func newPortProxy(o HTTPOptions) *portProxy {
-	pp := &portProxy{o: o, m: o.Manager, pol: o.Manager.PortPolicy(), log: o.Logger, open: map[string]int{}}
+	pp := &portProxy{o: o, m: o.Manager, pol: o.Manager.PortPolicy(), log: o.Logger,
+		open: map[string]int{}, live: map[portKey]map[*idleConn]struct{}{}}
 	pp.tr = &http.Transport{
 		DialContext:            pp.dial,
 		Proxy:                  nil,
@@ -353,18 +367,75 @@ func (pp *portProxy) dial(ctx context.Context, _, addr string) (net.Conn, error)
 	if !pp.acquire(bot) {
 		return nil, errTooManyTunnels
 	}
+	key := portKey{bot, port}
+	var ic *idleConn
 	release := func() { pp.release(bot) }
-	agent, err := pp.m.Agent(ctx, bot)
+	conn, err := workspace.Ask(ctx, pp.m, bot, func(a *client.Client) (*client.TunnelConn, error) { return a.DialTunnel(ctx, port) })
 	if err != nil {
 		release()
 		return nil, err
 	}
-	conn, err := agent.DialTunnel(ctx, port)
-	if err != nil {
-		release()
-		return nil, pp.m.AgentError(ctx, bot, err)
+	ic = newIdleConn(conn, pp.pol.IdleTimeout, func() { pp.forget(key, ic); release() })
+	pp.track(key, ic)
+	return ic, nil
+}
+
+// track records an open tunnel and starts the revocation sweep if it is
+// not running.
+func (pp *portProxy) track(key portKey, ic *idleConn) {
+	pp.mu.Lock()
+	defer pp.mu.Unlock()
+	if pp.live[key] == nil {
+		pp.live[key] = map[*idleConn]struct{}{}
 	}
-	return newIdleConn(conn, pp.pol.IdleTimeout, release), nil
+	pp.live[key][ic] = struct{}{}
+	if !pp.sweeping {
+		pp.sweeping = true
+		go pp.sweep()
+	}
+}
+
+func (pp *portProxy) forget(key portKey, ic *idleConn) {
+	pp.mu.Lock()
+	defer pp.mu.Unlock()
+	delete(pp.live[key], ic)
+	if len(pp.live[key]) == 0 {
+		delete(pp.live, key)
+	}
+}
+
+// sweep closes the tunnels of ports no longer exposed, until none is open.
+func (pp *portProxy) sweep() {
+	t := time.NewTicker(revokeSweep)
+	defer t.Stop()
+	for range t.C {
+		pp.mu.Lock()
+		if len(pp.live) == 0 {
+			pp.sweeping = false
+			pp.mu.Unlock()
+			return
+		}
+		keys := make([]portKey, 0, len(pp.live))
+		for k := range pp.live {
+			keys = append(keys, k)
+		}
+		pp.mu.Unlock()
+		for _, k := range keys {
+			if _, ok, err := pp.m.ExposedPort(k.bot, k.port); err != nil || ok {
+				continue
+			}
+			pp.mu.Lock()
+			var conns []*idleConn
+			for c := range pp.live[k] {
+				conns = append(conns, c)
+			}
+			pp.mu.Unlock()
+			for _, c := range conns {
+				_ = c.Close()
+			}
+			pp.log.Debug("closed the connections of a port no longer exposed", "bot", k.bot, "port", k.port, "count", len(conns))
+		}
+	}
 }
 
 func (pp *portProxy) acquire(bot string) bool {

@@ -85,10 +85,31 @@ func (m *Manager) Agent(ctx context.Context, bot string) (*client.Client, error)
 	return c, nil
 }
 
+// Ask is the one road from berth to a workspace's agent: it gets the
+// client of bot's running workspace, runs call with it, and explains a
+// failed call in the workspace's terms (it stopped under the call, its
+// agent was replaced), so callers state only what they ask.
+func Ask[T any](ctx context.Context, m *Manager, bot string, call func(*client.Client) (T, error)) (T, error) {
+	c, err := m.Agent(ctx, bot)
+	if err != nil {
+		var zero T
+		return zero, err
+	}
+	out, err := call(c)
+	return out, m.AgentError(ctx, bot, err)
+}
+
+// WithAgent is Ask for calls that answer only an error.
+func (m *Manager) WithAgent(ctx context.Context, bot string, call func(*client.Client) error) error {
+	_, err := Ask(ctx, m, bot, func(c *client.Client) (struct{}, error) { return struct{}{}, call(c) })
+	return err
+}
+
 // AgentError explains a failed agent call: when the connection to the
 // agent failed because the workspace stopped under the call, it says so
 // instead of a bare connection error. Answers of the agent (and the
-// client's own validation errors) pass through unchanged.
+// client's own validation errors) pass through unchanged. Ask applies it;
+// it is exported for callers that hold a connection beyond one call.
 func (m *Manager) AgentError(ctx context.Context, bot string, err error) error {
 	var transport *url.Error
 	if err == nil || !errors.As(err, &transport) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {

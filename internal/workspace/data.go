@@ -60,16 +60,12 @@ func (m *Manager) exportTo(ctx context.Context, bot, path, dst string, progress 
 // exportLimited is exportTo whose archive stops with check's error once
 // check refuses the bytes written so far (and the temp file they are in).
 func (m *Manager) exportLimited(ctx context.Context, bot, path, dst string, progress func(Progress), check func(tmp string, written int64) (int64, error)) (wire.ExportStats, error) {
-	client, err := m.Agent(ctx, bot)
-	if err != nil {
-		return wire.ExportStats{}, err
-	}
 	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
 		return wire.ExportStats{}, err
 	}
-	body, err := client.Export(ctx, path)
+	body, err := Ask(ctx, m, bot, func(c *client.Client) (*client.ExportStream, error) { return c.Export(ctx, path) })
 	if err != nil {
-		return wire.ExportStats{}, m.AgentError(ctx, bot, err)
+		return wire.ExportStats{}, err
 	}
 	defer body.Close()
 	tmp, err := os.CreateTemp(filepath.Dir(dst), ".export-*")
@@ -105,15 +101,7 @@ func (m *Manager) exportLimited(ctx context.Context, bot, path, dst string, prog
 // importFrom extracts the archive at src into path of the bot's running
 // workspace; the agent makes it all or nothing.
 func (m *Manager) importFrom(ctx context.Context, bot string, req wire.ImportRequest, src io.Reader) (wire.ImportResult, error) {
-	client, err := m.Agent(ctx, bot)
-	if err != nil {
-		return wire.ImportResult{}, err
-	}
-	res, err := client.Import(ctx, req, src)
-	if err != nil {
-		return res, m.AgentError(ctx, bot, err)
-	}
-	return res, nil
+	return Ask(ctx, m, bot, func(c *client.Client) (wire.ImportResult, error) { return c.Import(ctx, req, src) })
 }
 
 // ImportData extracts an archive into the bot's workspace under path
@@ -129,15 +117,7 @@ func (m *Manager) ExportData(ctx context.Context, bot, path string) (*client.Exp
 	if err != nil {
 		return nil, err
 	}
-	client, err := m.Agent(ctx, bot)
-	if err != nil {
-		return nil, err
-	}
-	body, err := client.Export(ctx, path)
-	if err != nil {
-		return nil, m.AgentError(ctx, bot, err)
-	}
-	return body, nil
+	return Ask(ctx, m, bot, func(c *client.Client) (*client.ExportStream, error) { return c.Export(ctx, path) })
 }
 
 // Export is an archive data_export left under the state directory.
