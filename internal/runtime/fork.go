@@ -70,6 +70,7 @@ func containerSpecOpts(img containerd.Image, spec ContainerSpec) []oci.SpecOpts 
 		oci.WithHostname(spec.Hostname),
 		oci.WithMounts(ociMounts(spec.Mounts)),
 	}
+	specOpts = append(specOpts, withNetwork(spec.Network))
 	if spec.RunAsRoot {
 		specOpts = append(specOpts, recordImageUser, oci.WithUIDGID(0, 0), oci.WithAdditionalGIDs("root"))
 	}

@@ -13,6 +13,8 @@ import (
 	"fmt"
 	"io"
 	"time"
+
+	"github.com/containerd/errdefs"
 )
 
 // Runtime is the narrow set of operations berth needs from a container
@@ -68,6 +70,10 @@ type Containers interface {
 	ProcessEnv(ctx context.Context, id string) ([]string, error)
 	// CheckDevices reports device names the runtime cannot inject.
 	CheckDevices(names []string) error
+	// SetNetwork replaces the container's network configuration (spec's
+	// Network); it applies from the next StartTask, a running task keeps
+	// the network it started with.
+	SetNetwork(ctx context.Context, id string, n Network) error
 }
 
 // Tasks run and stop a container's process.
@@ -182,6 +188,31 @@ type ContainerSpec struct {
 	// (berth's init must be root); the image's user is passed to it in
 	// ImageUserEnv so it can apply it to the commands it runs.
 	RunAsRoot bool
+	// Network is the container's network; the zero value is a network
+	// namespace of its own with only loopback.
+	Network Network
+}
+
+// Network says which network namespace a container's process gets and
+// which host files name its resolver and hosts. The runtime knows nothing
+// of bridges or policies: whoever prepared the namespace hands over its path.
+type Network struct {
+	// NetnsPath joins this existing network namespace (a bind-mounted
+	// namespace file) instead of creating a new one.
+	NetnsPath string
+	// Host runs in the host's network namespace; NetnsPath must be empty.
+	Host bool
+	// ResolvConf and Hosts are host files bind-mounted read-only at
+	// /etc/resolv.conf and /etc/hosts; empty leaves the image's.
+	ResolvConf, Hosts string
+}
+
+// Validate says why n cannot be applied.
+func (n Network) Validate() error {
+	if n.Host && n.NetnsPath != "" {
+		return fmt.Errorf("%w: a host-network container cannot also join namespace %s", errdefs.ErrInvalidArgument, n.NetnsPath)
+	}
+	return nil
 }
 
 // TaskStatus is the state of a container's process.

@@ -1,11 +1,13 @@
 package workspace
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -18,6 +20,7 @@ import (
 
 	"github.com/berth-dev/berth/internal/agent/client"
 	"github.com/berth-dev/berth/internal/agent/wire"
+	"github.com/berth-dev/berth/internal/netpolicy"
 	"github.com/berth-dev/berth/internal/runtime"
 	"github.com/containerd/errdefs"
 )
@@ -40,6 +43,8 @@ type Options struct {
 	AllowedDevices []string
 	// Ports bounds the ports bots expose (see PortPolicy).
 	Ports PortPolicy
+	// Network is berth's bridge and resolver and the default mode.
+	Network NetworkOptions
 }
 
 // Manager runs workspaces. All methods are safe for concurrent use;
@@ -106,6 +111,13 @@ type CreateRequest struct {
 	AnyDevice bool
 	// RestoreData brings back the /data that workspace_delete preserved.
 	RestoreData bool
+	// Network is the network mode (NetworkModes); empty takes the default.
+	Network string
+	// AllowHostNetwork lets the caller choose NetworkHost (admins set it).
+	AllowHostNetwork bool
+
+	// networkPolicy is the policy a fork copies; nil is the default.
+	networkPolicy *netpolicy.Policy
 }
 
 // CreateResult says what workspace_create did.
@@ -187,6 +199,10 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest, progress func(P
 	if err := checkDevices(req.Devices, m.opts.AllowedDevices, req.AnyDevice); err != nil {
 		return CreateResult{}, err
 	}
+	askedNetwork := req.Network
+	if req.Network, err = m.resolveNetworkMode(req.Network, req.AllowHostNetwork); err != nil {
+		return CreateResult{}, err
+	}
 	ref, err := runtime.NormalizeImageRef(req.Image)
 	if err != nil {
 		return CreateResult{}, err
@@ -201,6 +217,7 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest, progress func(P
 	existing, err := m.rt.Container(ctx, req.BotID)
 	if err == nil {
 		ws := m.describe(ctx, existing, true)
+		req.Network = askedNetwork
 		return CreateResult{Workspace: ws, NotApplied: notApplied(req, ref, existing)}, nil
 	}
 	if !isNotFound(err) {
@@ -267,6 +284,20 @@ func (m *Manager) containerSpec(req CreateRequest, ref string) runtime.Container
 	sort.Strings(envNames)
 	sort.Strings(env)
 	limits, _ := json.Marshal(req.Limits)
+	pol := defaultPolicy()
+	if req.networkPolicy != nil {
+		pol = *req.networkPolicy
+	}
+	labels := map[string]string{
+		LabelBot:       req.BotID,
+		labelDesired:   desiredRunning,
+		labelImage:     ref,
+		labelLimits:    string(limits),
+		labelDevices:   strings.Join(req.Devices, ","),
+		labelEnvNames:  strings.Join(envNames, ","),
+		labelCreatedBy: m.opts.Version,
+	}
+	maps.Copy(labels, networkLabels(cmp.Or(req.Network, NetworkNone), pol, nil))
 	return runtime.ContainerSpec{
 		ID:          req.BotID,
 		Image:       ref,
@@ -281,15 +312,9 @@ func (m *Manager) containerSpec(req CreateRequest, ref string) runtime.Container
 			{Source: m.opts.AgentBinary, Destination: agentPathInContainer, ReadOnly: true},
 			{Source: m.runDir(req.BotID), Destination: wire.ContainerDir},
 		},
-		Labels: map[string]string{
-			LabelBot:       req.BotID,
-			labelDesired:   desiredRunning,
-			labelImage:     ref,
-			labelLimits:    string(limits),
-			labelDevices:   strings.Join(req.Devices, ","),
-			labelEnvNames:  strings.Join(envNames, ","),
-			labelCreatedBy: m.opts.Version,
-		},
+		// The network (namespace, resolver files) is set at each start, when
+		// a bridge workspace's namespace exists.
+		Labels: labels,
 	}
 }
 
@@ -329,6 +354,9 @@ func notApplied(req CreateRequest, ref string, ctr runtime.Container) []string {
 	sort.Strings(names)
 	if len(req.Env) > 0 {
 		out = append(out, fmt.Sprintf("env %s (env is fixed at create; the workspace has %s)", listText(names), listText(splitList(ctr.Labels[labelEnvNames]))))
+	}
+	if mode, _ := networkOf(ctr.Labels); req.Network != "" && req.Network != mode {
+		out = append(out, fmt.Sprintf("network %s (the workspace has %s; network_mode_set changes it from the next start)", req.Network, mode))
 	}
 	if req.RestoreData {
 		out = append(out, "restore_data (the workspace exists: use data_restore)")
@@ -477,9 +505,17 @@ func (m *Manager) start(ctx context.Context, bot string) error {
 	// an empty one, so nothing a previous run left there (a symlink where
 	// the socket was, stray files) is seen by the new agent or by berth.
 	// A running task keeps its directory: its agent listens there.
-	if c, err := m.rt.Container(ctx, bot); err != nil || c.Status != runtime.TaskRunning {
+	c, err := m.rt.Container(ctx, bot)
+	if err != nil || c.Status != runtime.TaskRunning {
 		if err := os.RemoveAll(m.runDir(bot)); err != nil {
 			return fmt.Errorf("clear agent directory: %w", err)
+		}
+	}
+	// The network exists before the task: a bridge workspace's namespace,
+	// address, rules and resolver are ready when its first process runs.
+	if err == nil && c.Status != runtime.TaskRunning && c.Status != runtime.TaskPaused {
+		if err := m.prepareNetwork(ctx, c); err != nil {
+			return err
 		}
 	}
 	if err := os.MkdirAll(m.runDir(bot), 0o700); err != nil {
@@ -525,6 +561,7 @@ func (m *Manager) Stop(ctx context.Context, bot string, grace time.Duration) (Wo
 	if err := m.rt.StopTask(mctx, bot, grace); err != nil {
 		return Workspace{}, err
 	}
+	m.detachNetwork(mctx, bot)
 	m.forgetStats(bot)
 	return m.Get(mctx, bot)
 }
@@ -592,7 +629,7 @@ func (m *Manager) remove(ctx context.Context, bot string) error {
 		return err
 	}
 	m.forgetStats(bot)
-	return errors.Join(os.RemoveAll(m.runDir(bot)), removeIfExists(m.logPath(bot)), removeIfExists(m.mcpServersPath(bot)),
+	return errors.Join(m.forgetNetwork(ctx, bot), os.RemoveAll(m.runDir(bot)), removeIfExists(m.logPath(bot)), removeIfExists(m.mcpServersPath(bot)),
 		removeIfExists(m.portsPath(bot)))
 }
 
@@ -607,6 +644,7 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	m.reconcileNetwork(ctx, ctrs)
 	for _, c := range ctrs {
 		if c.Labels[labelDesired] != desiredRunning || c.Status == runtime.TaskRunning || c.Status == runtime.TaskPaused {
 			continue
@@ -633,6 +671,12 @@ func (m *Manager) describe(ctx context.Context, c runtime.Container, withAgent b
 		CreatedBy:   c.Labels[labelCreatedBy],
 		// A backup from an earlier workspace of this bot waits for restore.
 		HasPreservedData: m.HasPreservedData(c.ID),
+	}
+	ws.Network, _ = networkOf(c.Labels)
+	if br := m.opts.Network.Bridge; br != nil && ws.Network == NetworkBridge {
+		if a, ok := br.Attached(c.ID); ok {
+			ws.IP = a.IP.String()
+		}
 	}
 	_ = json.Unmarshal([]byte(c.Labels[labelLimits]), &ws.Limits)
 	if c.Status == runtime.TaskRunning {

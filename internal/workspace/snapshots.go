@@ -398,6 +398,15 @@ func (m *Manager) Fork(ctx context.Context, bot string, v int, newBot string, pr
 		return Workspace{}, err
 	}
 	req := CreateRequest{BotID: newBot, Snapshotter: src.Snapshotter, Devices: splitList(src.Labels[labelDevices])}
+	// The fork gets the source's mode and a copy of its policy; its own
+	// address comes with its own attachment at start.
+	// Host mode is an admin's choice that Fork cannot check, so a fork of a
+	// host workspace gets the default mode instead.
+	mode, pol := networkOf(src.Labels)
+	if mode == NetworkHost {
+		mode, _ = m.resolveNetworkMode("", false)
+	}
+	req.Network, req.networkPolicy = mode, &pol
 	_ = json.Unmarshal([]byte(src.Labels[labelLimits]), &req.Limits)
 	// The fork gets the source's limits within today's maximums; a source
 	// made before berth had limits passes zeros, which take the defaults.

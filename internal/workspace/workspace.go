@@ -76,6 +76,8 @@ type Workspace struct {
 	PID         uint32         `json:"host_pid,omitempty"`
 	CreatedBy   string         `json:"created_by,omitempty" jsonschema:"description=berth version that created the workspace"`
 	Agent       *AgentStatus   `json:"agent,omitempty"`
+	Network     string         `json:"network" jsonschema:"enum=none,enum=bridge,enum=host,description=network mode: none (loopback only)\\, bridge (own address on berth's bridge under the egress policy)\\, host (the host's network)"`
+	IP          string         `json:"ip,omitempty" jsonschema:"description=the workspace's address on berth's bridge while it runs"`
 	// HasPreservedData: a backup of /data kept by workspace_delete
 	// preserve_data waits to be restored (workspace_create restore_data,
 	// data_restore).

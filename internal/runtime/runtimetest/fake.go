@@ -588,6 +588,35 @@ func (f *Fake) SetLabels(_ context.Context, id string, labels map[string]string)
 	return nil
 }
 
+// SetNetwork records n as the container's network from its next start.
+func (f *Fake) SetNetwork(_ context.Context, id string, n runtime.Network) error {
+	if err := f.call("SetNetwork", id); err != nil {
+		return err
+	}
+	defer f.mu.Unlock()
+	if err := n.Validate(); err != nil {
+		return err
+	}
+	c, err := f.container(id)
+	if err != nil {
+		return err
+	}
+	c.spec.Network = n
+	return nil
+}
+
+// NetworkOf is the network the container's spec holds, for tests of its
+// callers (containerd keeps it in the OCI spec, out of runtime.Container).
+func (f *Fake) NetworkOf(id string) (runtime.Network, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, ok := f.containers[id]
+	if !ok {
+		return runtime.Network{}, false
+	}
+	return c.spec.Network, true
+}
+
 // ProcessEnv is the image's environment, then the spec's.
 func (f *Fake) ProcessEnv(_ context.Context, id string) ([]string, error) {
 	if err := f.call("ProcessEnv", id); err != nil {

@@ -43,6 +43,7 @@ func Suite(t *testing.T, newEnv func(t *testing.T) Env) {
 	}{
 		{"Containers", checkContainers},
 		{"Tasks", checkTasks},
+		{"Network", checkNetwork},
 		{"LabelsAndListing", checkLabels},
 		{"Snapshots", checkSnapshots},
 		{"Fork", checkFork},
@@ -247,6 +248,44 @@ func checkTasks(t *testing.T, e Env) {
 	if _, err := rt.Container(ctx, "ws"); !errdefs.IsNotFound(err) {
 		t.Errorf("container after delete: %v", err)
 	}
+}
+
+// checkNetwork: a container's network changes between runs, and the
+// labels set meanwhile stay. A namespace path needs a namespace, which
+// the suite has no business making; host and loopback-only cover the spec
+// rewrite both ways.
+func checkNetwork(t *testing.T, e Env) {
+	ctx, rt := ctxOf(t), e.Runtime
+	if err := rt.SetNetwork(ctx, "missing", runtime.Network{}); !errdefs.IsNotFound(err) {
+		t.Errorf("SetNetwork of a missing container: %v, want NotFound", err)
+	}
+	e.create(t, "ws", map[string]string{"suite/bot": "ws"})
+	if err := rt.SetNetwork(ctx, "ws", runtime.Network{Host: true, NetnsPath: "/x"}); !errdefs.IsInvalidArgument(err) {
+		t.Errorf("SetNetwork of host plus a namespace: %v, want InvalidArgument", err)
+	}
+	if err := rt.SetNetwork(ctx, "ws", runtime.Network{Host: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.SetLabels(ctx, "ws", map[string]string{"suite/after": "yes"}); err != nil {
+		t.Fatal(err)
+	}
+	// Unchanged: nothing to do, and no error.
+	if err := rt.SetNetwork(ctx, "ws", runtime.Network{Host: true}); err != nil {
+		t.Fatal(err)
+	}
+	e.start(t, "ws")
+	wantStatus(t, e.container(t, "ws"), runtime.TaskRunning)
+	e.stop(t, "ws")
+	if err := rt.SetNetwork(ctx, "ws", runtime.Network{}); err != nil {
+		t.Fatal(err)
+	}
+	e.start(t, "ws")
+	c := e.container(t, "ws")
+	wantStatus(t, c, runtime.TaskRunning)
+	if c.Labels["suite/after"] != "yes" || c.Labels["suite/bot"] != "ws" {
+		t.Errorf("labels after SetNetwork: %v", c.Labels)
+	}
+	e.stop(t, "ws")
 }
 
 func checkLabels(t *testing.T, e Env) {
