@@ -78,6 +78,11 @@ var toolScopes = map[string]toolRule{
 	"mcp_server_remove": {scope: "exec"}, "mcp_server_logs": {scope: "read"},
 
 	"port_expose": {scope: "exec"}, "port_list": {scope: "read"}, "port_unexpose": {scope: "exec"},
+
+	"network_get": {scope: "read"}, "network_policy_set": {scope: "manage"},
+	// The bot itself asks; an operator (manage) lists and decides.
+	"network_access_request": {scope: "exec"}, "network_requests_list": {scope: "manage"},
+	"network_request_decide": {scope: "manage"},
 }
 
 // httpRoute is a per-bot HTTP route: the scope it needs and how to try it.

@@ -630,7 +630,7 @@ func (m *Manager) remove(ctx context.Context, bot string) error {
 	}
 	m.forgetStats(bot)
 	return errors.Join(m.forgetNetwork(ctx, bot), os.RemoveAll(m.runDir(bot)), removeIfExists(m.logPath(bot)), removeIfExists(m.mcpServersPath(bot)),
-		removeIfExists(m.portsPath(bot)))
+		removeIfExists(m.portsPath(bot)), removeIfExists(m.netRequestsPath(bot)))
 }
 
 // Reconcile adopts the workspaces containerd holds: a workspace that should
