@@ -32,6 +32,7 @@ type CreateInput struct {
 	Memory      string            `json:"memory,omitempty" jsonschema:"description=memory limit such as 512M or 2G (bytes if no unit); empty = berth's default (--default-memory); at most --max-memory"`
 	Pids        int64             `json:"pids,omitempty" jsonschema:"minimum=0,description=maximum number of processes; 0 = berth's default (--default-pids); at most --max-pids"`
 	RestoreData bool              `json:"restore_data,omitempty" jsonschema:"description=bring back the /data that workspace_delete preserve_data kept"`
+	Network     string            `json:"network,omitempty" jsonschema:"enum=none,enum=bridge,enum=host,description=network mode: bridge (own address on berth's bridge with DNS; egress under the workspace's policy; no access to other workspaces or the host)\\, none (loopback only) or host (the host's network; admin scope only); default from berth's --default-network (bridge where available)"`
 }
 
 func (c CreateInput) bot() string { return c.BotID }
@@ -142,6 +143,8 @@ func (h handlers) workspaceCreate(ctx context.Context, c *call, in CreateInput) 
 		Limits: runtime.Limits{CPUs: in.CPUs, MemoryBytes: mem, Pids: in.Pids},
 		// Devices reach the host's hardware: only admins pick any.
 		AnyDevice: auth.FromContext(ctx).Allow(auth.ScopeAdmin, "") == nil,
+		// Host networking escapes the policy and the isolation: admins only.
+		Network: in.Network, AllowHostNetwork: auth.FromContext(ctx).Allow(auth.ScopeAdmin, "") == nil,
 	}, c.progress(ctx))
 	if err != nil {
 		return CreateOutput{}, "", err

@@ -96,6 +96,12 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := mopts.Ports.Validate(); err != nil {
 		return err
 	}
+	netOpts, closeNet, err := setupNetwork(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer closeNet()
+	mopts.Network = netOpts
 	mgr := workspace.NewManager(rt, mopts)
 	go func() {
 		// containerd may be down now; tools then say so, and it heals itself.

@@ -85,6 +85,11 @@ type Config struct {
 	PortIdleTimeout               time.Duration
 	PortMaxBody                   int64
 
+	// Workspace networking (see workspace.NetworkOptions).
+	NetworkBridge, NetworkSubnet string
+	CNIPluginDirs, DNSUpstreams  []string
+	DefaultNetwork               string
+
 	LogLevel string
 }
 
@@ -122,6 +127,8 @@ func Defaults() Config {
 		PortIdleTimeout:     10 * time.Minute,
 		PortMaxBody:         64 << 20,
 		MaxCallsPerToken:    8,
+		NetworkBridge:       "berth0",
+		NetworkSubnet:       "10.213.0.0/16",
 	}
 }
 
@@ -183,6 +190,11 @@ func Register(fs *flag.FlagSet, cfg *Config, serve bool) {
 	fs.IntVar(&cfg.MaxPortConns, "max-port-conns", cfg.MaxPortConns, "most connections to one bot's exposed ports open at once (WebSockets and kept-alive ones included)")
 	fs.DurationVar(&cfg.PortIdleTimeout, "port-idle-timeout", cfg.PortIdleTimeout, "close a connection to an exposed port (a WebSocket too) that carried nothing for this long")
 	fs.Int64Var(&cfg.PortMaxBody, "port-max-body", cfg.PortMaxBody, "cap in bytes on a request body sent to an exposed port")
+	fs.StringVar(&cfg.NetworkBridge, "network-bridge", cfg.NetworkBridge, "name of berth's own bridge for bridge-mode workspaces (also names its nftables tables and CNI network; two berths on one host need two)")
+	fs.StringVar(&cfg.NetworkSubnet, "network-subnet", cfg.NetworkSubnet, "IPv4 prefix bridge-mode workspaces get addresses from; its first address is the gateway and DNS resolver")
+	fs.Var((*listValue)(&cfg.CNIPluginDirs), "cni-plugin-dir", "comma-separated directories searched for the CNI plugins bridge, host-local and loopback (default /usr/lib/cni, /opt/cni/bin)")
+	fs.Var((*listValue)(&cfg.DNSUpstreams), "dns-upstreams", "comma-separated resolvers (host or host:port) berth's DNS resolver forwards allowed names to (default: the host's /etc/resolv.conf)")
+	fs.StringVar(&cfg.DefaultNetwork, "default-network", cfg.DefaultNetwork, "network mode of a workspace_create that names none: none, bridge or host (default bridge where available, else none)")
 	fs.StringVar(&cfg.AuditLog, "audit-log", cfg.AuditLog, "where the audit log's JSON lines go (one per tool call, resource read and HTTP endpoint use): stderr, off, or a file path")
 }
 
