@@ -1,4 +1,4 @@
-package transports
+package mcpserver
 
 import (
 	"context"
@@ -41,15 +41,6 @@ func NewBotLog() *BotLog {
 // sessions.
 func (b *BotLog) Handler(h slog.Handler) slog.Handler {
 	return &botLogHandler{inner: h, log: b}
-}
-
-// WithBotLog declares the logging capability (logging/setLevel) and sends
-// b's warnings to the sessions of their bot.
-func WithBotLog(b *BotLog) Option {
-	return func(o *mcpOptions) {
-		o.opts = append(o.opts, server.WithLogging())
-		o.botLog = b
-	}
 }
 
 func (b *BotLog) attach(s *server.MCPServer, hooks *server.Hooks) {

@@ -1,4 +1,4 @@
-package transports
+package mcpserver
 
 import (
 	"context"
@@ -20,7 +20,7 @@ import (
 // warnings about no bot stay in berth's log.
 func TestBotLogWarnings(t *testing.T) {
 	botLog := NewBotLog()
-	s := NewMCPServer("test", tools.Deps{}, "", WithBotLog(botLog))
+	s := New("test", tools.Deps{}, "", WithBotLog(botLog))
 	c, err := mcpclient.NewInProcessClient(s)
 	if err != nil {
 		t.Fatal(err)

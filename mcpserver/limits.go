@@ -1,4 +1,4 @@
-package transports
+package mcpserver
 
 import (
 	"context"
@@ -75,18 +75,5 @@ func (l *callLimiter) resources() server.ResourceHandlerMiddleware {
 			defer l.release(caller)
 			return next(ctx, req)
 		}
-	}
-}
-
-// WithCallLimit bounds the calls each token has in flight (n <= 0: the
-// default). It is inside the audit middleware, so refused calls are logged.
-func WithCallLimit(n int) Option {
-	if n <= 0 {
-		n = DefaultMaxCallsPerToken
-	}
-	l := newCallLimiter(n)
-	return func(o *mcpOptions) {
-		o.opts = append(o.opts, server.WithToolHandlerMiddleware(l.tools()),
-			server.WithResourceHandlerMiddleware(l.resources()))
 	}
 }

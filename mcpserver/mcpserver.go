@@ -1,8 +1,9 @@
-// Package transports serves berth's MCP server to clients: over stdio for
-// one local client, and over streamable HTTP at /mcp for many, with bearer
-// token auth, an Origin check, and /healthz and /readyz. It decides who a
-// caller is; what a caller may do is decided by the tools.
-package transports
+// Package mcpserver assembles berth's MCP server: its tools and resources,
+// the tools of the bots' own MCP servers (federation), the warnings sent to
+// a bot's sessions, and the work every call passes through (audit, the
+// per-caller limit, metrics) as tool and resource middleware, in one place.
+// The transports serve what it builds; it knows nothing of stdio or HTTP.
+package mcpserver
 
 import (
 	"github.com/berth-dev/berth/internal/audit"
@@ -14,55 +15,89 @@ import (
 const instructions = `berth gives each bot its own long-lived Linux workspace (a container whose files persist).
 Start with workspace_create for your bot_id (it is idempotent), then use the other workspace_* tools.`
 
-// Option configures NewMCPServer.
-type Option func(*mcpOptions)
+// Option configures New.
+type Option func(*options)
 
-type mcpOptions struct {
-	opts   []server.ServerOption
-	botLog *BotLog
+type options struct {
+	audit    *audit.Logger
+	maxCalls int
+	botLog   *BotLog
 }
 
-// WithAudit records every tool call and resource read in a. The audit
-// middleware is outermost, so a call that panics is recorded as failed.
+// WithAudit records every tool call and resource read in a.
 func WithAudit(a *audit.Logger) Option {
-	return func(o *mcpOptions) {
-		if a != nil {
-			o.opts = append(o.opts, server.WithToolHandlerMiddleware(auditTools(a)),
-				server.WithResourceHandlerMiddleware(auditResources(a)))
-		}
-	}
+	return func(o *options) { o.audit = a }
 }
 
-// NewMCPServer builds the MCP server with every tool and resource. With
-// d.MCP, the tools of bots' own MCP servers join the tool lists: on stdio
-// those of stdioBot, over HTTP those of the one bot a session is limited to.
-func NewMCPServer(version string, d tools.Deps, stdioBot string, options ...Option) *server.MCPServer {
-	var mo mcpOptions
-	for _, o := range options {
-		o(&mo)
+// WithCallLimit bounds the calls each token has in flight (n <= 0: the
+// default); without it there is no bound.
+func WithCallLimit(n int) Option {
+	if n <= 0 {
+		n = DefaultMaxCallsPerToken
 	}
-	opts := append(mo.opts,
+	return func(o *options) { o.maxCalls = n }
+}
+
+// WithBotLog declares the logging capability (logging/setLevel) and sends
+// b's warnings to the sessions of their bot.
+func WithBotLog(b *BotLog) Option {
+	return func(o *options) { o.botLog = b }
+}
+
+// New builds the MCP server with every tool and resource. With d.MCP, the
+// tools of bots' own MCP servers join the tool lists: on stdio those of
+// stdioBot, over HTTP those of the one bot a session is limited to.
+func New(version string, d tools.Deps, stdioBot string, opts ...Option) *server.MCPServer {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	sopts := append(o.middleware(d),
 		server.WithToolCapabilities(true),
 		server.WithResourceCapabilities(false, true),
 		server.WithInstructions(instructions),
 		server.WithRecovery(),
 		server.WithResourceRecovery(),
 	)
+	if o.botLog != nil {
+		sopts = append(sopts, server.WithLogging())
+	}
 	var fed *federation
 	hooks := &server.Hooks{}
 	if d.MCP != nil {
 		fed = newFederation(d, stdioBot)
 		hooks = fed.hooks()
 	}
-	opts = append(opts, server.WithHooks(hooks))
-	s := server.NewMCPServer("berth", version, opts...)
+	sopts = append(sopts, server.WithHooks(hooks))
+	s := server.NewMCPServer("berth", version, sopts...)
 	tools.Register(s, d)
 	resources.Register(s, hooks, d.Manager, d.Skills)
-	if mo.botLog != nil {
-		mo.botLog.attach(s, hooks)
+	if o.botLog != nil {
+		o.botLog.attach(s, hooks)
 	}
 	if fed != nil {
 		fed.start(s)
 	}
 	return s
+}
+
+// middleware is what every tool call and resource read passes through,
+// outermost first: the audit (so a refused or panicking call is recorded
+// too), the per-caller limit, then the metrics (which count only the calls
+// that ran).
+func (o options) middleware(d tools.Deps) []server.ServerOption {
+	var opts []server.ServerOption
+	if o.audit != nil {
+		opts = append(opts, server.WithToolHandlerMiddleware(auditTools(o.audit)),
+			server.WithResourceHandlerMiddleware(auditResources(o.audit)))
+	}
+	if o.maxCalls > 0 {
+		l := newCallLimiter(o.maxCalls)
+		opts = append(opts, server.WithToolHandlerMiddleware(l.tools()),
+			server.WithResourceHandlerMiddleware(l.resources()))
+	}
+	if d.Metrics != nil {
+		opts = append(opts, server.WithToolHandlerMiddleware(instrument(d.Metrics)))
+	}
+	return opts
 }

@@ -147,9 +147,7 @@ func FederatedTools(d Deps, bot string) []server.ServerTool {
 	fed := d.MCP.Tools(bot)
 	out := make([]server.ServerTool, 0, len(fed))
 	for _, ft := range fed {
-		// One label for all of them: their names are the bots' to choose.
-		h := instrument(d.Metrics, "federated", federatedHandler(d, ft))
-		out = append(out, server.ServerTool{Tool: federatedDefinition(ft), Handler: h})
+		out = append(out, server.ServerTool{Tool: federatedDefinition(ft), Handler: federatedHandler(d, ft)})
 	}
 	return out
 }

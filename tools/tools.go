@@ -38,7 +38,7 @@ type Deps struct {
 	// MCP runs the bots' own MCP servers; nil leaves the mcp_server_*
 	// tools out.
 	MCP *mcpproxy.Supervisor
-	// Metrics counts the calls; may be nil.
+	// Metrics counts the calls (mcpserver's middleware); may be nil.
 	Metrics *metrics.Metrics
 	// AllowedRegistries are the registries (host[:port]) that callers
 	// without the admin scope may pull from; nil allows any.
@@ -76,23 +76,7 @@ func Register(s *server.MCPServer, d Deps) {
 	if d.MCP != nil {
 		all = append(all, mcpServerTools(h)...)
 	}
-	for i := range all {
-		all[i].Handler = instrument(d.Metrics, all[i].Tool.Name, all[i].Handler)
-	}
 	s.AddTools(all...)
-}
-
-// instrument records each call of a tool in m.
-func instrument(m *metrics.Metrics, name string, h server.ToolHandlerFunc) server.ToolHandlerFunc {
-	if m == nil {
-		return h
-	}
-	return func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-		start := time.Now()
-		res, err := h(ctx, req)
-		m.ObserveToolCall(name, time.Since(start), err != nil || res == nil || res.IsError)
-		return res, err
-	}
 }
 
 // handlers are the tools' bodies, one named method per tool; the *Tools

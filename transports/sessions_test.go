@@ -15,6 +15,7 @@ import (
 
 	"github.com/berth-dev/berth/internal/audit"
 	"github.com/berth-dev/berth/internal/auth"
+	"github.com/berth-dev/berth/mcpserver"
 	"github.com/berth-dev/berth/tools"
 	"github.com/mark3labs/mcp-go/mcp"
 )
@@ -56,7 +57,7 @@ const (
 func newSessionTestServer(t *testing.T, log *syncBuffer) *httptest.Server {
 	t.Helper()
 	a := audit.New(log)
-	s := NewMCPServer("test", tools.Deps{}, "", WithAudit(a))
+	s := mcpserver.New("test", tools.Deps{}, "", mcpserver.WithAudit(a))
 	s.AddTool(mcp.NewTool("whoami"), func(ctx context.Context, _ mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 		if err := auth.FromContext(ctx).Allow(auth.ScopeRead, "bot-a"); err != nil {
 			return mcp.NewToolResultError(err.Error()), nil
@@ -165,34 +166,5 @@ func TestSessionsBelongToTheirToken(t *testing.T) {
 	}
 	if allowed != 2 || hijacks != 4 || badToken != 1 {
 		t.Errorf("audit: %d allowed calls (want 2), %d hijacks (want 4), %d bad tokens (want 1):\n%+v", allowed, hijacks, badToken, log.records(t))
-	}
-}
-
-// TestAuditRecordsDeniedToolCalls: a refusal by the tool's own
-// authorization is recorded as denied, with the bot named, and no
-// argument values are written.
-func TestAuditRecordsDeniedToolCalls(t *testing.T) {
-	var log syncBuffer
-	a := audit.New(&log)
-	h := auditTools(a)(func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-		if err := auth.FromContext(ctx).Allow(auth.ScopeExec, "bot-b"); err != nil {
-			return mcp.NewToolResultError(err.Error()), nil
-		}
-		return mcp.NewToolResultError("exit 1: secret-output"), nil
-	})
-	p := (&auth.ScopedToken{Name: "a", Token: tokenA, Bots: []string{"bot-a"}}).Principal()
-	req := mcp.CallToolRequest{}
-	req.Params.Name = "exec"
-	req.Params.Arguments = map[string]any{"bot_id": "bot-b", "command": "cat /secret-path"}
-	h(auth.WithPrincipal(context.Background(), p), req)
-	req.Params.Arguments = map[string]any{"bot_id": "bot-a", "command": "cat /secret-path"}
-	h(auth.WithPrincipal(context.Background(), auth.Local("admin token")), req)
-	recs := log.records(t)
-	if len(recs) != 2 || recs[0].Outcome != audit.Denied || recs[0].Bot != "bot-b" || recs[0].Token != "token:a" ||
-		recs[1].Outcome != audit.Failed || recs[1].Bot != "bot-a" || recs[1].Token != "admin token" {
-		t.Fatalf("records: %+v", recs)
-	}
-	if s := log.buf.String(); strings.Contains(s, "secret") {
-		t.Fatalf("the audit log holds argument values or output: %s", s)
 	}
 }

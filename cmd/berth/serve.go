@@ -20,6 +20,7 @@ import (
 	"github.com/berth-dev/berth/internal/runtime"
 	"github.com/berth-dev/berth/internal/skills"
 	"github.com/berth-dev/berth/internal/workspace"
+	"github.com/berth-dev/berth/mcpserver"
 	"github.com/berth-dev/berth/tools"
 	"github.com/berth-dev/berth/transports"
 )
@@ -33,7 +34,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		return errors.New("serve needs exactly one of --stdio or --http ADDR")
 	}
 	// Warnings about a bot's work also reach the MCP sessions of that bot.
-	botLog := transports.NewBotLog()
+	botLog := mcpserver.NewBotLog()
 	log := slog.New(botLog.Handler(newLogger(stderr, cfg.LogLevel).Handler()))
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return fmt.Errorf("state dir: %w", err)
@@ -128,7 +129,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 
 	reg := metrics.New(log)
-	srv := transports.NewMCPServer(version, tools.Deps{
+	srv := mcpserver.New(version, tools.Deps{
 		Manager: mgr,
 		Logger:  log,
 		Limits: tools.Limits{
@@ -139,7 +140,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		MCP:               mcpSup,
 		Metrics:           reg,
 		AllowedRegistries: cfg.AllowedRegistries,
-	}, cfg.Bot, transports.WithAudit(auditLog), transports.WithCallLimit(cfg.MaxCallsPerToken), transports.WithBotLog(botLog))
+	}, cfg.Bot, mcpserver.WithAudit(auditLog), mcpserver.WithCallLimit(cfg.MaxCallsPerToken), mcpserver.WithBotLog(botLog))
 	if cfg.Stdio {
 		log.Info("serving MCP on stdio", "version", version, "containerd", cfg.ContainerdAddress, "namespace", cfg.Namespace,
 			"state_dir", cfg.StateDir, "config", cmp.Or(cfg.ConfigFile, "none"))
