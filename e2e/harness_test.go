@@ -107,6 +107,9 @@ func (e *env) args() []string {
 		"--agent-timeout", "20s",
 		"--stop-grace", "2s",
 		"--log-level", "debug",
+		// No bridge unless a test asks for one (netEnv): parallel berths
+		// would otherwise share berth0 and its tables.
+		"--network-bridge", "",
 	}, e.extra...)
 }
 
