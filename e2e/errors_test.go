@@ -28,7 +28,8 @@ func TestBadInput(t *testing.T) {
 				{"workspace_get", map[string]any{"bot_id": "ghost"}, "has no workspace"},
 				{"workspace_start", map[string]any{"bot_id": "ghost"}, "has no workspace"},
 				{"workspace_stop", map[string]any{"bot_id": "ghost"}, "has no workspace"},
-				{"workspace_delete", map[string]any{"bot_id": "ghost"}, "has no workspace"},
+				// workspace_delete of a missing workspace succeeds (it is
+				// idempotent): TestDeleteIsIdempotent.
 				{"workspace_metrics", map[string]any{"bot_id": "ghost"}, "has no workspace"},
 				{"workspace_get", map[string]any{"bot_id": "Bad ID!"}, "bot_id \"Bad ID!\" is invalid"},
 				{"workspace_get", map[string]any{"bot_id": "../etc"}, "is invalid"},

@@ -27,8 +27,8 @@ func TestCreateIdempotent(t *testing.T) {
 		t.Fatalf("second create changed the workspace: %+v vs %+v", second.Workspace, first.Workspace)
 	}
 	joined := strings.Join(second.NotApplied, "\n")
-	if !strings.Contains(joined, "limits") || !strings.Contains(joined, "env") {
-		t.Fatalf("not_applied should name limits and env: %q", second.NotApplied)
+	if !strings.Contains(joined, "memory 128M") || !strings.Contains(joined, "env A") {
+		t.Fatalf("not_applied should name the memory limit and the env variable: %q", second.NotApplied)
 	}
 	res := mustCall(t, c, "workspace_create", map[string]any{"bot_id": "twice", "memory": "128M"})
 	if !strings.Contains(res.Text, "NOT applied") {

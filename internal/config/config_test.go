@@ -19,6 +19,15 @@ func resolve(t *testing.T, args []string) (Config, error) {
 	return resolveWith(t, cfg, args)
 }
 
+// unsetConfigEnv removes BERTH_CONFIG for the test (the test scripts set
+// it empty so that a host's config file never leaks into tests; an empty
+// value means "no file", which is not what a default-file test wants).
+func unsetConfigEnv(t *testing.T) {
+	t.Helper()
+	t.Setenv("BERTH_CONFIG", "") // restores the value after the test
+	os.Unsetenv("BERTH_CONFIG")
+}
+
 func resolveWith(t *testing.T, cfg Config, args []string) (Config, error) {
 	t.Helper()
 	fs := flag.NewFlagSet("test", flag.ContinueOnError)
@@ -93,6 +102,7 @@ func TestUsageNamesEveryEnvVar(t *testing.T) {
 // flags and the environment still win over it; an absent default file means
 // the built-in defaults, and an empty --config reads no file.
 func TestDefaultFile(t *testing.T) {
+	unsetConfigEnv(t)
 	if Defaults().ConfigFile != "/etc/berth/config.yaml" {
 		t.Fatalf("default config file is %q; README, scripts/run.sh and scripts/install.sh say /etc/berth/config.yaml", Defaults().ConfigFile)
 	}
@@ -155,6 +165,7 @@ func TestMissingConfigFile(t *testing.T) {
 // (tokens-file, allowed-origins), and `berth doctor` or `berth image`, which
 // do not have those flags, still read it.
 func TestServeKeysInSharedFile(t *testing.T) {
+	unsetConfigEnv(t)
 	file := filepath.Join(t.TempDir(), "config.yaml")
 	os.WriteFile(file, []byte("namespace: shared\ntokens-file: /etc/berth/tokens.yaml\nallowed-origins: [https://a.example]\n"), 0o644)
 	cfg := Defaults()
