@@ -215,9 +215,17 @@ func (pe *portEnv) wsEcho(t *testing.T, path, host string, header http.Header) e
 
 func TestPorts(t *testing.T) {
 	pe := newPortEnv(t)
-	t.Log(mustCall(t, pe.c, "workspace_create", map[string]any{"bot_id": portBot}).Text)
+	var ws struct {
+		Workspace struct {
+			Network string `json:"network"`
+		} `json:"workspace"`
+	}
+	mustCall(t, pe.c, "workspace_create", map[string]any{"bot_id": portBot, "network": "none"}).decode(t, &ws)
 	// The workspace has no network but its loopback (network none): the
 	// ports are reached through the agent, not through a route.
+	if ws.Workspace.Network != "none" {
+		t.Fatalf("workspace network %q, want none", ws.Workspace.Network)
+	}
 	var netdev struct {
 		Stdout string `json:"stdout"`
 	}
@@ -382,7 +390,25 @@ func TestPorts(t *testing.T) {
 			Removed      bool `json:"removed"`
 			LinksRevoked int  `json:"links_revoked"`
 		}
+		// A WebSocket opened with the link before: unexposing ends it.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(pe.base, "http")+p8080+"ws",
+			&websocket.DialOptions{HTTPHeader: http.Header{"Cookie": {"berth_link=" + token}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ws.CloseNow()
+		if err := ws.Write(ctx, websocket.MessageText, []byte("before")); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := ws.Read(ctx); err != nil {
+			t.Fatal(err)
+		}
 		mustCall(t, pe.c, "port_unexpose", map[string]any{"bot_id": portBot, "port": 8080}).decode(t, &out)
+		if _, _, err := ws.Read(ctx); err == nil || ctx.Err() != nil {
+			t.Errorf("a WebSocket through the link outlived port_unexpose: %v", err)
+		}
 		if !out.Removed || out.LinksRevoked != 1 {
 			t.Errorf("port_unexpose: %+v", out)
 		}
@@ -432,7 +458,7 @@ func TestPorts(t *testing.T) {
 func TestPortCaps(t *testing.T) {
 	pe := newPortEnv(t, "--max-exposed-ports", "2", "--max-port-conns", "3", "--port-max-body", "1024",
 		"--port-idle-timeout", "2s", "--port-link-max-ttl", "48h")
-	mustCall(t, pe.c, "workspace_create", map[string]any{"bot_id": portBot}).decode(t, &struct{}{})
+	mustCall(t, pe.c, "workspace_create", map[string]any{"bot_id": portBot, "network": "none"}).decode(t, &struct{}{})
 	pe.startApps(t)
 	admin := pe.b.Token
 	pe.expose(t, 8080)
@@ -513,7 +539,7 @@ func benchPorts(b *testing.B) (viaBerth, direct, token string) {
 	e.extra = append(e.extra, "--audit-log", "off")
 	srv := e.serveHTTP()
 	c := e.httpMcpgo(srv)
-	mustCall(b, c, "workspace_create", map[string]any{"bot_id": "bench"}).decode(b, &struct{}{})
+	mustCall(b, c, "workspace_create", map[string]any{"bot_id": "bench", "network": "none"}).decode(b, &struct{}{})
 	mustCall(b, c, "exec", map[string]any{"bot_id": "bench", "argv": []string{testenv.PortServerPath, "127.0.0.1:8080"}, "background": true}).decode(b, &struct{}{})
 	mustCall(b, c, "port_expose", map[string]any{"bot_id": "bench", "port": 8080}).decode(b, &struct{}{})
 	viaBerth = strings.TrimSuffix(srv.URL, "/mcp") + "/bots/bench/ports/8080"

@@ -1,0 +1,67 @@
+package transports
+
+import (
+	"context"
+	"net/http"
+	"testing"
+)
+
+func TestStripCookie(t *testing.T) {
+	for in, want := range map[string]string{
+		"berth_link=abc":                      "",
+		"app=1; berth_link=abc; other=2":      "app=1; other=2",
+		"berth_link=abc;app=1":                "app=1",
+		"xberth_link=1; berth_linky=2":        "xberth_link=1; berth_linky=2",
+		" berth_link = abc ; session=s3cr3t ": "session=s3cr3t",
+	} {
+		h := http.Header{"Cookie": {in}}
+		stripCookie(h, portLinkCookie)
+		if got := h.Get("Cookie"); got != want {
+			t.Errorf("%q: %q, want %q", in, got, want)
+		}
+	}
+	h := http.Header{"Cookie": {"a=1", "berth_link=x"}}
+	stripCookie(h, portLinkCookie)
+	if got := h.Values("Cookie"); len(got) != 1 || got[0] != "a=1" {
+		t.Errorf("two Cookie headers: %q", got)
+	}
+}
+
+func TestTunnelHost(t *testing.T) {
+	for _, c := range []struct {
+		bot  string
+		port int
+	}{{"web", 8080}, {"a.b_c-d", 1}, {"x", 65535}} {
+		bot, port, ok := parseTunnelHost(tunnelHost(c.bot, c.port))
+		if !ok || bot != c.bot || port != c.port {
+			t.Errorf("%+v: %q %d %v", c, bot, port, ok)
+		}
+	}
+}
+
+func TestPortRedirectsStayUnderThePrefix(t *testing.T) {
+	pp := &portProxy{}
+	t8080 := portTarget{bot: "web", port: 8080, prefix: "/bots/web/ports/8080"}
+	for _, c := range []struct {
+		t        portTarget
+		loc, out string
+	}{
+		{t8080, "/login?next=%2F", "/bots/web/ports/8080/login?next=%2F"},
+		{t8080, "http://localhost:8080/a#b", "/bots/web/ports/8080/a#b"},
+		{t8080, "http://127.0.0.1:8080/a", "/bots/web/ports/8080/a"},
+		{t8080, "https://example.com/x", "https://example.com/x"},
+		{t8080, "//example.com/x", "//example.com/x"},
+		{t8080, "relative/path", "relative/path"},
+		{t8080, "http://localhost:9090/a", "http://localhost:9090/a"},
+		{portTarget{bot: "web", port: 8080}, "/login", "/login"},
+	} {
+		req, _ := http.NewRequestWithContext(context.WithValue(context.Background(), portTargetKey{}, c.t), "GET", "http://x/", nil)
+		res := &http.Response{Header: http.Header{"Location": {c.loc}}, Request: req}
+		if err := pp.modifyResponse(res); err != nil {
+			t.Fatal(err)
+		}
+		if got := res.Header.Get("Location"); got != c.out {
+			t.Errorf("%q (prefix %q): %q, want %q", c.loc, c.t.prefix, got, c.out)
+		}
+	}
+}
