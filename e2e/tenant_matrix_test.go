@@ -80,6 +80,8 @@ var toolScopes = map[string]toolRule{
 	"port_expose": {scope: "exec"}, "port_list": {scope: "read"}, "port_unexpose": {scope: "exec"},
 
 	"network_get": {scope: "read"}, "network_policy_set": {scope: "manage"},
+	// host mode needs admin besides; checked in e2e/network_more_test.go.
+	"network_mode_set": {scope: "manage"},
 	// The bot itself asks; an operator (manage) lists and decides.
 	"network_access_request": {scope: "exec"}, "network_requests_list": {scope: "manage"},
 	"network_request_decide": {scope: "manage"},
@@ -203,6 +205,8 @@ func matrixArgs(tool mcpgo.Tool, bot string) map[string]any {
 		args["image"] = "berth.local/snapshots/" + bot + ":v999"
 	case "image_import":
 		args["path"] = marker
+	case "network_mode_set":
+		args["mode"] = "none"
 	}
 	return args
 }

@@ -119,6 +119,23 @@ type NetworkPolicySetOutput struct {
 	Enforced bool `json:"enforced" jsonschema:"description=true when the workspace is on the bridge and the policy applies now; otherwise it is kept for when it is"`
 }
 
+// NetworkModeSetInput changes a workspace's network mode.
+type NetworkModeSetInput struct {
+	BotID string `json:"bot_id"`
+	Mode  string `json:"mode" jsonschema:"enum=none,enum=bridge,enum=host,description=none: loopback only; bridge: own address on berth's bridge with DNS under the egress policy; host: the host's network (admin scope only)"`
+}
+
+func (i NetworkModeSetInput) bot() string { return i.BotID }
+
+// NetworkModeSetOutput is the mode stored and when it applies.
+type NetworkModeSetOutput struct {
+	Mode     string `json:"mode" jsonschema:"description=the mode the workspace gets at its next start"`
+	Previous string `json:"previous" jsonschema:"description=the mode stored before this call"`
+	// RestartNeeded says the running task still has the previous network:
+	// the mode is a property of the task's namespace, fixed at its start.
+	RestartNeeded bool `json:"restart_needed" jsonschema:"description=true when the workspace runs with another mode now: it gets the new one after workspace_stop and workspace_start"`
+}
+
 // NetworkAccessRequestInput is a bot's request for a destination.
 type NetworkAccessRequestInput struct {
 	BotID  string   `json:"bot_id"`
@@ -181,6 +198,11 @@ func networkTools(h handlers) []server.ServerTool {
 				"or a CIDR, optionally limited to ports. Deny rules win over allow rules; cloud metadata addresses stay refused unless a rule names them. "+
 				"A bridge workspace gets it at once (connections already open go on); other modes keep it for when the workspace is on the bridge.",
 			hints{destructive: true, idempotent: true}, auth.ScopeManage, h.networkPolicySet),
+		define("network_mode_set", "Set network mode",
+			"Change the workspace's network mode: none (loopback only), bridge (own address on berth's bridge with DNS, under the egress policy) "+
+				"or host (the host's network, without isolation or policy; admin scope only). It takes effect at the workspace's next start: a running "+
+				"workspace keeps its network until workspace_stop and workspace_start. The egress policy is kept across modes.",
+			hints{destructive: true, idempotent: true}, auth.ScopeManage, h.networkModeSet),
 		define("network_access_request", "Request network access",
 			"Ask the operator for access to a destination (a domain or a CIDR, optionally some ports) with a reason. The request is recorded as pending "+
 				"and an operator decides with network_request_decide; see the decision in network_get's access_requests. Asking again for a destination "+
@@ -301,6 +323,31 @@ func (h handlers) networkPolicySet(ctx context.Context, _ *call, in NetworkPolic
 		summary += "\napplied now"
 	} else {
 		summary += "\nkept for when the workspace runs on the bridge (network " + out.Mode + ")"
+	}
+	return out, summary, nil
+}
+
+func (h handlers) networkModeSet(ctx context.Context, _ *call, in NetworkModeSetInput) (NetworkModeSetOutput, string, error) {
+	before, err := h.Manager.Get(ctx, in.BotID)
+	if err != nil {
+		return NetworkModeSetOutput{}, "", err
+	}
+	// Host networking escapes the policy and the isolation: admins only,
+	// as at workspace_create.
+	allowHost := auth.FromContext(ctx).Allow(auth.ScopeAdmin, "") == nil
+	if err := h.Manager.SetNetworkMode(ctx, in.BotID, in.Mode, allowHost); err != nil {
+		return NetworkModeSetOutput{}, "", err
+	}
+	out := NetworkModeSetOutput{Mode: in.Mode, Previous: before.Network,
+		RestartNeeded: before.Network != in.Mode && before.Status != workspace.StatusStopped}
+	summary := fmt.Sprintf("network of %s set to %s (was %s)", in.BotID, in.Mode, before.Network)
+	switch {
+	case out.RestartNeeded:
+		summary += "\nit takes effect at the next start: the workspace runs with network " + before.Network + " until workspace_stop and workspace_start"
+	case before.Network == in.Mode:
+		summary += "\nunchanged"
+	default:
+		summary += "\nit takes effect at the next start (workspace_start)"
 	}
 	return out, summary, nil
 }

@@ -38,7 +38,7 @@ func TestToolDefinitions(t *testing.T) {
 	want := []string{"data_export", "data_export_delete", "data_import", "data_preserved_delete", "data_restore", "exec", "fs_copy", "fs_delete", "fs_edit", "fs_find", "fs_grep", "fs_list", "fs_mkdir",
 		"fs_move", "fs_read", "fs_stat", "fs_write", "image_delete", "image_import", "image_list",
 		"mcp_server_add", "mcp_server_list", "mcp_server_logs", "mcp_server_remove",
-		"network_access_request", "network_get", "network_policy_set", "network_request_decide", "network_requests_list", "port_expose", "port_list", "port_unexpose", "process_kill", "process_list",
+		"network_access_request", "network_get", "network_mode_set", "network_policy_set", "network_request_decide", "network_requests_list", "port_expose", "port_list", "port_unexpose", "process_kill", "process_list",
 		"process_output", "process_signal", "skills_action", "skills_delete", "skills_list", "skills_upsert",
 		"snapshot_create", "snapshot_delete", "snapshot_diff", "snapshot_export", "snapshot_list", "snapshot_rollback", "terminal_close", "terminal_list", "terminal_open", "terminal_read",
 		"terminal_resize", "terminal_send", "workspace_create", "workspace_delete", "workspace_fork", "workspace_get",
