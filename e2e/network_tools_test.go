@@ -210,7 +210,9 @@ func TestNetworkTools(t *testing.T) {
 			var got netGet
 			mustCall(t, bot, "network_get", map[string]any{"bot_id": netBot}).decode(t, fresh(&got))
 			hasRule := func(p netPolicy, r netRule) bool {
-				return slices.ContainsFunc(p.Allow, func(a netRule) bool { return a.Domain == r.Domain && a.CIDR == r.CIDR && slices.Equal(a.Ports, r.Ports) })
+				return slices.ContainsFunc(p.Allow, func(a netRule) bool {
+					return a.Domain == r.Domain && a.CIDR == r.CIDR && slices.Equal(a.Ports, r.Ports)
+				})
 			}
 			if got.Mode == "" || !hasRule(got.Policy, netRule{Domain: host, Ports: []string{"443"}}) || !hasRule(got.Policy, netRule{CIDR: cidr}) {
 				t.Fatalf("network_get after approvals: %+v", got)
