@@ -6,9 +6,13 @@
 package mcpserver
 
 import (
+	"context"
+
 	"github.com/berth-dev/berth/internal/audit"
+	"github.com/berth-dev/berth/internal/workspace"
 	"github.com/berth-dev/berth/resources"
 	"github.com/berth-dev/berth/tools"
+	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
 )
 
@@ -84,7 +88,7 @@ func New(version string, d tools.Deps, stdioBot string, opts ...Option) *server.
 // middleware is what every tool call and resource read passes through,
 // outermost first: the audit (so a refused or panicking call is recorded
 // too), the per-caller limit, then the metrics (which count only the calls
-// that ran).
+// that ran) and the advice a failed read carries.
 func (o options) middleware(d tools.Deps) []server.ServerOption {
 	var opts []server.ServerOption
 	if o.audit != nil {
@@ -99,5 +103,25 @@ func (o options) middleware(d tools.Deps) []server.ServerOption {
 	if d.Metrics != nil {
 		opts = append(opts, server.WithToolHandlerMiddleware(instrument(d.Metrics)))
 	}
-	return opts
+	return append(opts, server.WithResourceHandlerMiddleware(explainResources))
 }
+
+// explainResources gives a failed resource read the same advice a failed
+// tool call gets (tools.Explain), keeping the error's class.
+func explainResources(next server.ResourceHandlerFunc) server.ResourceHandlerFunc {
+	return func(ctx context.Context, req mcp.ReadResourceRequest) ([]mcp.ResourceContents, error) {
+		contents, err := next(ctx, req)
+		if err != nil && workspace.RemedyOf(err) != workspace.NoRemedy {
+			err = &explained{err: err, text: tools.Explain(err)}
+		}
+		return contents, err
+	}
+}
+
+type explained struct {
+	err  error
+	text string
+}
+
+func (e *explained) Error() string { return e.text }
+func (e *explained) Unwrap() error { return e.err }

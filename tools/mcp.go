@@ -229,7 +229,7 @@ func federatedHandler(d Deps, ft mcpproxy.FederatedTool) server.ToolHandlerFunc 
 		res, err := d.MCP.CallTool(ctx, ft.Bot, ft.Name, args, onProgress, askClient(ctx))
 		c.finish(ctx)
 		if err != nil {
-			return mcp.NewToolResultError(errorText(err)), nil
+			return mcp.NewToolResultError(Explain(err)), nil
 		}
 		return res, nil
 	}

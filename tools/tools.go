@@ -16,8 +16,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/berth-dev/berth/internal/agent/client"
-	"github.com/berth-dev/berth/internal/agent/wire"
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/mcpproxy"
 	"github.com/berth-dev/berth/internal/metrics"
@@ -135,7 +133,7 @@ func define[In, Out any](name, title, description string, h hints, scope auth.Sc
 		out, summary, err := fn(ctx, c, in)
 		c.finish(ctx)
 		if err != nil {
-			return mcp.NewToolResultError(errorText(err)), nil
+			return mcp.NewToolResultError(Explain(err)), nil
 		}
 		res := mcp.NewToolResultStructured(out, summary)
 		if extra, ok := any(out).(withContent); ok {
@@ -184,13 +182,7 @@ func botOf(in any) string {
 // gone reports whether err says that what a destructive, idempotent tool
 // was to remove is not there (any more): a repeated call then succeeds,
 // saying there was nothing to do, as the idempotent annotation promises.
-func gone(err error) bool {
-	var remote *client.RemoteError
-	if errors.As(err, &remote) {
-		return remote.Code == wire.CodeNotFound
-	}
-	return errdefs.IsNotFound(err)
-}
+func gone(err error) bool { return errdefs.IsNotFound(err) }
 
 // ignore is err, or nil when skip.
 func ignore(err error, skip bool) error {
@@ -200,12 +192,25 @@ func ignore(err error, skip bool) error {
 	return err
 }
 
-// errorText is the message a model sees for a failed call.
-func errorText(err error) string {
+// Explain is the message a model (or an HTTP client) sees for a failed
+// call: the error, and what the workspace needs said in the tools that do
+// it, which the packages below name none of.
+func Explain(err error) string {
+	msg := err.Error()
 	if errors.Is(err, context.Canceled) {
-		return "cancelled: " + err.Error()
+		msg = "cancelled: " + msg
 	}
-	return err.Error()
+	if a := advice[workspace.RemedyOf(err)]; a != "" {
+		msg += "; " + a
+	}
+	return msg
+}
+
+// advice words each workspace.Remedy.
+var advice = map[workspace.Remedy]string{
+	workspace.RemedyCreate:  "create one with workspace_create",
+	workspace.RemedyStart:   "start it with workspace_start",
+	workspace.RemedyRestart: "workspace_stop then workspace_start restarts its agent",
 }
 
 // schemaOf generates T's JSON schema inline (no $refs), with unknown

@@ -3,7 +3,6 @@ package transports
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -14,8 +13,10 @@ import (
 	"github.com/berth-dev/berth/internal/agent/wire"
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/workspace"
+	"github.com/berth-dev/berth/tools"
 	"github.com/coder/websocket"
 	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errhttp"
 )
 
 // botRoutes serves the per-bot HTTP endpoints for what does not fit MCP
@@ -39,7 +40,7 @@ func (b botRoutes) register(mux *http.ServeMux, wrap func(http.Handler) http.Han
 func allow(w http.ResponseWriter, r *http.Request, scope auth.Scope) (string, bool) {
 	bot := r.PathValue("bot_id")
 	if err := auth.FromContext(r.Context()).Allow(scope, bot); err != nil {
-		httpError(w, http.StatusForbidden, err)
+		httpError(w, statusOf(err), err)
 		return "", false
 	}
 	return bot, true
@@ -97,7 +98,7 @@ func (b botRoutes) upload(w http.ResponseWriter, r *http.Request) {
 func (b botRoutes) exportData(w http.ResponseWriter, r *http.Request) {
 	bot := r.PathValue("bot_id")
 	if err := auth.FromContext(r.Context()).Allow(auth.ScopeRead, bot); err != nil {
-		httpError(w, http.StatusForbidden, err)
+		httpError(w, statusOf(err), err)
 		return
 	}
 	var body io.ReadCloser
@@ -130,7 +131,7 @@ func (b botRoutes) exportData(w http.ResponseWriter, r *http.Request) {
 func (b botRoutes) importData(w http.ResponseWriter, r *http.Request) {
 	bot := r.PathValue("bot_id")
 	if err := auth.FromContext(r.Context()).Allow(auth.ScopeWrite, bot); err != nil {
-		httpError(w, http.StatusForbidden, err)
+		httpError(w, statusOf(err), err)
 		return
 	}
 	q := r.URL.Query()
@@ -234,23 +235,10 @@ func originPatterns(origins []string) []string {
 	return out
 }
 
-func statusOf(err error) int {
-	var remote *client.RemoteError
-	switch {
-	case errors.As(err, &remote) && remote.StatusCode >= 400 && remote.StatusCode < 600:
-		return remote.StatusCode
-	case errdefs.IsNotFound(err):
-		return http.StatusNotFound
-	case errdefs.IsInvalidArgument(err):
-		return http.StatusBadRequest
-	case errdefs.IsFailedPrecondition(err), errdefs.IsConflict(err):
-		return http.StatusConflict
-	case errdefs.IsUnavailable(err):
-		return http.StatusServiceUnavailable
-	}
-	return http.StatusInternalServerError
-}
+// statusOf is the HTTP status of err's errdefs class: the agent's
+// answers, refusals and the Manager's errors all carry one.
+func statusOf(err error) int { return errhttp.ToHTTP(err) }
 
 func httpError(w http.ResponseWriter, status int, err error) {
-	http.Error(w, err.Error(), status)
+	http.Error(w, tools.Explain(err), status)
 }

@@ -140,7 +140,7 @@ func NewHTTPHandler(s *server.MCPServer, o HTTPOptions) (http.Handler, func(cont
 		mux.Handle("/bots/{bot_id}/mcp/{name}", wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			bot, p := r.PathValue("bot_id"), auth.FromContext(r.Context())
 			if err := p.Allow(auth.ScopeExec, bot); err != nil {
-				httpError(w, http.StatusForbidden, err)
+				httpError(w, statusOf(err), err)
 				return
 			}
 			// Proxy sessions are matched by the credential's ID, which no
@@ -219,7 +219,7 @@ func pinBot(next http.Handler) http.Handler {
 			return
 		}
 		if err := p.Allow(auth.ScopeRead, bot); err != nil {
-			httpError(w, http.StatusForbidden, err)
+			httpError(w, statusOf(err), err)
 			return
 		}
 		next.ServeHTTP(w, r.WithContext(auth.WithPrincipal(r.Context(), p.Only(bot))))

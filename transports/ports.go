@@ -185,7 +185,7 @@ func (pp *portProxy) serve(w http.ResponseWriter, r *http.Request, t portTarget)
 	}
 	pp.o.authenticate(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := auth.FromContext(r.Context()).Allow(auth.ScopeExec, t.bot); err != nil {
-			httpError(w, http.StatusForbidden, err)
+			httpError(w, statusOf(err), err)
 			return
 		}
 		if _, ok, err := pp.m.ExposedPort(t.bot, t.port); err != nil {

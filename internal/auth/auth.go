@@ -13,6 +13,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/containerd/errdefs"
 )
 
 // Scope is a class of operation a principal may perform.
@@ -57,6 +59,10 @@ type deniedError struct{ msg string }
 
 func (e *deniedError) Error() string        { return e.msg }
 func (e *deniedError) Is(target error) bool { return target == ErrDenied }
+
+// Unwrap is the errdefs class of every refusal, so that berth's edges
+// (errhttp.ToHTTP) answer it as the denial it is.
+func (e *deniedError) Unwrap() error { return errdefs.ErrPermissionDenied }
 
 func denied(format string, args ...any) error {
 	return &deniedError{msg: DeniedPrefix + fmt.Sprintf(format, args...)}

@@ -67,7 +67,7 @@ func (m *Manager) Agent(ctx context.Context, bot string) (*client.Client, error)
 		return nil, err
 	}
 	if ctr.Status != runtime.TaskRunning {
-		return nil, fmt.Errorf("%w: workspace %s is %s; start it with workspace_start", errdefs.ErrFailedPrecondition, bot, statusOf(ctr.Status))
+		return nil, withRemedy(RemedyStart, fmt.Errorf("%w: workspace %s is %s", errdefs.ErrFailedPrecondition, bot, statusOf(ctr.Status)))
 	}
 	c := client.New(m.socketPath(bot), client.WithInitPID(ctr.PID))
 	if _, err := c.Health(ctx); err != nil {
@@ -79,7 +79,7 @@ func (m *Manager) Agent(ctx context.Context, bot string) (*client.Client, error)
 		if errors.Is(err, client.ErrNotAgent) {
 			return nil, agentReplaced(bot, err)
 		}
-		return nil, fmt.Errorf("%w: the agent of workspace %s does not answer (%v); workspace_stop then workspace_start restarts it", errdefs.ErrUnavailable, bot, err)
+		return nil, withRemedy(RemedyRestart, fmt.Errorf("%w: the agent of workspace %s does not answer (%v)", errdefs.ErrUnavailable, bot, err))
 	}
 	m.agents.put(bot, c)
 	return c, nil
@@ -120,7 +120,7 @@ func (m *Manager) AgentError(ctx context.Context, bot string, err error) error {
 		return agentReplaced(bot, err)
 	}
 	if ctr, cerr := m.rt.Container(context.WithoutCancel(ctx), bot); cerr == nil && ctr.Status != runtime.TaskRunning {
-		return fmt.Errorf("workspace %s is %s (it stopped during the call); start it with workspace_start", bot, statusOf(ctr.Status))
+		return withRemedy(RemedyStart, fmt.Errorf("workspace %s is %s (it stopped during the call)", bot, statusOf(ctr.Status)))
 	}
 	return err
 }
@@ -131,5 +131,5 @@ func (m *Manager) AgentError(ctx context.Context, bot string, err error) error {
 // agent directory).
 func agentReplaced(bot string, err error) error {
 	slog.Warn("agent socket replaced from inside the workspace; refusing it", "bot", bot, "err", err)
-	return fmt.Errorf("%w: workspace %s: %v; workspace_stop then workspace_start restarts its agent", errdefs.ErrUnavailable, bot, err)
+	return withRemedy(RemedyRestart, fmt.Errorf("%w: workspace %s: %v", errdefs.ErrUnavailable, bot, err))
 }

@@ -124,7 +124,7 @@ func splitList(s string) []string {
 var ErrNotFound = errdefs.ErrNotFound
 
 func notFound(bot string) error {
-	return fmt.Errorf("%w: bot %q has no workspace; create one with workspace_create", ErrNotFound, bot)
+	return withRemedy(RemedyCreate, fmt.Errorf("%w: bot %q has no workspace", ErrNotFound, bot))
 }
 
 // isNotFound reports whether err means the container is gone.

@@ -16,6 +16,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/berth-dev/berth/internal/agent/wire"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errhttp"
 )
 
 const (
@@ -260,6 +262,38 @@ type RemoteError struct {
 	StatusCode int
 	Code       string
 	Message    string
+}
+
+// Unwrap is the errdefs class of the agent's answer, so that berth
+// decides by class (errdefs.IsNotFound, errhttp.ToHTTP) and never by the
+// agent's codes, the way containerd's clients translate a remote status
+// (ToNative). A code without a class of its own keeps the agent's HTTP
+// status as an unexpected one (errhttp.ToHTTP gives it back).
+func (e *RemoteError) Unwrap() error {
+	if class, ok := codeClass[e.Code]; ok {
+		return class
+	}
+	if e.StatusCode >= 400 && e.StatusCode < 600 {
+		return errhttp.ToNative(e.StatusCode)
+	}
+	return errdefs.ErrUnknown
+}
+
+// codeClass maps the agent's error codes onto errdefs classes. It agrees
+// with the statuses the agent sends (wire.CodeStatus).
+var codeClass = map[string]error{
+	wire.CodeBadRequest:   errdefs.ErrInvalidArgument,
+	wire.CodeInvalid:      errdefs.ErrInvalidArgument,
+	wire.CodeIsDirectory:  errdefs.ErrInvalidArgument,
+	wire.CodeNotDirectory: errdefs.ErrInvalidArgument,
+	wire.CodeNotFound:     errdefs.ErrNotFound,
+	wire.CodeExists:       errdefs.ErrConflict,
+	wire.CodeConflict:     errdefs.ErrConflict,
+	wire.CodeNotEmpty:     errdefs.ErrConflict,
+	wire.CodeBusy:         errdefs.ErrConflict,
+	wire.CodePermission:   errdefs.ErrPermissionDenied,
+	wire.CodeCanceled:     errdefs.ErrUnavailable,
+	wire.CodeInternal:     errdefs.ErrInternal,
 }
 
 func (e *RemoteError) Error() string {
