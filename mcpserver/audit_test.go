@@ -1,12 +1,10 @@
 package mcpserver
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/berth-dev/berth/internal/audit"
@@ -16,38 +14,11 @@ import (
 
 const tokenA = "token-a-0123456789abcdef"
 
-// syncBuffer is an audit log the test reads while the server writes it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) records(t *testing.T) []audit.Record {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []audit.Record
-	sc := bufio.NewScanner(bytes.NewReader(b.buf.Bytes()))
-	for sc.Scan() {
-		var r audit.Record
-		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-			t.Fatalf("audit line %q: %v", sc.Text(), err)
-		}
-		out = append(out, r)
-	}
-	return out
-}
-
 // TestAuditRecordsDeniedToolCalls: a refusal by the tool's own
 // authorization is recorded as denied, with the bot named, and no
 // argument values are written.
 func TestAuditRecordsDeniedToolCalls(t *testing.T) {
-	var log syncBuffer
+	var log bytes.Buffer
 	a := audit.New(&log)
 	h := auditTools(a)(func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 		if err := auth.FromContext(ctx).Allow(auth.ScopeExec, "bot-b"); err != nil {
@@ -62,12 +33,19 @@ func TestAuditRecordsDeniedToolCalls(t *testing.T) {
 	h(auth.WithPrincipal(context.Background(), p), req)
 	req.Params.Arguments = map[string]any{"bot_id": "bot-a", "command": "cat /secret-path"}
 	h(auth.WithPrincipal(context.Background(), auth.Local("admin token")), req)
-	recs := log.records(t)
+	var recs []audit.Record
+	for dec := json.NewDecoder(bytes.NewReader(log.Bytes())); dec.More(); {
+		var r audit.Record
+		if err := dec.Decode(&r); err != nil {
+			t.Fatal(err)
+		}
+		recs = append(recs, r)
+	}
 	if len(recs) != 2 || recs[0].Outcome != audit.Denied || recs[0].Bot != "bot-b" || recs[0].Token != "token:a" ||
 		recs[1].Outcome != audit.Failed || recs[1].Bot != "bot-a" || recs[1].Token != "admin token" {
 		t.Fatalf("records: %+v", recs)
 	}
-	if s := log.buf.String(); strings.Contains(s, "secret") {
+	if s := log.String(); strings.Contains(s, "secret") {
 		t.Fatalf("the audit log holds argument values or output: %s", s)
 	}
 }

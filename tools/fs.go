@@ -314,18 +314,11 @@ func (h handlers) fsMkdir(ctx context.Context, _ *call, in FsMkdirInput) (wire.F
 }
 
 func (h handlers) fsDelete(ctx context.Context, _ *call, in FsDeleteInput) (FsDeleteInput, string, error) {
-	// Only the agent's answer may say the path is gone: a bot without a
-	// workspace is an error, not nothing to delete.
-	missing := false
-	err := h.Manager.WithAgent(ctx, in.BotID, func(a *client.Client) error {
-		err := a.Delete(ctx, in.Path, in.Recursive)
-		missing = gone(err)
-		return ignore(err, missing)
-	})
+	missing, err := h.remove(ctx, in.BotID, func(a *client.Client) error { return a.Delete(ctx, in.Path, in.Recursive) })
 	switch {
 	case err != nil:
 		return in, "", err
-	case missing:
+	case missing != nil:
 		return in, in.Path + " does not exist: nothing to delete", nil
 	}
 	return in, "deleted " + in.Path, nil

@@ -81,15 +81,7 @@ func (h handlers) skillsUpsert(ctx context.Context, _ *call, in SkillsUpsertInpu
 }
 
 func (h handlers) skillsDelete(ctx context.Context, _ *call, in SkillNameInput) (SkillNameInput, string, error) {
-	var missing error
-	err := h.Manager.WithAgent(ctx, in.BotID, func(a *client.Client) error {
-		err := skills.Delete(ctx, a, h.Skills, in.Name)
-		if gone(err) {
-			missing = err
-			return nil
-		}
-		return err
-	})
+	missing, err := h.remove(ctx, in.BotID, func(a *client.Client) error { return skills.Delete(ctx, a, h.Skills, in.Name) })
 	switch {
 	case err != nil:
 		return in, "", err

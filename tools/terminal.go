@@ -165,16 +165,11 @@ func (h handlers) terminalResize(ctx context.Context, _ *call, in TerminalResize
 }
 
 func (h handlers) terminalClose(ctx context.Context, _ *call, in TerminalInput) (TerminalInput, string, error) {
-	missing := false
-	err := h.Manager.WithAgent(ctx, in.BotID, func(a *client.Client) error {
-		err := a.CloseTerminal(ctx, in.TerminalID)
-		missing = gone(err)
-		return ignore(err, missing)
-	})
+	missing, err := h.remove(ctx, in.BotID, func(a *client.Client) error { return a.CloseTerminal(ctx, in.TerminalID) })
 	switch {
 	case err != nil:
 		return in, "", err
-	case missing:
+	case missing != nil:
 		return in, fmt.Sprintf("terminal %s is not open: nothing to close", in.TerminalID), nil
 	}
 	return in, "closed terminal " + in.TerminalID, nil

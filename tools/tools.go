@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/berth-dev/berth/internal/agent/client"
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/mcpproxy"
 	"github.com/berth-dev/berth/internal/metrics"
@@ -184,12 +185,19 @@ func botOf(in any) string {
 // saying there was nothing to do, as the idempotent annotation promises.
 func gone(err error) bool { return errdefs.IsNotFound(err) }
 
-// ignore is err, or nil when skip.
-func ignore(err error, skip bool) error {
-	if skip {
-		return nil
-	}
-	return err
+// remove runs an agent call of a destructive, idempotent tool. missing
+// is the agent's answer that what it was to remove is not there: only the
+// agent may say so (a bot without a workspace is an error, not nothing to
+// remove).
+func (h handlers) remove(ctx context.Context, bot string, call func(*client.Client) error) (missing, err error) {
+	err = h.Manager.WithAgent(ctx, bot, func(a *client.Client) error {
+		err := call(a)
+		if gone(err) {
+			missing, err = err, nil
+		}
+		return err
+	})
+	return missing, err
 }
 
 // Explain is the message a model (or an HTTP client) sees for a failed
