@@ -131,9 +131,10 @@ func (i NetworkModeSetInput) bot() string { return i.BotID }
 type NetworkModeSetOutput struct {
 	Mode     string `json:"mode" jsonschema:"description=the mode the workspace gets at its next start"`
 	Previous string `json:"previous" jsonschema:"description=the mode stored before this call"`
-	// RestartNeeded says the running task still has the previous network:
-	// the mode is a property of the task's namespace, fixed at its start.
-	RestartNeeded bool `json:"restart_needed" jsonschema:"description=true when the workspace runs with another mode now: it gets the new one after workspace_stop and workspace_start"`
+	// RestartNeeded says the running task keeps the network it started
+	// with: the mode is a property of the task's namespaces, fixed at its
+	// start.
+	RestartNeeded bool `json:"restart_needed" jsonschema:"description=true when this call changed the mode of a running workspace: it keeps its current network until workspace_stop and workspace_start"`
 }
 
 // NetworkAccessRequestInput is a bot's request for a destination.
@@ -343,7 +344,7 @@ func (h handlers) networkModeSet(ctx context.Context, _ *call, in NetworkModeSet
 	summary := fmt.Sprintf("network of %s set to %s (was %s)", in.BotID, in.Mode, before.Network)
 	switch {
 	case out.RestartNeeded:
-		summary += "\nit takes effect at the next start: the workspace runs with network " + before.Network + " until workspace_stop and workspace_start"
+		summary += "\nit takes effect at the next start: the running workspace keeps its current network until workspace_stop and workspace_start"
 	case before.Network == in.Mode:
 		summary += "\nunchanged"
 	default:
