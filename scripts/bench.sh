@@ -6,7 +6,11 @@ cd "$(dirname "$0")/.."
 
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
-scripts/with-containerd.sh go test -run '^$' -bench . -benchtime "${BENCHTIME:-20x}" -timeout 30m ./e2e/ | tee "$out"
+# -p 1: the packages' benchmarks must not run at the same time and disturb
+# each other's figures. BENCH picks benchmarks by name (default: all).
+# internal/network's BenchmarkThroughput measures a bridge workspace against
+# the host's root namespace in the same run.
+scripts/with-containerd.sh go test -p 1 -run '^$' -bench "${BENCH:-.}" -benchtime "${BENCHTIME:-20x}" -timeout 30m ./e2e/ ./internal/network/ | tee "$out"
 
 echo
 echo "== ratios (berth / baseline, lower is better) =="
@@ -16,6 +20,9 @@ awk '
 	name = parts[1]; for (i = 2; i < n; i++) name = name "/" parts[i]
 	for (i = 3; i < NF; i++) if ($(i+1) == "p50-ms") p50[name, variant] = $i; else if ($(i+1) == "p95-ms") p95[name, variant] = $i
 	names[name] = 1
+	# Throughput (higher is better) reports both sides and the ratio itself.
+	tn = $1; sub(/-[0-9]+$/, "", tn)
+	for (i = 3; i < NF; i++) if ($(i+1) == "workspace-MB/s") tput[tn] = $i; else if ($(i+1) == "root-MB/s") troot[tn] = $i; else if ($(i+1) == "ratio") tratio[tn] = $i
 }
 END {
 	# The baseline is `ctr` for workspace operations and `direct` (the same
@@ -28,4 +35,7 @@ END {
 			p50[n, "berth"] / p50[n, base], p95[n, "berth"] / p95[n, base],
 			p50[n, "berth"] - p50[n, base], p95[n, "berth"] - p95[n, base]
 	}
+	for (n in tput)
+		printf "%s: workspace %.0f MB/s, root namespace %.0f MB/s; ratio %.2f (workspace / root, higher is better; target >= 0.8)\n",
+			n, tput[n], troot[n], tratio[n]
 }' "$out"
