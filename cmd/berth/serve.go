@@ -19,6 +19,7 @@ import (
 	"github.com/berth-dev/berth/internal/nslock"
 	"github.com/berth-dev/berth/internal/runtime"
 	"github.com/berth-dev/berth/internal/skills"
+	"github.com/berth-dev/berth/internal/stdiobridge"
 	"github.com/berth-dev/berth/internal/workspace"
 	"github.com/berth-dev/berth/mcpserver"
 	"github.com/berth-dev/berth/tools"
@@ -72,7 +73,14 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 
 	// Before anything reconciles: a second berth on this namespace would
 	// undo the first's work in progress.
-	nsLock, err := nslock.Acquire(nslock.DefaultDir, cfg.ContainerdAddress, cfg.Namespace, holderText(cfg))
+	holder := holderRecord(cfg)
+	nsLock, err := nslock.Acquire(nslock.DefaultDir, cfg.ContainerdAddress, cfg.Namespace, holder)
+	if held, ok := stdiobridge.Bridgeable(err); ok && cfg.Stdio {
+		// The service has the namespace: relay this client to it instead.
+		return stdiobridge.Serve(ctx, held, stdiobridge.Options{
+			Token: cfg.Token, Bot: cfg.Bot, ValidateBot: workspace.ValidateBotID, Logger: log,
+		}, os.Stdin, os.Stdout)
+	}
 	if err != nil {
 		return err
 	}
@@ -153,19 +161,31 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	registerGauges(reg, rt, mgr, mcpSup, httpOpts.MCPProxy)
 	httpOpts.Metrics = reg
 	return transports.ServeHTTP(ctx, srv, httpOpts, func(addr string) {
+		// Where a stdio berth refused the namespace finds this one.
+		holder.HTTPAddr, holder.Listening = addr, true
+		if err := nsLock.Update(holder); err != nil {
+			log.Warn("could not record the HTTP address in the namespace lock", "err", err)
+		}
 		log.Info("serving MCP over streamable HTTP", "url", "http://"+addr+"/mcp", "version", version,
 			"containerd", cfg.ContainerdAddress, "namespace", cfg.Namespace, "state_dir", cfg.StateDir, "config", cmp.Or(cfg.ConfigFile, "none"))
 	})
 }
 
-// holderText says who holds a namespace lock, for the berth refused it.
-func holderText(cfg config.Config) string {
-	how := "--stdio"
-	if cfg.HTTPAddr != "" {
-		how = "--http " + cfg.HTTPAddr
-	}
+// holderRecord says who holds a namespace lock: for the berth refused it,
+// and, for HTTP, where its token is, so a stdio berth can bridge to it.
+func holderRecord(cfg config.Config) nslock.Holder {
 	host, _ := os.Hostname()
-	return fmt.Sprintf("berth pid %d on %s (serve %s, state dir %s, since %s)", os.Getpid(), host, how, cfg.StateDir, time.Now().UTC().Format(time.RFC3339))
+	h := nslock.Holder{PID: os.Getpid(), Host: host, Transport: "stdio", StateDir: cfg.StateDir, Since: time.Now().UTC()}
+	if cfg.HTTPAddr != "" {
+		h.Transport, h.HTTPAddr, h.NoAuth = "http", cfg.HTTPAddr, cfg.NoAuth
+		if !cfg.NoAuth && cfg.Token == "" {
+			h.TokenFile = cmp.Or(cfg.TokenFile, filepath.Join(cfg.StateDir, "token"))
+			if abs, err := filepath.Abs(h.TokenFile); err == nil {
+				h.TokenFile = abs
+			}
+		}
+	}
+	return h
 }
 
 // registerGauges exposes berth's state on /metrics, read at each scrape.
