@@ -3,11 +3,14 @@ package server
 import (
 	"bufio"
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -57,6 +60,8 @@ func TestTunnelSplicesAndHalfCloses(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer tun.Close()
+			// Bounded: a splice that stalls fails the test instead of hanging it.
+			tun.SetDeadline(time.Now().Add(tunnelTestBound))
 			br := bufio.NewReader(tun)
 			io.WriteString(tun, "hello\n")
 			if line, err := br.ReadString('\n'); err != nil || line != "HELLO\n" {
@@ -103,8 +108,16 @@ func TestTunnelRefusals(t *testing.T) {
 	}
 }
 
-func TestTunnelEndsWhenAgentStops(t *testing.T) {
-	sock := filepath.Join(t.TempDir(), wire.SocketName)
+// tunnelTestBound is how long the tunnel tests wait for anything: far above
+// what a loaded machine needs, far below the suite's timeout, so a stall
+// fails with a message instead of hanging the run.
+const tunnelTestBound = 20 * time.Second
+
+// runAgent starts an agent whose run the test stops through the returned
+// cancel; stopped waits for run to return, at most tunnelTestBound.
+func runAgent(t *testing.T) (sock string, cancel context.CancelFunc, stopped func() error) {
+	t.Helper()
+	sock = filepath.Join(t.TempDir(), wire.SocketName)
 	s, err := newServer(Options{SocketPath: sock, Subreaper: true,
 		Logger: slog.New(slog.NewTextHandler(t.Output(), nil))})
 	if err != nil {
@@ -113,10 +126,47 @@ func TestTunnelEndsWhenAgentStops(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.run(ctx) }()
-	defer cancel()
+	var once sync.Once
+	var runErr error
+	stopped = func() error {
+		once.Do(func() {
+			select {
+			case runErr = <-done:
+			case <-time.After(tunnelTestBound):
+				runErr = fmt.Errorf("the agent's run did not return within %v of cancel", tunnelTestBound)
+			}
+		})
+		return runErr
+	}
+	// Whatever the test did, stop the agent before the next test starts;
+	// stopped receives from done once only, so this never waits twice.
+	t.Cleanup(func() {
+		cancel()
+		if err := stopped(); err != nil {
+			t.Error(err)
+		}
+	})
 	if _, err := client.WaitReady(context.Background(), sock, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
+	return sock, cancel, stopped
+}
+
+// readToEnd reads tun until it ends and fails the test if it is still open
+// after tunnelTestBound.
+func readToEnd(t *testing.T, tun net.Conn, what string) error {
+	t.Helper()
+	tun.SetReadDeadline(time.Now().Add(tunnelTestBound))
+	_, err := io.ReadAll(tun)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Errorf("%s: tunnel still open %v after the agent stopped", what, tunnelTestBound)
+	}
+	return err
+}
+
+func TestTunnelEndsWhenAgentStops(t *testing.T) {
+	sock, cancel, stopped := runAgent(t)
 	port := echoUpper(t, "tcp4", "127.0.0.1:0")
 	tun, err := client.New(sock).DialTunnel(context.Background(), port)
 	if err != nil {
@@ -124,11 +174,46 @@ func TestTunnelEndsWhenAgentStops(t *testing.T) {
 	}
 	defer tun.Close()
 	cancel()
-	<-done
+	if err := stopped(); err != nil {
+		t.Fatalf("with a tunnel open: %v", err)
+	}
 	// A tunnel is no request: only the agent's end closes it.
-	tun.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.ReadAll(tun); err != nil {
+	if err := readToEnd(t, tun, "open tunnel"); err != nil {
 		t.Fatalf("read after the agent stopped: %v", err)
+	}
+}
+
+// TestTunnelAgentStopsWhileTunnelsOpen stops the agent while tunnels are
+// being opened, so that the stop lands before, during and after the 101 and
+// the start of the splice: the agent must return and every tunnel that did
+// open must end, whatever the interleaving.
+func TestTunnelAgentStopsWhileTunnelsOpen(t *testing.T) {
+	port := echoUpper(t, "tcp4", "127.0.0.1:0")
+	for i := range 20 {
+		sock, cancel, stopped := runAgent(t)
+		c := client.New(sock)
+		const n = 4
+		var wg sync.WaitGroup
+		for range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ctx, cancelDial := context.WithTimeout(context.Background(), tunnelTestBound)
+				defer cancelDial()
+				tun, err := c.DialTunnel(ctx, port)
+				if err != nil {
+					return // the agent stopped first: refused or cut off, either is fine
+				}
+				defer tun.Close()
+				readToEnd(t, tun, fmt.Sprintf("round %d", i))
+			}()
+		}
+		time.Sleep(time.Duration(i%5) * 200 * time.Microsecond)
+		cancel()
+		if err := stopped(); err != nil {
+			t.Fatalf("round %d: %v", i, err)
+		}
+		wg.Wait()
 	}
 }
 
