@@ -152,7 +152,7 @@ func TestProcessSignalTimeoutForget(t *testing.T) {
 		t.Fatal(err)
 	}
 	var got string
-	waitFor(t, "the pid of the group's sleep", 10*time.Second, func() bool {
+	waitFor(t, "the pid of the group's sleep", time.Minute, func() bool {
 		ch, err := c.ProcessOutput(ctx, p.ID, wire.StreamStdout, 0, 0)
 		if err != nil {
 			t.Fatal(err)
@@ -181,7 +181,7 @@ func TestProcessSignalTimeoutForget(t *testing.T) {
 		t.Errorf("after SIGTERM: %+v", info)
 	}
 	// The signal went to the whole group, the background sleep included.
-	waitFor(t, "the group's sleep to die", 15*time.Second, func() bool { return procGone(pids[0]) })
+	waitFor(t, "the group's sleep to die", time.Minute, func() bool { return procGone(pids[0]) })
 	if got, _ := readProcUntil(t, c, p.ID, wire.StreamStdout, 0, "got-term"); !strings.HasSuffix(got, "got-term\n") {
 		t.Errorf("output %q", got)
 	}
