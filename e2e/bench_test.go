@@ -249,3 +249,43 @@ func BenchmarkSnapshot(b *testing.B) {
 		reportPercentiles(b, lat)
 	})
 }
+
+// BenchmarkSnapshotEarlierWrites measures snapshot_create on a running
+// workspace that already holds 200 MB of earlier writes (captured by a first
+// version), for a 1 KB and a 1 MB change: how long the workspace was
+// paused, and the size of each new version. Issue 13's target is a pause
+// and a size that follow the change, not the 200 MB.
+func BenchmarkSnapshotEarlierWrites(b *testing.B) {
+	e := newEnv(b)
+	c := e.stdioMcpgo()
+	mustCall(b, c, "workspace_create", map[string]any{"bot_id": "snap"})
+	if res := mustCall(b, c, "exec", map[string]any{"bot_id": "snap", "command": "head -c 209715200 /dev/zero > /data/earlier"}); res.IsError {
+		b.Fatal(res.Text)
+	}
+	mustCall(b, c, "snapshot_create", map[string]any{"bot_id": "snap"})
+	for _, size := range []int{1 << 10, 1 << 20} {
+		b.Run(fmt.Sprintf("change-%dKB", size>>10), func(b *testing.B) {
+			var pauses []time.Duration
+			var sizes []int64
+			for i := 0; b.Loop(); i++ {
+				b.StopTimer()
+				if res := mustCall(b, c, "exec", map[string]any{"bot_id": "snap", "command": fmt.Sprintf("head -c %d /dev/urandom > /data/changed-%d-%d", size, size, i)}); res.IsError {
+					b.Fatal(res.Text)
+				}
+				b.StartTimer()
+				var s struct {
+					PauseMs   int64 `json:"pause_ms"`
+					SizeBytes int64 `json:"size_bytes"`
+				}
+				mustCall(b, c, "snapshot_create", map[string]any{"bot_id": "snap"}).decode(b, &s)
+				pauses = append(pauses, time.Duration(s.PauseMs)*time.Millisecond)
+				sizes = append(sizes, s.SizeBytes)
+			}
+			slices.Sort(pauses)
+			slices.Sort(sizes)
+			b.ReportMetric(float64(pauses[len(pauses)/2].Milliseconds()), "pause-p50-ms")
+			b.ReportMetric(float64(pauses[len(pauses)-1].Milliseconds()), "pause-max-ms")
+			b.ReportMetric(float64(sizes[len(sizes)/2]), "version-bytes")
+		})
+	}
+}

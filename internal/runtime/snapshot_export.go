@@ -9,7 +9,10 @@ import (
 
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/content"
+	"github.com/containerd/containerd/v2/core/diff"
 	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/containerd/v2/core/mount"
+	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/platforms"
 	digest "github.com/opencontainers/go-digest"
@@ -19,9 +22,11 @@ import (
 
 // ExportSnapshot names an OCI image ref whose layers are base's and then
 // the layers of the committed snapshot key and of the snapshots it builds
-// on. Nothing is copied: the snapshot layers are already in the content
-// store (uncompressed, so each digest is also its diff ID); berth writes a
-// new config and manifest and points the image record at them. The image
+// on. A snapshot does not keep its layer (that would store each version
+// twice), so each is computed from the snapshot and its parent, once per
+// export, uncompressed (its digest is also its diff ID); versions made
+// before that kept their layer, which is used as is. berth writes a new
+// config and manifest and points the image record at them. The image
 // then serves like any other: workspace_create from it, or `ctr image
 // export`. An existing image named ref is replaced, labels included.
 func (r *Containerd) ExportSnapshot(ctx context.Context, snapshotter, key, base, ref string, labels map[string]string) (Image, error) {
@@ -29,7 +34,12 @@ func (r *Containerd) ExportSnapshot(ctx context.Context, snapshotter, key, base,
 	if err != nil {
 		return Image{}, err
 	}
-	layers, err := r.snapshotLayers(ctx, c, snapshotter, key)
+	lctx, done, err := r.snapshotLease(ctx, c, "export", key)
+	if err != nil {
+		return Image{}, err
+	}
+	defer done(false)
+	layers, err := r.snapshotLayers(lctx, c, snapshotter, key)
 	if err != nil {
 		return Image{}, err
 	}
@@ -53,11 +63,6 @@ func (r *Containerd) ExportSnapshot(ctx context.Context, snapshotter, key, base,
 		config.History = append(config.History, ocispec.History{Created: &now, CreatedBy: "berth snapshot " + key})
 	}
 
-	lctx, done, err := r.snapshotLease(ctx, c, "export", key)
-	if err != nil {
-		return Image{}, err
-	}
-	defer done(false)
 	configDesc, err := writeJSONBlob(lctx, cs, ocispec.MediaTypeImageConfig, config, nil)
 	if err != nil {
 		return Image{}, fmt.Errorf("write image config: %w", r.wrap(err))
@@ -95,7 +100,8 @@ func (r *Containerd) ExportSnapshot(ctx context.Context, snapshotter, key, base,
 }
 
 // snapshotLayers returns the layers of the committed snapshot key and of
-// the berth snapshots below it, bottom first, down to the image's own.
+// the berth snapshots below it, bottom first, down to the image's own. ctx
+// must carry a lease: the layers computed here belong to no image yet.
 func (r *Containerd) snapshotLayers(ctx context.Context, c *containerd.Client, snapshotter, key string) ([]ocispec.Descriptor, error) {
 	sn := c.SnapshotService(snapshotter)
 	var layers []ocispec.Descriptor
@@ -104,25 +110,57 @@ func (r *Containerd) snapshotLayers(ctx context.Context, c *containerd.Client, s
 		if err != nil {
 			return nil, fmt.Errorf("snapshot %s: %w", k, r.wrap(err))
 		}
-		ref := info.Labels[labelLayerRef]
-		if ref == "" {
+		if info.Labels[LabelSnapshotLayer] == "" {
 			if k == key {
 				return nil, fmt.Errorf("%w: snapshot %s has no layer of berth's", errdefs.ErrInvalidArgument, key)
 			}
 			break // the image's own layers
 		}
-		dgst, err := digest.Parse(ref)
+		desc, err := r.snapshotLayer(ctx, c, sn, info)
 		if err != nil {
-			return nil, fmt.Errorf("snapshot %s: layer digest %q: %w", k, ref, err)
+			return nil, fmt.Errorf("layer of snapshot %s: %w", k, err)
 		}
-		ci, err := c.ContentStore().Info(ctx, dgst)
-		if err != nil {
-			return nil, fmt.Errorf("layer of snapshot %s: %w", k, r.wrap(err))
-		}
-		layers = append([]ocispec.Descriptor{{MediaType: ocispec.MediaTypeImageLayer, Digest: dgst, Size: ci.Size}}, layers...)
+		layers = append([]ocispec.Descriptor{desc}, layers...)
 		k = info.Parent
 	}
 	return layers, nil
+}
+
+// snapshotLayer returns the layer a berth snapshot was made from: the one
+// it kept, or one computed from it and its parent.
+func (r *Containerd) snapshotLayer(ctx context.Context, c *containerd.Client, sn snapshots.Snapshotter, info snapshots.Info) (ocispec.Descriptor, error) {
+	if ref := info.Labels[labelLayerRef]; ref != "" {
+		dgst, err := digest.Parse(ref)
+		if err != nil {
+			return ocispec.Descriptor{}, fmt.Errorf("layer digest %q: %w", ref, err)
+		}
+		ci, err := c.ContentStore().Info(ctx, dgst)
+		if err != nil {
+			return ocispec.Descriptor{}, r.wrap(err)
+		}
+		return ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayer, Digest: dgst, Size: ci.Size}, nil
+	}
+	suffix := randomSuffix()
+	var lower []mount.Mount
+	if info.Parent != "" {
+		lowerKey := info.Name + ".export-lower-" + suffix
+		m, err := sn.View(ctx, lowerKey, info.Parent)
+		if err != nil {
+			return ocispec.Descriptor{}, r.wrap(err)
+		}
+		defer r.removeQuietly(ctx, sn, lowerKey)
+		lower = m
+	}
+	upperKey := info.Name + ".export-" + suffix
+	upper, err := sn.View(ctx, upperKey, info.Name)
+	if err != nil {
+		return ocispec.Descriptor{}, r.wrap(err)
+	}
+	defer r.removeQuietly(ctx, sn, upperKey)
+	desc, err := c.DiffService().Compare(ctx, lower, upper,
+		diff.WithMediaType(ocispec.MediaTypeImageLayer),
+		diff.WithReference("berth-export-"+info.Name+"-"+suffix))
+	return desc, r.wrap(err)
 }
 
 func readJSONBlob(ctx context.Context, cs content.Provider, desc ocispec.Descriptor, v any) error {

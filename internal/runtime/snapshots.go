@@ -7,53 +7,61 @@ package runtime
 // A snapshot is a committed containerd snapshot made from the container's
 // writable layer (its active snapshot) without stopping the task:
 //
-//  1. a read-only view of the active snapshot's parent and the active
-//     snapshot's mounts are obtained while the task runs;
-//  2. the task is paused (cgroup freezer), the diff service compares the
-//     two and writes an uncompressed OCI layer (ocispec.MediaTypeImageLayer)
-//     into the content store, and the task is resumed at once: the pause
-//     lasts as long as writing the layer;
-//  3. with the task running again, the layer is applied onto a new active
-//     snapshot whose parent is the active snapshot's parent, which is then
-//     committed under the caller's key.
+//  1. what can be done while the task runs is: a read-only view of the
+//     active snapshot's parent, its mounts, the manifest of the previous
+//     version (see below);
+//  2. the task is paused (cgroup freezer) only while what changed is read,
+//     and resumed at once;
+//  3. with the task running again, the changes become an uncompressed OCI
+//     layer (ocispec.MediaTypeImageLayer), which is applied onto a new
+//     active snapshot that is then committed under the caller's key.
 //
-// The layer stays in the content store, referenced from the committed
-// snapshot by a "containerd.io/gc.ref.content.berth.layer" label, so a
-// snapshot can also be exported as an OCI image layer. Its digest is also
-// its diff ID (it is not compressed).
+// On overlayfs (snapshot_upper.go), step 2 walks the active snapshot's
+// upper directory and copies only the entries that changed since the last
+// version taken of it, and the layer is applied on that version: a version
+// holds what changed since the previous one. Anywhere else (another
+// snapshotter, overlay features the upper directory cannot be read without,
+// the first version of a writable layer), the diff service compares the
+// whole writable layer with its parent while the task is paused, and the
+// layer is applied on that parent.
+//
+// The layer is not kept once applied: the snapshot holds the same files,
+// and a second copy would double what each version costs. Export computes
+// layers from the snapshots (snapshot_export.go).
 //
 // # Parent chain
 //
-// Every snapshot is the diff between the container's active snapshot and
-// that snapshot's parent, so it holds the whole writable layer at that
-// moment, not just what changed since the previous snapshot. A fresh
-// container's active snapshot sits on the image's top layer; its snapshots
-// are siblings on that layer:
+// Versions of one writable layer build on each other. A fresh container's
+// active snapshot sits on the image's top layer:
 //
-//	image top ← v1, image top ← v2, image top ← active
+//	image top ← v1 ← v2 ← v3, and image top ← active
 //
-// RollbackContainer to v1 prepares the new active snapshot on v1. From then
-// on, snapshots are diffs against v1 and are committed as v1's children, so
-// they are incremental on top of it:
+// RollbackContainer to v2 prepares a new active snapshot on v2; its first
+// version holds everything written since, on v2, and later ones build on
+// that:
 //
-//	image top ← v1 ← active, then image top ← v1 ← v3
+//	image top ← v1 ← v2 ← active, then v2 ← v4 ← v5
 //
 // A snapshot cannot be deleted while it is the parent of another snapshot
-// (committed or active), so v1 stays while v3 or the rolled-back container
-// needs it (DeleteSnapshot says so with errdefs.ErrFailedPrecondition).
+// (committed or active), so v1 stays while v2, or a container rolled back
+// or forked on it, needs it (DeleteSnapshot says so with
+// errdefs.ErrFailedPrecondition).
 //
 // # Garbage collection and crashes
 //
 // Committed snapshots carry "containerd.io/gc.root", so containerd's
-// garbage collector keeps them and, through the content reference label,
-// their layers. Everything else a snapshot makes (the parent view, the
-// layer before it is referenced, the snapshot the layer is applied to) is
-// made under a lease that expires after leaseExpiry and is deleted when the
-// operation ends. The committed snapshot is created by a single Commit that
-// already carries the root and content labels, after the layer is complete,
-// so a berth killed at any point leaves either a complete snapshot or only
-// leased objects, which the garbage collector removes once the lease is
-// deleted (ReconcileSnapshots) or expires.
+// garbage collector keeps them (versions made before layers stopped being
+// kept also reference theirs). Everything else a snapshot makes (the
+// parent view, the layer, the snapshot the layer is applied to, the new
+// manifest until the active snapshot's label references it) is made under
+// a lease that expires after leaseExpiry and is deleted when the operation
+// ends. The committed snapshot is created by a single Commit that already
+// carries the root label, after the layer is applied, so a berth killed at
+// any point leaves either a complete snapshot or only leased objects,
+// which the garbage collector removes once the lease is deleted
+// (ReconcileSnapshots) or expires. The files copied while the task was
+// paused sit in a stage directory beside the upper directory; the next
+// snapshot of the container, or its deletion, removes a stage left behind.
 //
 // The one effect outside containerd's metadata is the paused task: berth
 // labels the container (LabelSnapshotPaused) before pausing it and removes
@@ -75,6 +83,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -108,8 +118,8 @@ const (
 	labelSnapshotOp = snapshotLabelPrefix + "op"
 
 	labelGCRoot = "containerd.io/gc.root"
-	// labelLayerRef references the snapshot's layer in the content store
-	// (containerd.io/gc.ref.content[.name] = digest).
+	// labelLayerRef references the layer of a version made when versions
+	// kept it (containerd.io/gc.ref.content[.name] = digest).
 	labelLayerRef = "containerd.io/gc.ref.content.berth.layer"
 )
 
@@ -120,13 +130,12 @@ const leaseExpiry = 24 * time.Hour
 
 // SnapshotInfo is one committed snapshot of a container's writable layer.
 type SnapshotInfo struct {
-	Key         string
-	Parent      string
-	Labels      map[string]string
-	Created     time.Time
-	Size        int64 // disk usage of the committed snapshot
-	LayerDigest string
-	LayerSize   int64 // bytes of the uncompressed layer in the content store
+	Key       string
+	Parent    string
+	Labels    map[string]string
+	Created   time.Time
+	Size      int64 // disk usage of the committed snapshot
+	LayerSize int64 // bytes of the uncompressed layer it was made from
 }
 
 // inflight holds the lease IDs and container IDs of snapshot operations
@@ -189,18 +198,72 @@ func (r *Containerd) SnapshotContainer(ctx context.Context, id, key string, labe
 		return SnapshotInfo{}, 0, fmt.Errorf("mounts of the writable layer: %w", r.wrap(err))
 	}
 
-	desc, paused, err := r.diffPaused(ctx, c, ctr, key, func() (ocispec.Descriptor, error) {
-		return c.DiffService().Compare(ctx, lower, upper,
-			diff.WithMediaType(ocispec.MediaTypeImageLayer),
-			diff.WithReference("berth-snapshot-"+key+"-"+suffix))
+	// On overlayfs, read only what changed in the upper directory since the
+	// version the active snapshot's manifest describes (see
+	// snapshot_upper.go); elsewhere, or when that cannot be done, the diff
+	// service compares the whole writable layer with its parent.
+	upperDir := overlayUpper(upper)
+	var prev *upperManifest
+	base := active.Parent
+	if upperDir != "" {
+		if b := active.Labels[labelUpperBase]; b != "" {
+			if bi, err := sn.Stat(ctx, b); err == nil && bi.Kind == snapshots.KindCommitted {
+				if m, err := loadUpperManifest(ctx, c.ContentStore(), active.Labels); err == nil && m != nil {
+					prev, base = m, b
+				}
+			}
+		}
+	}
+	stage := ""
+	if upperDir != "" {
+		// Next to the upper directory: the same filesystem, so copies can
+		// share extents; it goes with the snapshot's directory should berth
+		// die before removing it.
+		// A berth killed mid-snapshot left its stage behind; operations on
+		// one container are serialized, so any found now is such a one.
+		if old, err := filepath.Glob(filepath.Join(filepath.Dir(upperDir), "berth-stage-*")); err == nil {
+			for _, dir := range old {
+				_ = os.RemoveAll(dir)
+			}
+		}
+		stage = filepath.Join(filepath.Dir(upperDir), "berth-stage-"+suffix)
+		if err := os.Mkdir(stage, 0o700); err != nil {
+			upperDir = ""
+		} else {
+			defer os.RemoveAll(stage)
+		}
+	}
+	var capt *upperCapture
+	var desc ocispec.Descriptor
+	ref := "berth-snapshot-" + key + "-" + suffix
+	paused, err := r.runPaused(ctx, c, ctr, key, func() error {
+		if upperDir != "" {
+			var cerr error
+			if capt, cerr = captureUpper(upperDir, stage, prev); cerr == nil {
+				return nil
+			}
+			capt = nil
+		}
+		d, err := c.DiffService().Compare(ctx, lower, upper,
+			diff.WithMediaType(ocispec.MediaTypeImageLayer), diff.WithReference(ref))
+		desc = d
+		return err
 	})
 	if err != nil {
 		return SnapshotInfo{}, paused, err
 	}
+	if capt != nil {
+		// The task runs again; pack what was copied while it was paused.
+		if desc, err = storeUpperLayer(ctx, c.ContentStore(), capt, stage, ref); err != nil {
+			return SnapshotInfo{}, paused, fmt.Errorf("write layer: %w", r.wrap(err))
+		}
+	} else {
+		base = active.Parent
+	}
 
-	// The task runs again; build the committed snapshot from the layer.
+	// Build the committed snapshot from the layer on its base.
 	applyKey := key + ".apply-" + suffix
-	mounts, err := sn.Prepare(ctx, applyKey, active.Parent)
+	mounts, err := sn.Prepare(ctx, applyKey, base)
 	if err != nil {
 		return SnapshotInfo{}, paused, fmt.Errorf("prepare snapshot: %w", r.wrap(err))
 	}
@@ -213,18 +276,27 @@ func (r *Containerd) SnapshotContainer(ctx context.Context, id, key string, labe
 	if _, err := c.DiffService().Apply(ctx, desc, mounts, diff.WithSyncFs(true)); err != nil {
 		return SnapshotInfo{}, paused, fmt.Errorf("apply layer: %w", r.wrap(err))
 	}
-	all := make(map[string]string, len(labels)+3)
+	// The layer itself is not kept (it would be a second copy of the
+	// version): the operation's lease lets the garbage collector take it,
+	// and export rebuilds it from the snapshots.
+	all := make(map[string]string, len(labels)+2)
 	for k, v := range labels {
 		all[k] = v
 	}
 	all[labelGCRoot] = time.Now().UTC().Format(time.RFC3339)
-	all[labelLayerRef] = desc.Digest.String()
 	all[LabelSnapshotLayer] = strconv.FormatInt(desc.Size, 10)
 	if err := sn.Commit(ctx, key, applyKey, snapshots.WithLabels(all)); err != nil {
 		return SnapshotInfo{}, paused, fmt.Errorf("commit snapshot %s: %w", key, r.wrap(err))
 	}
 	committed = true
 	ok = true
+	if capt != nil {
+		// The next snapshot builds on this one. Should this fail or berth
+		// die first, the active snapshot still names an older version and
+		// its manifest, which together stay exact: the next version is
+		// then built on that older one.
+		_ = r.recordUpper(ctx, c, sn, info.SnapshotKey, key, capt.manifest)
+	}
 
 	out, err := r.snapshotInfo(ctx, sn, key)
 	if err != nil {
@@ -233,27 +305,26 @@ func (r *Containerd) SnapshotContainer(ctx context.Context, id, key string, labe
 	return out, paused, nil
 }
 
-// diffPaused runs compare with the container's task paused, if it runs,
-// and resumes it as soon as compare returns, even when ctx is cancelled.
-func (r *Containerd) diffPaused(ctx context.Context, c *containerd.Client, ctr containerd.Container, key string, compare func() (ocispec.Descriptor, error)) (ocispec.Descriptor, time.Duration, error) {
+// runPaused runs read with the container's task paused, if it runs, and
+// resumes it as soon as read returns, even when ctx is cancelled.
+func (r *Containerd) runPaused(ctx context.Context, c *containerd.Client, ctr containerd.Container, key string, read func() error) (time.Duration, error) {
 	task, err := ctr.Task(ctx, nil)
 	if err != nil && !errdefs.IsNotFound(err) {
-		return ocispec.Descriptor{}, 0, r.wrap(err)
+		return 0, r.wrap(err)
 	}
 	running := false
 	if task != nil {
 		st, err := task.Status(ctx)
 		if err != nil {
-			return ocispec.Descriptor{}, 0, r.wrap(err)
+			return 0, r.wrap(err)
 		}
 		running = st.Status == containerd.Running
 	}
 	if !running {
-		desc, err := compare()
-		if err != nil {
-			return desc, 0, fmt.Errorf("compute layer: %w", r.wrap(err))
+		if err := read(); err != nil {
+			return 0, fmt.Errorf("compute layer: %w", r.wrap(err))
 		}
-		return desc, 0, nil
+		return 0, nil
 	}
 
 	// The label lets ReconcileSnapshots resume the task should berth die
@@ -262,7 +333,7 @@ func (r *Containerd) diffPaused(ctx context.Context, c *containerd.Client, ctr c
 	inflight.Store(r.inflightKey("ctr", id), struct{}{})
 	defer inflight.Delete(r.inflightKey("ctr", id))
 	if _, err := ctr.SetLabels(ctx, map[string]string{LabelSnapshotPaused: key}); err != nil {
-		return ocispec.Descriptor{}, 0, r.wrap(err)
+		return 0, r.wrap(err)
 	}
 	defer func() {
 		cleanup, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
@@ -277,20 +348,20 @@ func (r *Containerd) diffPaused(ctx context.Context, c *containerd.Client, ctr c
 		resumeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		_ = task.Resume(resumeCtx)
 		cancel()
-		return ocispec.Descriptor{}, time.Since(start), fmt.Errorf("pause task: %w", r.wrap(err))
+		return time.Since(start), fmt.Errorf("pause task: %w", r.wrap(err))
 	}
-	desc, cerr := compare()
+	cerr := read()
 	resumeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	rerr := task.Resume(resumeCtx)
 	cancel()
 	paused := time.Since(start)
 	if rerr != nil {
-		return ocispec.Descriptor{}, paused, fmt.Errorf("resume task after snapshot: %w", r.wrap(rerr))
+		return paused, fmt.Errorf("resume task after snapshot: %w", r.wrap(rerr))
 	}
 	if cerr != nil {
-		return ocispec.Descriptor{}, paused, fmt.Errorf("compute layer: %w", r.wrap(cerr))
+		return paused, fmt.Errorf("compute layer: %w", r.wrap(cerr))
 	}
-	return desc, paused, nil
+	return paused, nil
 }
 
 // ListSnapshots lists the snapshots SnapshotContainer committed in
@@ -342,11 +413,10 @@ func (r *Containerd) snapshotInfo(ctx context.Context, sn snapshots.Snapshotter,
 		return SnapshotInfo{}, r.wrap(err)
 	}
 	out := SnapshotInfo{
-		Key:         info.Name,
-		Parent:      info.Parent,
-		Labels:      info.Labels,
-		Created:     info.Created,
-		LayerDigest: info.Labels[labelLayerRef],
+		Key:     info.Name,
+		Parent:  info.Parent,
+		Labels:  info.Labels,
+		Created: info.Created,
 	}
 	out.LayerSize, _ = strconv.ParseInt(info.Labels[LabelSnapshotLayer], 10, 64)
 	usage, err := sn.Usage(ctx, key)
@@ -436,11 +506,12 @@ func (r *Containerd) RollbackContainer(ctx context.Context, id, key string) erro
 	return nil
 }
 
-// activeLabels are the labels a replacement active snapshot inherits.
+// activeLabels are the labels a replacement active snapshot inherits: not
+// the manifest of the old one's upper directory.
 func activeLabels(old map[string]string) map[string]string {
 	out := make(map[string]string, len(old))
 	for k, v := range old {
-		if k == labelGCRoot || strings.HasPrefix(k, snapshotLabelPrefix) {
+		if k == labelGCRoot || k == labelUpperManifest || strings.HasPrefix(k, snapshotLabelPrefix) {
 			continue
 		}
 		out[k] = v
@@ -692,6 +763,24 @@ func (r *Containerd) collectGarbage(ctx context.Context, c *containerd.Client) e
 		return r.wrap(err)
 	}
 	return r.wrap(lm.Delete(ctx, l, leases.SynchronousDelete))
+}
+
+// recordUpper stores the manifest of the active snapshot's upper directory
+// as captured for version and labels the active snapshot with both, in one
+// update, so they always agree.
+func (r *Containerd) recordUpper(ctx context.Context, c *containerd.Client, sn snapshots.Snapshotter, activeKey, version string, m upperManifest) error {
+	desc, err := writeJSONBlob(ctx, c.ContentStore(), "application/vnd.berth.upper-manifest+json", m, nil)
+	if err != nil {
+		return fmt.Errorf("write upper manifest: %w", r.wrap(err))
+	}
+	_, err = sn.Update(ctx, snapshots.Info{Name: activeKey, Labels: map[string]string{
+		labelUpperBase:     version,
+		labelUpperManifest: desc.Digest.String(),
+	}}, "labels."+labelUpperBase, "labels."+labelUpperManifest)
+	if err != nil {
+		return fmt.Errorf("record upper manifest: %w", r.wrap(err))
+	}
+	return nil
 }
 
 // removeQuietly removes a temporary snapshot; the operation's lease

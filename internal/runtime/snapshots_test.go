@@ -16,7 +16,6 @@ import (
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
-	"github.com/opencontainers/go-digest"
 
 	"github.com/berth-dev/berth/internal/testenv"
 )
@@ -189,7 +188,7 @@ func (e *snapEnv) snapshot(key string) SnapshotInfo {
 	if _, ok := after.Labels[LabelSnapshotPaused]; ok {
 		e.t.Errorf("pause label left on the container")
 	}
-	if info.Key != key || info.LayerDigest == "" || info.LayerSize <= 0 || info.Labels["test/bot"] != e.id {
+	if info.Key != key || info.LayerSize <= 0 || info.Labels["test/bot"] != e.id {
 		e.t.Fatalf("snapshot info %+v", info)
 	}
 	return info
@@ -224,16 +223,6 @@ func (e *snapEnv) gc() {
 	if err := lm.Delete(e.ctx, l, leases.SynchronousDelete); err != nil {
 		e.t.Fatal(err)
 	}
-}
-
-// contentExists says whether the layer is in the content store.
-func (e *snapEnv) contentExists(d string) bool {
-	e.t.Helper()
-	_, err := e.c.ContentStore().Info(e.ctx, digest.Digest(d))
-	if err != nil && !errdefs.IsNotFound(err) {
-		e.t.Fatal(err)
-	}
-	return err == nil
 }
 
 func (e *snapEnv) snapshotKeys(filters ...string) []string {
@@ -281,31 +270,29 @@ func TestSnapshotRollbackDelete(t *testing.T) {
 		t.Fatalf("second snapshot named ws-v1: %v, want AlreadyExists", err)
 	}
 
+	// v2 holds what changed since v1, on top of it: not the 1 MiB again.
 	e.mustExec("echo two > /two && rm /one")
 	v2 := e.snapshot("ws-v2")
-	if v2.Parent != imageTop || v2.LayerDigest == v1.LayerDigest {
-		t.Fatalf("v2 %+v, v1 %+v", v2, v1)
+	if v2.Parent != "ws-v1" || v2.LayerSize >= 1<<20 {
+		t.Fatalf("v2 %+v, v1 %+v: want a small layer on ws-v1", v2, v1)
 	}
 
 	list, err := e.r.ListSnapshots(e.ctx, testenv.Snapshotter, "test/bot", e.id)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(list) != 2 || list[0].Key != "ws-v1" || list[1].Key != "ws-v2" || list[1].LayerDigest != v2.LayerDigest {
+	if len(list) != 2 || list[0].Key != "ws-v1" || list[1].Key != "ws-v2" || list[1].Parent != "ws-v1" {
 		t.Fatalf("ListSnapshots: %+v", list)
 	}
 	if other, err := e.r.ListSnapshots(e.ctx, testenv.Snapshotter, "test/bot", "other"); err != nil || len(other) != 0 {
 		t.Fatalf("ListSnapshots of another bot: %v %+v", err, other)
 	}
 
-	// Committed snapshots and their layers survive garbage collection.
+	// Committed snapshots survive garbage collection.
 	e.gc()
 	for _, s := range []SnapshotInfo{v1, v2} {
 		if _, err := e.c.SnapshotService(testenv.Snapshotter).Stat(e.ctx, s.Key); err != nil {
 			t.Fatalf("%s after GC: %v", s.Key, err)
-		}
-		if !e.contentExists(s.LayerDigest) {
-			t.Fatalf("layer of %s collected", s.Key)
 		}
 	}
 	e.noLeftovers()
@@ -349,9 +336,6 @@ func TestSnapshotRollbackDelete(t *testing.T) {
 	if err := e.r.DeleteSnapshot(e.ctx, testenv.Snapshotter, "ws-v2"); !errdefs.IsNotFound(err) {
 		t.Fatalf("delete ws-v2 again: %v, want NotFound", err)
 	}
-	if e.contentExists(v2.LayerDigest) {
-		t.Fatalf("layer of the deleted ws-v2 kept")
-	}
 	if err := e.r.DeleteSnapshot(e.ctx, testenv.Snapshotter, "ws-v3"); err != nil {
 		t.Fatal(err)
 	}
@@ -360,9 +344,6 @@ func TestSnapshotRollbackDelete(t *testing.T) {
 		t.Fatalf("delete ws-v1 under the container: %v, want FailedPrecondition", err)
 	}
 	e.gc()
-	if !e.contentExists(v1.LayerDigest) {
-		t.Fatal("layer of ws-v1 collected")
-	}
 	list, err = e.r.ListSnapshots(e.ctx, testenv.Snapshotter, "", "")
 	if err != nil || len(list) != 1 || list[0].Key != "ws-v1" {
 		t.Fatalf("ListSnapshots after deletes: %v %+v", err, list)

@@ -470,14 +470,13 @@ func TestRollbackOnFake(t *testing.T) {
 	if ws.Status == "running" || len(e.waitedFor()) != waits {
 		t.Errorf("rollback of a stopped workspace started it: %+v", ws)
 	}
-	// The state saved before it (version 3) builds on version 1; once it
-	// is gone, nothing does.
-	if err := e.m.DeleteSnapshot(ctx, "alpha", 1); !errdefs.IsFailedPrecondition(err) {
-		t.Errorf("delete of version 1 under version 3: %v, want FailedPrecondition", err)
+	// The state saved before it (version 3) builds on version 1, and so
+	// does version 2 (the changes since version 1), on which the workspace
+	// now builds: version 3 goes, version 1 stays.
+	if err := e.m.DeleteSnapshot(ctx, "alpha", 3); err != nil {
+		t.Errorf("delete version 3: %v", err)
 	}
-	for _, v := range []int{3, 1} {
-		if err := e.m.DeleteSnapshot(ctx, "alpha", v); err != nil {
-			t.Errorf("delete version %d: %v", v, err)
-		}
+	if err := e.m.DeleteSnapshot(ctx, "alpha", 1); !errdefs.IsFailedPrecondition(err) {
+		t.Errorf("delete of version 1 under version 2: %v, want FailedPrecondition", err)
 	}
 }

@@ -33,10 +33,7 @@ import (
 
 // Labels containerd puts on the snapshots runtime.Containerd commits; Fake
 // puts the same, so callers see the same records.
-const (
-	labelGCRoot   = "containerd.io/gc.root"
-	labelLayerRef = "containerd.io/gc.ref.content.berth.layer"
-)
+const labelGCRoot = "containerd.io/gc.root"
 
 // Fake is an in-memory runtime.Runtime. The zero value is not usable; call
 // NewFake.
@@ -73,9 +70,12 @@ type fakeTask struct {
 
 type fakeSnap struct {
 	key, parent string
-	committed   bool
-	labels      map[string]string
-	created     time.Time
+	// base is the last version taken of an active snapshot: the next one
+	// builds on it, as on overlayfs.
+	base      string
+	committed bool
+	labels    map[string]string
+	created   time.Time
 }
 
 var _ runtime.Runtime = (*Fake)(nil)
@@ -685,19 +685,21 @@ func (f *Fake) SnapshotContainer(_ context.Context, id, key string, labels map[s
 		all = map[string]string{}
 	}
 	now := f.now()
-	sum := sha256.Sum256([]byte(c.spec.Snapshotter + "\x00" + key + "\x00" + now.String()))
 	all[labelGCRoot] = now.Format(time.RFC3339)
-	all[labelLayerRef] = "sha256:" + hex.EncodeToString(sum[:])
 	all[runtime.LabelSnapshotLayer] = "1024"
-	s := &fakeSnap{key: key, parent: active.parent, committed: true, labels: all, created: now}
+	parent := active.parent
+	if b := sn[active.base]; b != nil && b.committed {
+		parent = b.key
+	}
+	s := &fakeSnap{key: key, parent: parent, committed: true, labels: all, created: now}
 	sn[key] = s
+	active.base = key
 	return snapInfo(s), 0, nil
 }
 
 func snapInfo(s *fakeSnap) runtime.SnapshotInfo {
 	out := runtime.SnapshotInfo{
 		Key: s.key, Parent: s.parent, Labels: maps.Clone(s.labels), Created: s.created,
-		LayerDigest: s.labels[labelLayerRef],
 	}
 	out.LayerSize, _ = strconv.ParseInt(s.labels[runtime.LabelSnapshotLayer], 10, 64)
 	out.Size = out.LayerSize

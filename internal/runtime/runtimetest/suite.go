@@ -345,15 +345,18 @@ func checkSnapshots(t *testing.T, e Env) {
 
 	labels := map[string]string{"suite/bot": "ws", "suite/v": "1"}
 	v1 := e.snapshot(t, "ws", "suite-v1", labels)
-	if v1.Key != "suite-v1" || v1.Labels["suite/bot"] != "ws" || v1.Labels["suite/v"] != "1" || v1.LayerDigest == "" || v1.Created.IsZero() {
-		t.Errorf("snapshot info %+v: want key suite-v1, the labels given, a layer digest and a time", v1)
+	if v1.Key != "suite-v1" || v1.Labels["suite/bot"] != "ws" || v1.Labels["suite/v"] != "1" || v1.LayerSize <= 0 || v1.Created.IsZero() {
+		t.Errorf("snapshot info %+v: want key suite-v1, the labels given, a layer size and a time", v1)
 	}
 	wantStatus(t, e.container(t, "ws"), runtime.TaskRunning)
 	_, _, err = rt.SnapshotContainer(ctx, "ws", "suite-v1", labels)
 	wantClass(t, "SnapshotContainer to an existing key", err, errdefs.IsAlreadyExists, "AlreadyExists")
 	v2 := e.snapshot(t, "ws", "suite-v2", map[string]string{"suite/bot": "ws"})
-	if v1.Parent == "" || v2.Parent != v1.Parent {
-		t.Errorf("parents %q and %q: two snapshots of a fresh container both build on its image", v1.Parent, v2.Parent)
+	// A version holds what changed since the previous one and builds on
+	// it; a snapshotter whose changes cannot be read on their own may
+	// build every version on the image instead.
+	if v1.Parent == "" || (v2.Parent != "suite-v1" && v2.Parent != v1.Parent) {
+		t.Errorf("parents %q and %q: the first snapshot of a fresh container builds on its image, the second on the first (or the image)", v1.Parent, v2.Parent)
 	}
 	if got := e.snapshotKeys(t, "suite/bot", "ws"); !slices.Equal(got, []string{"suite-v1", "suite-v2"}) {
 		t.Errorf("snapshots of ws: %v, want [suite-v1 suite-v2], oldest first", got)
