@@ -91,9 +91,10 @@ func TestDeleteIsIdempotent(t *testing.T) {
 	mustCall(t, c, "workspace_create", map[string]any{"bot_id": "idem"})
 	mustCall(t, c, "fs_write", map[string]any{"bot_id": "idem", "path": "/data/f", "content": "x"})
 	mustCall(t, c, "skills_upsert", map[string]any{"bot_id": "idem", "skills": []string{"---\nname: sk\ndescription: a skill\n---\nbody\n"}})
+	// Versions build on each other: the newest is the one nothing builds on.
 	var snap snapOut
-	mustCall(t, c, "snapshot_create", map[string]any{"bot_id": "idem"}).decode(t, &snap)
 	mustCall(t, c, "snapshot_create", map[string]any{"bot_id": "idem"})
+	mustCall(t, c, "snapshot_create", map[string]any{"bot_id": "idem"}).decode(t, &snap)
 	var term struct {
 		ID string `json:"id"`
 	}
