@@ -39,9 +39,13 @@ const (
 	// DefaultReadyTimeout is what WaitReady uses for a timeout <= 0.
 	DefaultReadyTimeout = 10 * time.Second
 
-	readyMaxAttempt  = 2 * time.Second
-	readyFirstDelay  = 20 * time.Millisecond
-	readyMaxDelay    = 200 * time.Millisecond
+	readyMaxAttempt = 2 * time.Second
+	// A poll before the agent listens costs one failed open in the agent
+	// directory, so polling often is cheap; polling rarely made a create
+	// wait up to the whole gap after the agent was ready (a 200 ms cap
+	// added tens of milliseconds to a typical create).
+	readyFirstDelay  = 5 * time.Millisecond
+	readyMaxDelay    = 25 * time.Millisecond
 	maxRemoteMessage = 1024
 	maxRemoteCode    = 64
 )
