@@ -2,10 +2,7 @@ package workspace
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -94,15 +91,8 @@ func (m *Manager) MCPServers(bot string) ([]MCPServerSpec, error) {
 	if err := ValidateBotID(bot); err != nil {
 		return nil, err
 	}
-	data, err := os.ReadFile(m.mcpServersPath(bot))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
+	specs, err := readBotFile[MCPServerSpec](m.mcpServersPath(bot))
 	if err != nil {
-		return nil, err
-	}
-	var specs []MCPServerSpec
-	if err := json.Unmarshal(data, &specs); err != nil {
 		return nil, fmt.Errorf("MCP server registrations of %s (%s): %w", bot, m.mcpServersPath(bot), err)
 	}
 	return specs, nil
@@ -110,21 +100,7 @@ func (m *Manager) MCPServers(bot string) ([]MCPServerSpec, error) {
 
 // MCPServerBots lists the bots that have registered MCP servers.
 func (m *Manager) MCPServerBots() ([]string, error) {
-	entries, err := os.ReadDir(filepath.Join(m.opts.StateDir, "mcp"))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	var bots []string
-	for _, e := range entries {
-		bot, ok := strings.CutSuffix(e.Name(), ".json")
-		if ok && ValidateBotID(bot) == nil {
-			bots = append(bots, bot)
-		}
-	}
-	return bots, nil
+	return botsWithFiles(filepath.Join(m.opts.StateDir, "mcp"))
 }
 
 // PutMCPServer registers spec in the bot's workspace, replacing a server of
@@ -182,34 +158,7 @@ func (m *Manager) RemoveMCPServer(ctx context.Context, bot, name string) error {
 // writeMCPServers replaces the registration file atomically, so a crash
 // leaves the old list or the new one.
 func (m *Manager) writeMCPServers(bot string, specs []MCPServerSpec) error {
-	path := m.mcpServersPath(bot)
-	if len(specs) == 0 {
-		return removeIfExists(path)
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	data, err := json.MarshalIndent(specs, "", "  ")
-	if err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), bot+".*.tmp")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return writeBotFile(m.mcpServersPath(bot), bot, specs)
 }
 
 // OnStarted registers fn to be called (in its own goroutine) each time a

@@ -4,10 +4,8 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -133,15 +131,8 @@ func (m *Manager) NetworkRequests(bot string) ([]NetworkRequest, error) {
 	if err := ValidateBotID(bot); err != nil {
 		return nil, err
 	}
-	data, err := os.ReadFile(m.netRequestsPath(bot))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
+	reqs, err := readBotFile[NetworkRequest](m.netRequestsPath(bot))
 	if err != nil {
-		return nil, err
-	}
-	var reqs []NetworkRequest
-	if err := json.Unmarshal(data, &reqs); err != nil {
 		return nil, fmt.Errorf("network requests of %s (%s): %w", bot, m.netRequestsPath(bot), err)
 	}
 	return reqs, nil
@@ -149,21 +140,7 @@ func (m *Manager) NetworkRequests(bot string) ([]NetworkRequest, error) {
 
 // NetworkRequestBots lists the bots that have network requests.
 func (m *Manager) NetworkRequestBots() ([]string, error) {
-	entries, err := os.ReadDir(filepath.Join(m.opts.StateDir, "netrequests"))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	var bots []string
-	for _, e := range entries {
-		bot, ok := strings.CutSuffix(e.Name(), ".json")
-		if ok && ValidateBotID(bot) == nil {
-			bots = append(bots, bot)
-		}
-	}
-	return bots, nil
+	return botsWithFiles(filepath.Join(m.opts.StateDir, "netrequests"))
 }
 
 // NetworkRequestByID returns one of the bot's requests.
@@ -344,32 +321,5 @@ func (m *Manager) decideNetworkRequest(ctx context.Context, bot, id string, d Ne
 
 // writeNetRequests replaces the requests file atomically.
 func (m *Manager) writeNetRequests(bot string, reqs []NetworkRequest) error {
-	path := m.netRequestsPath(bot)
-	if len(reqs) == 0 {
-		return removeIfExists(path)
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	data, err := json.MarshalIndent(reqs, "", "  ")
-	if err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), bot+".*.tmp")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return writeBotFile(m.netRequestsPath(bot), bot, reqs)
 }

@@ -364,34 +364,7 @@ func (m *Manager) CheckPortLink(bot string, port int, token string) (PortLink, b
 // writePorts replaces the bot's ports file atomically, so a crash leaves
 // the old list or the new one.
 func (m *Manager) writePorts(bot string, ports []ExposedPort) error {
-	path := m.portsPath(bot)
-	if len(ports) == 0 {
-		return removeIfExists(path)
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	data, err := json.MarshalIndent(ports, "", "  ")
-	if err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), bot+".*.tmp")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return writeBotFile(m.portsPath(bot), bot, ports)
 }
 
 // PortLinkParam is the query parameter that carries a capability link's
