@@ -375,6 +375,7 @@ func (s *server) handler() http.Handler {
 	s.routeFiles(mux)
 	s.routeArchives(mux)
 	s.routeTunnels(mux)
+	s.routeWatch(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, wire.CodeNotFound, "no such endpoint: "+r.URL.Path)
 	})
