@@ -9,7 +9,7 @@ import (
 	"context"
 
 	"github.com/berth-dev/berth/internal/audit"
-	"github.com/berth-dev/berth/internal/remedy"
+	"github.com/berth-dev/berth/internal/workspace"
 	"github.com/berth-dev/berth/resources"
 	"github.com/berth-dev/berth/tools"
 	"github.com/mark3labs/mcp-go/mcp"
@@ -111,7 +111,7 @@ func (o options) middleware(d tools.Deps) []server.ServerOption {
 func explainResources(next server.ResourceHandlerFunc) server.ResourceHandlerFunc {
 	return func(ctx context.Context, req mcp.ReadResourceRequest) ([]mcp.ResourceContents, error) {
 		contents, err := next(ctx, req)
-		if err != nil && remedy.Of(err) != remedy.None {
+		if err != nil && workspace.RemedyOf(err) != workspace.NoRemedy {
 			err = &explained{err: err, text: tools.Explain(err)}
 		}
 		return contents, err

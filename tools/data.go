@@ -100,19 +100,28 @@ func (h handlers) dataExportDelete(ctx context.Context, _ *call, in DataExportDe
 	return in, fmt.Sprintf("deleted export %s of %s", in.ExportID, in.BotID), nil
 }
 
-func (h handlers) dataImport(ctx context.Context, _ *call, in DataImportInput) (wire.ImportResult, string, error) {
+// DataImportOutput is what an import extracted.
+type DataImportOutput struct {
+	wire.ImportResult
+	Declined
+}
+
+func (h handlers) dataImport(ctx context.Context, c *call, in DataImportInput) (DataImportOutput, string, error) {
 	if base64.StdEncoding.DecodedLen(len(in.ArchiveBase64)) > maxInlineArchive {
-		return wire.ImportResult{}, "", fmt.Errorf("archive_base64 is larger than %d bytes: upload it with PUT /bots/%s/data/import", maxInlineArchive, in.BotID)
+		return DataImportOutput{}, "", fmt.Errorf("archive_base64 is larger than %d bytes: upload it with PUT /bots/%s/data/import", maxInlineArchive, in.BotID)
 	}
 	archive, err := base64.StdEncoding.DecodeString(in.ArchiveBase64)
 	if err != nil {
-		return wire.ImportResult{}, "", fmt.Errorf("archive_base64: %v", err)
+		return DataImportOutput{}, "", fmt.Errorf("archive_base64: %v", err)
+	}
+	if declined, err := h.confirm(ctx, c, h.importQuestion(ctx, in, archive)); declined != "" || err != nil {
+		return DataImportOutput{Declined: Declined{true}}, declined, err
 	}
 	res, err := h.Manager.ImportData(ctx, in.BotID, in.Path, in.Format, bytes.NewReader(archive))
 	if err != nil {
-		return res, "", err
+		return DataImportOutput{ImportResult: res}, "", err
 	}
-	return res, fmt.Sprintf("imported %d entries (%d files, %d directories, %d symlinks, %d bytes) into %s",
+	return DataImportOutput{ImportResult: res}, fmt.Sprintf("imported %d entries (%d files, %d directories, %d symlinks, %d bytes) into %s",
 		res.Entries, res.Files, res.Dirs, res.Symlinks, res.Bytes, res.Path), nil
 }
 

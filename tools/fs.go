@@ -313,15 +313,26 @@ func (h handlers) fsMkdir(ctx context.Context, _ *call, in FsMkdirInput) (wire.F
 	return fi, "created " + fi.Path, nil
 }
 
-func (h handlers) fsDelete(ctx context.Context, _ *call, in FsDeleteInput) (FsDeleteInput, string, error) {
+// FsDeleteOutput names the path deleted.
+type FsDeleteOutput struct {
+	FsDeleteInput
+	Declined
+}
+
+func (h handlers) fsDelete(ctx context.Context, c *call, in FsDeleteInput) (FsDeleteOutput, string, error) {
+	out := FsDeleteOutput{FsDeleteInput: in}
+	if declined, err := h.confirm(ctx, c, h.fsDeleteQuestion(ctx, in)); declined != "" || err != nil {
+		out.Declined.Declined = true
+		return out, declined, err
+	}
 	missing, err := h.remove(ctx, in.BotID, func(a *client.Client) error { return a.Delete(ctx, in.Path, in.Recursive) })
 	switch {
 	case err != nil:
-		return in, "", err
+		return out, "", err
 	case missing != nil:
-		return in, in.Path + " does not exist: nothing to delete", nil
+		return out, in.Path + " does not exist: nothing to delete", nil
 	}
-	return in, "deleted " + in.Path, nil
+	return out, "deleted " + in.Path, nil
 }
 
 func (h handlers) fsMove(ctx context.Context, _ *call, in FsMoveInput) (wire.FileInfo, string, error) {

@@ -11,7 +11,6 @@ import (
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/netpolicy"
 	"github.com/berth-dev/berth/internal/workspace"
-	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
 )
 
@@ -404,7 +403,7 @@ func prefixLines(lines []string) string {
 	return "\n" + strings.Join(lines, "\n")
 }
 
-func (h handlers) networkRequestDecide(ctx context.Context, _ *call, in NetworkRequestDecideInput) (NetworkRequestDecideOutput, string, error) {
+func (h handlers) networkRequestDecide(ctx context.Context, c *call, in NetworkRequestDecideInput) (NetworkRequestDecideOutput, string, error) {
 	var out NetworkRequestDecideOutput
 	d := workspace.NetworkDecision{Note: in.Note, By: auth.FromContext(ctx).Name}
 	switch in.Decision {
@@ -419,7 +418,7 @@ func (h handlers) networkRequestDecide(ctx context.Context, _ *call, in NetworkR
 		if req.Status != workspace.NetworkRequestPending {
 			return out, "", fmt.Errorf("network request %s of %s was already %s by %s", req.ID, req.Bot, req.Status, req.DecidedBy)
 		}
-		answered, err := elicitDecision(ctx, req, &d)
+		answered, err := elicitDecision(ctx, c, req, &d)
 		if err != nil {
 			return out, "", err
 		}
@@ -449,37 +448,34 @@ func (h handlers) networkRequestDecide(ctx context.Context, _ *call, in NetworkR
 // client that cannot be asked.
 var errNoElicitation = errors.New(`decision is required: "approve" or "deny" (your client did not declare the elicitation capability, so berth cannot ask you there)`)
 
+// decisionAnswer names the answer to the decision form.
+const decisionAnswer = "decision"
+
 // elicitDecision asks the caller's client whether to approve req, filling
 // d. It reports false when the person declined or cancelled.
-func elicitDecision(ctx context.Context, req workspace.NetworkRequest, d *workspace.NetworkDecision) (bool, error) {
-	srv := server.ServerFromContext(ctx)
-	session := server.ClientSessionFromContext(ctx)
-	info, ok := session.(server.SessionWithClientInfo)
-	if srv == nil || !ok || info.GetClientCapabilities().Elicitation == nil {
-		return false, errNoElicitation
+func elicitDecision(ctx context.Context, c *call, req workspace.NetworkRequest, d *workspace.NetworkDecision) (bool, error) {
+	if !c.answered(decisionAnswer) {
+		if !c.canElicit(ctx) {
+			return false, errNoElicitation
+		}
+		return false, c.ask(decisionAnswer, fmt.Sprintf("Bot %s asks for network access to %s.\nReason: %s\nApprove?", req.Bot, req.Destination(), req.Reason),
+			map[string]any{
+				"type": "object",
+				"properties": map[string]any{
+					"approve": map[string]any{"type": "boolean", "title": "Approve",
+						"description": "allow " + req.Destination() + " for " + req.Bot + " (adds an allow rule to its policy)"},
+					"note": map[string]any{"type": "string", "title": "Note", "description": "optional, shown to the bot", "maxLength": workspace.MaxNetworkRequestText},
+				},
+				"required": []string{"approve"},
+			})
 	}
-	res, err := srv.RequestElicitation(ctx, mcp.ElicitationRequest{Params: mcp.ElicitationParams{
-		Message: fmt.Sprintf("Bot %s asks for network access to %s.\nReason: %s\nApprove?", req.Bot, req.Destination(), req.Reason),
-		RequestedSchema: map[string]any{
-			"type": "object",
-			"properties": map[string]any{
-				"approve": map[string]any{"type": "boolean", "title": "Approve",
-					"description": "allow " + req.Destination() + " for " + req.Bot + " (adds an allow rule to its policy)"},
-				"note": map[string]any{"type": "string", "title": "Note", "description": "optional, shown to the bot", "maxLength": workspace.MaxNetworkRequestText},
-			},
-			"required": []string{"approve"},
-		},
-	}})
-	if err != nil {
-		return false, fmt.Errorf("asking your client for the decision failed (pass decision instead): %w", err)
-	}
-	if res.Action != mcp.ElicitationResponseActionAccept {
+	content, answered := c.answer(decisionAnswer)
+	if !answered {
 		return false, nil
 	}
-	content, _ := res.Content.(map[string]any)
 	approve, ok := content["approve"].(bool)
 	if !ok {
-		return false, fmt.Errorf("your client's answer has no boolean approve: %v", res.Content)
+		return false, fmt.Errorf("your client's answer has no boolean approve: %v", content)
 	}
 	d.Approve = approve
 	if note, ok := content["note"].(string); ok && d.Note == "" {

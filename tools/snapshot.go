@@ -30,6 +30,13 @@ func (s SnapshotVersionInput) bot() string { return s.BotID }
 type RollbackOutput struct {
 	Workspace   workspace.Workspace `json:"workspace"`
 	PreRollback workspace.Snapshot  `json:"pre_rollback" jsonschema:"description=the automatic snapshot of the state before the rollback: roll back to it to undo"`
+	Declined
+}
+
+// SnapshotDeleteOutput names the version deleted.
+type SnapshotDeleteOutput struct {
+	SnapshotVersionInput
+	Declined
 }
 
 // SnapshotDiffInput compares two versions, or a version and the live workspace.
@@ -100,6 +107,9 @@ func (h handlers) snapshotList(ctx context.Context, _ *call, in BotInput) (works
 }
 
 func (h handlers) snapshotRollback(ctx context.Context, c *call, in SnapshotVersionInput) (RollbackOutput, string, error) {
+	if declined, err := h.confirm(ctx, c, h.rollbackQuestion(ctx, in)); declined != "" || err != nil {
+		return RollbackOutput{Declined: Declined{true}}, declined, err
+	}
 	ws, pre, err := h.Manager.Rollback(ctx, in.BotID, in.Version, c.progress(ctx))
 	if err != nil {
 		return RollbackOutput{}, "", err
@@ -150,14 +160,19 @@ func (h handlers) workspaceFork(ctx context.Context, c *call, in ForkInput) (wor
 	return ws, fmt.Sprintf("forked %s version %d as %s (%s)", in.BotID, in.Version, in.NewBotID, ws.Status), nil
 }
 
-func (h handlers) snapshotDelete(ctx context.Context, _ *call, in SnapshotVersionInput) (SnapshotVersionInput, string, error) {
+func (h handlers) snapshotDelete(ctx context.Context, c *call, in SnapshotVersionInput) (SnapshotDeleteOutput, string, error) {
+	out := SnapshotDeleteOutput{SnapshotVersionInput: in}
+	if declined, err := h.confirm(ctx, c, h.snapshotDeleteQuestion(ctx, in)); declined != "" || err != nil {
+		out.Declined.Declined = true
+		return out, declined, err
+	}
 	if err := h.Manager.DeleteSnapshot(ctx, in.BotID, in.Version); err != nil {
 		if gone(err) {
-			return in, fmt.Sprintf("%v: nothing to delete", err), nil
+			return out, fmt.Sprintf("%v: nothing to delete", err), nil
 		}
-		return in, "", err
+		return out, "", err
 	}
-	return in, fmt.Sprintf("deleted version %d of %s", in.Version, in.BotID), nil
+	return out, fmt.Sprintf("deleted version %d of %s", in.Version, in.BotID), nil
 }
 
 func (h handlers) snapshotExport(ctx context.Context, _ *call, in SnapshotVersionInput) (runtime.Image, string, error) {

@@ -20,7 +20,6 @@ import (
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/mcpproxy"
 	"github.com/berth-dev/berth/internal/metrics"
-	"github.com/berth-dev/berth/internal/remedy"
 	"github.com/berth-dev/berth/internal/skills"
 	"github.com/berth-dev/berth/internal/workspace"
 	"github.com/containerd/errdefs"
@@ -43,6 +42,8 @@ type Deps struct {
 	// AllowedRegistries are the registries (host[:port]) that callers
 	// without the admin scope may pull from; nil allows any.
 	AllowedRegistries []string
+	// Confirm is --confirm-destructive: one of ConfirmModes; "" is off.
+	Confirm string
 }
 
 // Limits are the defaults and caps of the exec, terminal and file tools.
@@ -134,6 +135,9 @@ func define[In, Out any](name, title, description string, h hints, scope auth.Sc
 		c := &call{req: req}
 		out, summary, err := fn(ctx, c, in)
 		c.finish(ctx)
+		if ask := (*inputRequired)(nil); errors.As(err, &ask) {
+			return ask.result, nil
+		}
 		if err != nil {
 			return mcp.NewToolResultError(Explain(err)), nil
 		}
@@ -209,23 +213,17 @@ func Explain(err error) string {
 	if errors.Is(err, context.Canceled) {
 		msg = "cancelled: " + msg
 	}
-	if a := advice[remedy.Of(err)]; a != "" {
+	if a := advice[workspace.RemedyOf(err)]; a != "" {
 		msg += "; " + a
 	}
 	return msg
 }
 
-// advice words each remedy in the tools that carry it out.
-var advice = map[remedy.Remedy]string{
-	remedy.Create:          "create one with workspace_create",
-	remedy.Start:           "start it with workspace_start",
-	remedy.Restart:         "workspace_stop then workspace_start restarts its agent",
-	remedy.ImportImage:     "import it with image_import, or pull it with pull_policy if_not_present",
-	remedy.ListMCPServers:  "mcp_server_list shows the ones it has",
-	remedy.RemoveMCPServer: "remove one with mcp_server_remove",
-	remedy.UnexposePort:    "unexpose one with port_unexpose",
-	remedy.ListExports:     "use an export_id that data_export returned",
-	remedy.PreserveData:    "workspace_delete with preserve_data keeps /data for a later restore",
+// advice words each workspace.Remedy.
+var advice = map[workspace.Remedy]string{
+	workspace.RemedyCreate:  "create one with workspace_create",
+	workspace.RemedyStart:   "start it with workspace_start",
+	workspace.RemedyRestart: "workspace_stop then workspace_start restarts its agent",
 }
 
 // schemaOf generates T's JSON schema inline (no $refs), with unknown

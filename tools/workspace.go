@@ -79,6 +79,7 @@ type DeleteOutput struct {
 	BotID         string `json:"bot_id"`
 	Deleted       bool   `json:"deleted" jsonschema:"description=false when the bot had no workspace (nothing was deleted; not an error)"`
 	PreservedData bool   `json:"preserved_data,omitempty"`
+	Declined
 }
 
 // PageInput pages through a list.
@@ -207,10 +208,13 @@ func (h handlers) workspaceStop(ctx context.Context, _ *call, in StopInput) (wor
 	return ws, fmt.Sprintf("workspace %s is %s", ws.BotID, ws.Status), nil
 }
 
-func (h handlers) workspaceDelete(ctx context.Context, _ *call, in DeleteInput) (DeleteOutput, string, error) {
+func (h handlers) workspaceDelete(ctx context.Context, c *call, in DeleteInput) (DeleteOutput, string, error) {
 	grace, err := StopInput{GraceSeconds: in.GraceSeconds}.grace()
 	if err != nil {
 		return DeleteOutput{}, "", err
+	}
+	if declined, err := h.confirm(ctx, c, h.deleteQuestion(ctx, in)); declined != "" || err != nil {
+		return DeleteOutput{BotID: in.BotID, Declined: Declined{true}}, declined, err
 	}
 	deleted, err := h.Manager.Delete(ctx, in.BotID, workspace.DeleteOptions{Grace: grace, PreserveData: in.PreserveData, KeepSnapshots: in.KeepSnapshots})
 	if err != nil {

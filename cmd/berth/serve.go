@@ -148,6 +148,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		MCP:               mcpSup,
 		Metrics:           reg,
 		AllowedRegistries: cfg.AllowedRegistries,
+		Confirm:           cfg.ConfirmDestructive,
 	}, cfg.Bot, mcpserver.WithAudit(auditLog), mcpserver.WithCallLimit(cfg.MaxCallsPerToken), mcpserver.WithBotLog(botLog))
 	if cfg.Stdio {
 		log.Info("serving MCP on stdio", "version", version, "containerd", cfg.ContainerdAddress, "namespace", cfg.Namespace,

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
-	"github.com/containerd/errdefs/pkg/errhttp"
 )
 
 // Endpoint serves a bot's registered server as a streamable HTTP MCP
@@ -428,12 +427,17 @@ func writeRPCError(w http.ResponseWriter, status int, id json.RawMessage, code i
 	_ = json.NewEncoder(w).Encode(map[string]any{"jsonrpc": "2.0", "id": id, "error": rpcError{Code: code, Message: msg}})
 }
 
-// httpStatus maps an error of opening a session to an HTTP status: by its
-// class, as every berth endpoint does; an error of no known class means the
-// bot's server could not be reached, which is the gateway's failure.
+// httpStatus maps an error of opening a session to an HTTP status.
 func httpStatus(err error) int {
-	if status := errhttp.ToHTTP(err); status != http.StatusInternalServerError {
-		return status
+	switch {
+	case errdefs.IsNotFound(err):
+		return http.StatusNotFound
+	case errdefs.IsResourceExhausted(err):
+		return http.StatusTooManyRequests
+	case errdefs.IsInvalidArgument(err):
+		return http.StatusBadRequest
+	case errdefs.IsFailedPrecondition(err):
+		return http.StatusConflict
 	}
 	return http.StatusBadGateway
 }

@@ -18,7 +18,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/berth-dev/berth/internal/remedy"
 	"github.com/containerd/errdefs"
 )
 
@@ -295,7 +294,7 @@ func (m *Manager) DeleteExport(bot, id string) error {
 
 func validExportID(id string) error {
 	if len(id) != exportIDLen*2 || strings.Trim(id, "0123456789abcdef") != "" {
-		return remedy.With(remedy.ListExports, fmt.Errorf("%w: %q is not an export id (%d hex digits)", errdefs.ErrInvalidArgument, id, exportIDLen*2))
+		return fmt.Errorf("%w: export id %q is not one data_export returned", errdefs.ErrInvalidArgument, id)
 	}
 	return nil
 }
@@ -367,7 +366,7 @@ func (m *Manager) RestoreData(ctx context.Context, bot string) (wire.ImportResul
 	}
 	f, err := os.Open(m.preservedPath(bot))
 	if errors.Is(err, os.ErrNotExist) {
-		return wire.ImportResult{}, remedy.With(remedy.PreserveData, fmt.Errorf("%w: bot %s has no preserved data", errdefs.ErrNotFound, bot))
+		return wire.ImportResult{}, fmt.Errorf("%w: bot %s has no preserved data (workspace_delete with preserve_data keeps it)", errdefs.ErrNotFound, bot)
 	}
 	if err != nil {
 		return wire.ImportResult{}, err

@@ -14,7 +14,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/berth-dev/berth/internal/remedy"
 	"github.com/berth-dev/berth/internal/runtime"
 	"github.com/containerd/errdefs"
 )
@@ -125,7 +124,7 @@ func splitList(s string) []string {
 var ErrNotFound = errdefs.ErrNotFound
 
 func notFound(bot string) error {
-	return remedy.With(remedy.Create, fmt.Errorf("%w: bot %q has no workspace", ErrNotFound, bot))
+	return withRemedy(RemedyCreate, fmt.Errorf("%w: bot %q has no workspace", ErrNotFound, bot))
 }
 
 // isNotFound reports whether err means the container is gone.
