@@ -55,6 +55,11 @@ func (l *callLimiter) busy() string {
 func (l *callLimiter) tools() server.ToolHandlerMiddleware {
 	return func(next server.ToolHandlerFunc) server.ToolHandlerFunc {
 		return func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			if isTaskRun(ctx) {
+				// A task's call is bounded by --max-tasks-per-token
+				// instead: it would hold a slot for as long as it runs.
+				return next(ctx, req)
+			}
 			caller := principalID(auth.FromContext(ctx))
 			if !l.acquire(caller) {
 				return mcp.NewToolResultError(l.busy()), nil

@@ -9,7 +9,7 @@ import (
 	"context"
 
 	"github.com/berth-dev/berth/internal/audit"
-	"github.com/berth-dev/berth/internal/workspace"
+	"github.com/berth-dev/berth/internal/remedy"
 	"github.com/berth-dev/berth/resources"
 	"github.com/berth-dev/berth/tools"
 	"github.com/mark3labs/mcp-go/mcp"
@@ -26,6 +26,7 @@ type options struct {
 	audit    *audit.Logger
 	maxCalls int
 	botLog   *BotLog
+	tasks    *Tasks
 }
 
 // WithAudit records every tool call and resource read in a.
@@ -66,6 +67,9 @@ func New(version string, d tools.Deps, stdioBot string, opts ...Option) *server.
 	if o.botLog != nil {
 		sopts = append(sopts, server.WithLogging())
 	}
+	if o.tasks != nil {
+		sopts = append(sopts, o.tasks.serverOptions()...)
+	}
 	var fed *federation
 	hooks := &server.Hooks{}
 	if d.MCP != nil {
@@ -81,6 +85,9 @@ func New(version string, d tools.Deps, stdioBot string, opts ...Option) *server.
 	}
 	if fed != nil {
 		fed.start(s)
+	}
+	if o.tasks != nil {
+		o.tasks.attach(s, d)
 	}
 	return s
 }
@@ -111,7 +118,7 @@ func (o options) middleware(d tools.Deps) []server.ServerOption {
 func explainResources(next server.ResourceHandlerFunc) server.ResourceHandlerFunc {
 	return func(ctx context.Context, req mcp.ReadResourceRequest) ([]mcp.ResourceContents, error) {
 		contents, err := next(ctx, req)
-		if err != nil && workspace.RemedyOf(err) != workspace.NoRemedy {
+		if err != nil && remedy.Of(err) != remedy.None {
 			err = &explained{err: err, text: tools.Explain(err)}
 		}
 		return contents, err

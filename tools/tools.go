@@ -20,6 +20,7 @@ import (
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/mcpproxy"
 	"github.com/berth-dev/berth/internal/metrics"
+	"github.com/berth-dev/berth/internal/remedy"
 	"github.com/berth-dev/berth/internal/skills"
 	"github.com/berth-dev/berth/internal/workspace"
 	"github.com/containerd/errdefs"
@@ -213,17 +214,23 @@ func Explain(err error) string {
 	if errors.Is(err, context.Canceled) {
 		msg = "cancelled: " + msg
 	}
-	if a := advice[workspace.RemedyOf(err)]; a != "" {
+	if a := advice[remedy.Of(err)]; a != "" {
 		msg += "; " + a
 	}
 	return msg
 }
 
-// advice words each workspace.Remedy.
-var advice = map[workspace.Remedy]string{
-	workspace.RemedyCreate:  "create one with workspace_create",
-	workspace.RemedyStart:   "start it with workspace_start",
-	workspace.RemedyRestart: "workspace_stop then workspace_start restarts its agent",
+// advice words each remedy in the tools that carry it out.
+var advice = map[remedy.Remedy]string{
+	remedy.Create:          "create one with workspace_create",
+	remedy.Start:           "start it with workspace_start",
+	remedy.Restart:         "workspace_stop then workspace_start restarts its agent",
+	remedy.ImportImage:     "import it with image_import, or pull it with pull_policy if_not_present",
+	remedy.ListMCPServers:  "mcp_server_list shows the ones it has",
+	remedy.RemoveMCPServer: "remove one with mcp_server_remove",
+	remedy.UnexposePort:    "unexpose one with port_unexpose",
+	remedy.ListExports:     "use an export_id that data_export returned",
+	remedy.PreserveData:    "workspace_delete with preserve_data keeps /data for a later restore",
 }
 
 // schemaOf generates T's JSON schema inline (no $refs), with unknown

@@ -43,6 +43,9 @@ type HTTPOptions struct {
 	// Audit records the use of the per-bot endpoints and every refused
 	// request; nil records nothing.
 	Audit *audit.Logger
+	// Tasks, when set, wraps /mcp's MCP handler to serve long tool calls
+	// as tasks (mcpserver.Tasks.Handler); it sees each request's principal.
+	Tasks func(http.Handler) http.Handler
 }
 
 // Limits of the HTTP transport.
@@ -131,7 +134,7 @@ func NewHTTPHandler(s *server.MCPServer, o HTTPOptions) (http.Handler, func(cont
 	// /mcp's tool calls and resource reads are audited one by one; its
 	// HTTP requests only when refused.
 	mux.Handle("/mcp", auditHTTP(o.Audit, false,
-		o.checkOrigin(o.authenticate(owners.guard(pinBot(http.MaxBytesHandler(recordProgress(progress, mcpHandler), maxRequestBytes)))))))
+		o.checkOrigin(o.authenticate(owners.guard(pinBot(http.MaxBytesHandler(o.tasks(recordProgress(progress, mcpHandler)), maxRequestBytes)))))))
 	wrap := func(h http.Handler) http.Handler { return auditHTTP(o.Audit, true, o.checkOrigin(o.authenticate(h))) }
 	if o.Manager != nil {
 		botRoutes{m: o.Manager, origins: o.AllowedOrigins}.register(mux, wrap)
@@ -202,6 +205,14 @@ func (o HTTPOptions) authenticate(next http.Handler) http.Handler {
 		setAuditToken(r, p.ID)
 		next.ServeHTTP(w, r.WithContext(auth.WithPrincipal(r.Context(), p)))
 	})
+}
+
+// tasks is o.Tasks around h, or h.
+func (o HTTPOptions) tasks(h http.Handler) http.Handler {
+	if o.Tasks == nil {
+		return h
+	}
+	return o.Tasks(h)
 }
 
 // pinBot limits a session of /mcp?bot=ID to that bot: its tools act on

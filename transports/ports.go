@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/berth-dev/berth/console"
 	"github.com/berth-dev/berth/internal/agent/client"
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/workspace"
@@ -283,6 +284,7 @@ func (pp *portProxy) rewrite(pr *httputil.ProxyRequest) {
 	out.Host = "localhost:" + strconv.Itoa(t.port)
 	pr.SetXForwarded()
 	stripCookie(out.Header, portLinkCookie)
+	stripCookie(out.Header, console.CookieName)
 }
 
 // stripCookie removes the named cookie from the Cookie headers and keeps

@@ -148,8 +148,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		MCP:               mcpSup,
 		Metrics:           reg,
 		AllowedRegistries: cfg.AllowedRegistries,
-		Confirm:           cfg.ConfirmDestructive,
-	}, cfg.Bot, mcpserver.WithAudit(auditLog), mcpserver.WithCallLimit(cfg.MaxCallsPerToken), mcpserver.WithBotLog(botLog))
+	}, cfg.Bot, mcpserver.WithAudit(auditLog), mcpserver.WithCallLimit(cfg.MaxCallsPerToken), mcpserver.WithBotLog(botLog),
+		mcpserver.WithTasks(httpTasks(cfg, &httpOpts)))
 	if cfg.Stdio {
 		log.Info("serving MCP on stdio", "version", version, "containerd", cfg.ContainerdAddress, "namespace", cfg.Namespace,
 			"state_dir", cfg.StateDir, "config", cmp.Or(cfg.ConfigFile, "none"))
@@ -170,6 +170,17 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		log.Info("serving MCP over streamable HTTP", "url", "http://"+addr+"/mcp", "version", version,
 			"containerd", cfg.ContainerdAddress, "namespace", cfg.Namespace, "state_dir", cfg.StateDir, "config", cmp.Or(cfg.ConfigFile, "none"))
 	})
+}
+
+// httpTasks serves long tool calls as tasks over HTTP; nil on stdio, whose
+// tasks would end with its one client.
+func httpTasks(cfg config.Config, o *transports.HTTPOptions) *mcpserver.Tasks {
+	if cfg.Stdio {
+		return nil
+	}
+	t := mcpserver.NewTasks(mcpserver.TaskOptions{MaxPerToken: cfg.MaxTasksPerToken, TTL: cfg.TaskTTL})
+	o.Tasks = t.Handler
+	return t
 }
 
 // holderRecord says who holds a namespace lock: for the berth refused it,

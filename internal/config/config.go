@@ -77,9 +77,11 @@ type Config struct {
 	ExportQuota       int64
 	AuditLog          string
 	MaxCallsPerToken  int
-	// ConfirmDestructive says whether destructive tools ask the person
-	// behind the client first: off, ask or require (tools.ConfirmModes).
-	ConfirmDestructive string
+
+	// Tasks (long tool calls over HTTP): how many one token may hold, and
+	// how long a finished one's result is kept.
+	MaxTasksPerToken int
+	TaskTTL          time.Duration
 
 	// The bots' exposed ports (see workspace.PortPolicy).
 	PreviewDomain, PublicURL      string
@@ -123,7 +125,6 @@ func Defaults() Config {
 		MCPResultMax:        1 << 20,
 		LogLevel:            "info",
 		AuditLog:            "stderr",
-		ConfirmDestructive:  "off",
 		PortLinkTTL:         24 * time.Hour,
 		PortLinkMaxTTL:      30 * 24 * time.Hour,
 		MaxExposedPorts:     16,
@@ -131,6 +132,8 @@ func Defaults() Config {
 		PortIdleTimeout:     10 * time.Minute,
 		PortMaxBody:         64 << 20,
 		MaxCallsPerToken:    8,
+		MaxTasksPerToken:    16,
+		TaskTTL:             time.Hour,
 		NetworkBridge:       "berth0",
 		NetworkSubnet:       "10.213.0.0/16",
 	}
@@ -186,6 +189,8 @@ func Register(fs *flag.FlagSet, cfg *Config, serve bool) {
 	fs.Var((*listValue)(&cfg.AllowedRegistries), "allowed-registries", "comma-separated registries (host or host:port as in image names; * for any) that tokens without the admin scope may pull from")
 	fs.Int64Var(&cfg.ExportQuota, "export-quota", cfg.ExportQuota, "bytes of data_export archives berth keeps per bot (0 = no quota)")
 	fs.IntVar(&cfg.MaxCallsPerToken, "max-calls-per-token", cfg.MaxCallsPerToken, "tool calls and resource reads one token may have in flight at once (each holds its answer in berth's memory)")
+	fs.IntVar(&cfg.MaxTasksPerToken, "max-tasks-per-token", cfg.MaxTasksPerToken, "tasks (long tool calls run as MCP tasks over HTTP) one token may hold, running or finished; the oldest finished one makes room")
+	fs.DurationVar(&cfg.TaskTTL, "task-ttl", cfg.TaskTTL, "how long a finished task's result is kept (tasks live in memory: a restart forgets them)")
 	fs.StringVar(&cfg.PreviewDomain, "preview-domain", cfg.PreviewDomain, "serve each exposed port also on host {port}-{bot}.DOMAIN (point *.DOMAIN at berth; localhost works locally), for apps that use absolute paths")
 	fs.StringVar(&cfg.PublicURL, "public-url", cfg.PublicURL, "berth's HTTP address as people reach it, e.g. https://berth.example.com; port_expose then answers whole URLs")
 	fs.DurationVar(&cfg.PortLinkTTL, "port-link-ttl", cfg.PortLinkTTL, "lifetime of a port link when port_expose names none")
@@ -199,7 +204,6 @@ func Register(fs *flag.FlagSet, cfg *Config, serve bool) {
 	fs.Var((*listValue)(&cfg.CNIPluginDirs), "cni-plugin-dir", "comma-separated directories searched for the CNI plugins bridge, host-local and loopback (default /usr/lib/cni, /opt/cni/bin)")
 	fs.Var((*listValue)(&cfg.DNSUpstreams), "dns-upstreams", "comma-separated resolvers (host or host:port) berth's DNS resolver forwards allowed names to (default: the host's /etc/resolv.conf)")
 	fs.StringVar(&cfg.DefaultNetwork, "default-network", cfg.DefaultNetwork, "network mode of a workspace_create that names none: none, bridge or host (default bridge where available, else none)")
-	fs.StringVar(&cfg.ConfirmDestructive, "confirm-destructive", cfg.ConfirmDestructive, "ask the person behind the client (elicitation) before workspace_delete, snapshot_rollback, snapshot_delete, a recursive fs_delete and a data_import that replaces files: off; ask (clients that cannot be asked get the tools as before); require (such clients are refused)")
 	fs.StringVar(&cfg.AuditLog, "audit-log", cfg.AuditLog, "where the audit log's JSON lines go (one per tool call, resource read and HTTP endpoint use): stderr, off, or a file path")
 }
 
@@ -308,6 +312,12 @@ func (c *Config) Validate() error {
 	if c.MaxCallsPerToken < 1 || c.MaxCallsPerToken > 1024 {
 		return fmt.Errorf("--max-calls-per-token must be between 1 and 1024, got %d", c.MaxCallsPerToken)
 	}
+	if c.MaxTasksPerToken < 1 || c.MaxTasksPerToken > 1024 {
+		return fmt.Errorf("--max-tasks-per-token must be between 1 and 1024, got %d", c.MaxTasksPerToken)
+	}
+	if c.TaskTTL < time.Second || c.TaskTTL > 7*24*time.Hour {
+		return fmt.Errorf("--task-ttl must be between 1s and 168h, got %s", c.TaskTTL)
+	}
 	if c.ExecMaxOutput < 1 || c.ExecMaxOutput > 1<<20 {
 		return fmt.Errorf("--exec-max-output must be between 1 and 1048576 (1 MiB), got %d", c.ExecMaxOutput)
 	}
@@ -322,11 +332,6 @@ func (c *Config) Validate() error {
 	}
 	if c.ExecTimeout < 0 || c.TerminalIdleTimeout < 0 {
 		return errors.New("--exec-timeout and --terminal-idle-timeout must not be negative")
-	}
-	switch c.ConfirmDestructive {
-	case "off", "ask", "require":
-	default:
-		return fmt.Errorf("--confirm-destructive must be off, ask or require, got %q", c.ConfirmDestructive)
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

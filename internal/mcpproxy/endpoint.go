@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errhttp"
 )
 
 // Endpoint serves a bot's registered server as a streamable HTTP MCP
@@ -427,17 +428,12 @@ func writeRPCError(w http.ResponseWriter, status int, id json.RawMessage, code i
 	_ = json.NewEncoder(w).Encode(map[string]any{"jsonrpc": "2.0", "id": id, "error": rpcError{Code: code, Message: msg}})
 }
 
-// httpStatus maps an error of opening a session to an HTTP status.
+// httpStatus maps an error of opening a session to an HTTP status: by its
+// class, as every berth endpoint does; an error of no known class means the
+// bot's server could not be reached, which is the gateway's failure.
 func httpStatus(err error) int {
-	switch {
-	case errdefs.IsNotFound(err):
-		return http.StatusNotFound
-	case errdefs.IsResourceExhausted(err):
-		return http.StatusTooManyRequests
-	case errdefs.IsInvalidArgument(err):
-		return http.StatusBadRequest
-	case errdefs.IsFailedPrecondition(err):
-		return http.StatusConflict
+	if status := errhttp.ToHTTP(err); status != http.StatusInternalServerError {
+		return status
 	}
 	return http.StatusBadGateway
 }

@@ -189,7 +189,7 @@ func (s *server) crashed(ctx context.Context, exit exitInfo, started time.Time) 
 	msg := fmt.Sprintf("MCP server %s %s%s", s.label, exit, s.stderr.suffix())
 	s.log.Warn("MCP server ended", "server", s.label, "exit", exit.String(), "crashes_in_a_row", n)
 	if n > maxRestarts {
-		s.setState(StateFailed, fmt.Sprintf("%s; gave up after %d crashes in a row (mcp_server_add again, or restart the workspace, to retry)", msg, maxRestarts))
+		s.setState(StateFailed, fmt.Sprintf("%s; gave up after %d crashes in a row (adding the server again, or restarting the workspace, retries)", msg, maxRestarts))
 		s.sup.toolsChanged(s.bot)
 		select {
 		case <-s.wake:

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/berth-dev/berth/internal/remedy"
 	"github.com/berth-dev/berth/internal/workspace"
 	"github.com/containerd/errdefs"
 	"github.com/mark3labs/mcp-go/mcp"
@@ -133,7 +134,7 @@ func (s *Supervisor) lookup(bot, name string) (*server, error) {
 	defer s.mu.Unlock()
 	srv := s.servers[bot][name]
 	if srv == nil {
-		return nil, fmt.Errorf("%w: workspace %s has no MCP server %q (see mcp_server_list)", errdefs.ErrNotFound, bot, name)
+		return nil, remedy.With(remedy.ListMCPServers, fmt.Errorf("%w: workspace %s has no MCP server %q", errdefs.ErrNotFound, bot, name))
 	}
 	return srv, nil
 }

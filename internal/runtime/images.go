@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/berth-dev/berth/internal/remedy"
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/containerd/v2/core/images"
@@ -59,7 +60,7 @@ func (r *Containerd) EnsureImage(ctx context.Context, ref string, policy PullPol
 		case !errdefs.IsNotFound(err):
 			return Image{}, r.wrap(err)
 		case policy == PullNever:
-			return Image{}, fmt.Errorf("%w: image %s is not present and pull policy is never: import it with image_import or use pull_policy if_not_present", errdefs.ErrNotFound, ref)
+			return Image{}, remedy.With(remedy.ImportImage, fmt.Errorf("%w: image %s is not present and the pull policy is never", errdefs.ErrNotFound, ref))
 		}
 	}
 	rules := pullRulesFrom(ctx)

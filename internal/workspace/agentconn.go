@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/berth-dev/berth/internal/agent/client"
+	"github.com/berth-dev/berth/internal/remedy"
 	"github.com/berth-dev/berth/internal/runtime"
 	"github.com/containerd/errdefs"
 )
@@ -67,19 +68,19 @@ func (m *Manager) Agent(ctx context.Context, bot string) (*client.Client, error)
 		return nil, err
 	}
 	if ctr.Status != runtime.TaskRunning {
-		return nil, withRemedy(RemedyStart, fmt.Errorf("%w: workspace %s is %s", errdefs.ErrFailedPrecondition, bot, statusOf(ctr.Status)))
+		return nil, remedy.With(remedy.Start, fmt.Errorf("%w: workspace %s is %s", errdefs.ErrFailedPrecondition, bot, statusOf(ctr.Status)))
 	}
 	c := client.New(m.socketPath(bot), client.WithInitPID(ctr.PID))
 	if _, err := c.Health(ctx); err != nil {
 		c.Close()
 		var mismatch *client.ProtocolMismatchError
 		if errors.As(err, &mismatch) {
-			return nil, fmt.Errorf("%w: %v", errdefs.ErrFailedPrecondition, err)
+			return nil, remedy.With(remedy.Restart, fmt.Errorf("%w: %v", errdefs.ErrFailedPrecondition, err))
 		}
 		if errors.Is(err, client.ErrNotAgent) {
 			return nil, agentReplaced(bot, err)
 		}
-		return nil, withRemedy(RemedyRestart, fmt.Errorf("%w: the agent of workspace %s does not answer (%v)", errdefs.ErrUnavailable, bot, err))
+		return nil, remedy.With(remedy.Restart, fmt.Errorf("%w: the agent of workspace %s does not answer (%v)", errdefs.ErrUnavailable, bot, err))
 	}
 	m.agents.put(bot, c)
 	return c, nil
@@ -120,7 +121,7 @@ func (m *Manager) AgentError(ctx context.Context, bot string, err error) error {
 		return agentReplaced(bot, err)
 	}
 	if ctr, cerr := m.rt.Container(context.WithoutCancel(ctx), bot); cerr == nil && ctr.Status != runtime.TaskRunning {
-		return withRemedy(RemedyStart, fmt.Errorf("workspace %s is %s (it stopped during the call)", bot, statusOf(ctr.Status)))
+		return remedy.With(remedy.Start, fmt.Errorf("workspace %s is %s (it stopped during the call)", bot, statusOf(ctr.Status)))
 	}
 	return err
 }
@@ -131,5 +132,5 @@ func (m *Manager) AgentError(ctx context.Context, bot string, err error) error {
 // agent directory).
 func agentReplaced(bot string, err error) error {
 	slog.Warn("agent socket replaced from inside the workspace; refusing it", "bot", bot, "err", err)
-	return withRemedy(RemedyRestart, fmt.Errorf("%w: workspace %s: %v", errdefs.ErrUnavailable, bot, err))
+	return remedy.With(remedy.Restart, fmt.Errorf("%w: workspace %s: %v", errdefs.ErrUnavailable, bot, err))
 }

@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/berth-dev/berth/internal/remedy"
 	"github.com/containerd/errdefs"
 )
 
@@ -294,7 +295,7 @@ func (m *Manager) DeleteExport(bot, id string) error {
 
 func validExportID(id string) error {
 	if len(id) != exportIDLen*2 || strings.Trim(id, "0123456789abcdef") != "" {
-		return fmt.Errorf("%w: export id %q is not one data_export returned", errdefs.ErrInvalidArgument, id)
+		return remedy.With(remedy.ListExports, fmt.Errorf("%w: %q is not an export id (%d hex digits)", errdefs.ErrInvalidArgument, id, exportIDLen*2))
 	}
 	return nil
 }
@@ -366,7 +367,7 @@ func (m *Manager) RestoreData(ctx context.Context, bot string) (wire.ImportResul
 	}
 	f, err := os.Open(m.preservedPath(bot))
 	if errors.Is(err, os.ErrNotExist) {
-		return wire.ImportResult{}, fmt.Errorf("%w: bot %s has no preserved data (workspace_delete with preserve_data keeps it)", errdefs.ErrNotFound, bot)
+		return wire.ImportResult{}, remedy.With(remedy.PreserveData, fmt.Errorf("%w: bot %s has no preserved data", errdefs.ErrNotFound, bot))
 	}
 	if err != nil {
 		return wire.ImportResult{}, err

@@ -238,7 +238,7 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest, progress func(P
 		return CreateResult{}, err
 	}
 	if err := ctx.Err(); err != nil {
-		return CreateResult{}, fmt.Errorf("workspace_create cancelled before the workspace was made: %w", err)
+		return CreateResult{}, fmt.Errorf("the workspace was not made: %w", err)
 	}
 
 	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.opts.AgentTimeout+2*time.Minute)
@@ -261,7 +261,7 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest, progress func(P
 		res, err := m.RestoreData(mctx, req.BotID)
 		if err != nil {
 			result.RestoreError = err.Error()
-			m.warnBot(req.BotID, "workspace created but its preserved /data was not restored (the backup is kept: data_restore retries, data_preserved_delete discards it)", "err", err)
+			m.warnBot(req.BotID, "workspace created but its preserved /data was not restored; the backup is kept, to restore again or to discard", "err", err)
 		} else {
 			result.Restored = &res
 		}
@@ -356,10 +356,10 @@ func notApplied(req CreateRequest, ref string, ctr runtime.Container) []string {
 		out = append(out, fmt.Sprintf("env %s (env is fixed at create; the workspace has %s)", listText(names), listText(splitList(ctr.Labels[labelEnvNames]))))
 	}
 	if mode, _ := networkOf(ctr.Labels); req.Network != "" && req.Network != mode {
-		out = append(out, fmt.Sprintf("network %s (the workspace has %s; network_mode_set changes it from the next start)", req.Network, mode))
+		out = append(out, fmt.Sprintf("network %s (the workspace has %s; setting its network mode changes it from the next start)", req.Network, mode))
 	}
 	if req.RestoreData {
-		out = append(out, "restore_data (the workspace exists: use data_restore)")
+		out = append(out, "restore_data (the workspace exists; restore its preserved data on its own)")
 	}
 	return out
 }

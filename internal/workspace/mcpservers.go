@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/berth-dev/berth/internal/remedy"
 	"github.com/containerd/errdefs"
 )
 
@@ -128,8 +129,8 @@ func (m *Manager) PutMCPServer(ctx context.Context, bot string, spec MCPServerSp
 		specs[i] = spec
 	} else {
 		if len(specs) >= MaxMCPServers {
-			return false, fmt.Errorf("%w: workspace %s already has %d MCP servers, the most it may have; remove one with mcp_server_remove",
-				errdefs.ErrResourceExhausted, bot, MaxMCPServers)
+			return false, remedy.With(remedy.RemoveMCPServer, fmt.Errorf("%w: workspace %s already has %d MCP servers, the most it may have",
+				errdefs.ErrResourceExhausted, bot, MaxMCPServers))
 		}
 		specs = append(specs, spec)
 		slices.SortFunc(specs, func(a, b MCPServerSpec) int { return strings.Compare(a.Name, b.Name) })
@@ -150,7 +151,7 @@ func (m *Manager) RemoveMCPServer(ctx context.Context, bot, name string) error {
 	}
 	i := slices.IndexFunc(specs, func(s MCPServerSpec) bool { return s.Name == name })
 	if i < 0 {
-		return fmt.Errorf("%w: workspace %s has no MCP server %q (see mcp_server_list)", errdefs.ErrNotFound, bot, name)
+		return remedy.With(remedy.ListMCPServers, fmt.Errorf("%w: workspace %s has no MCP server %q", errdefs.ErrNotFound, bot, name))
 	}
 	return m.writeMCPServers(bot, slices.Delete(specs, i, i+1))
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/berth-dev/berth/internal/remedy"
 	"github.com/berth-dev/berth/internal/runtime"
 )
 
@@ -36,7 +37,7 @@ func (m *Manager) Metrics(ctx context.Context, bot string) (Metrics, error) {
 		return Metrics{}, err
 	}
 	if ws.Status != StatusRunning {
-		return Metrics{}, withRemedy(RemedyStart, fmt.Errorf("workspace %s is %s; metrics need a running workspace", bot, ws.Status))
+		return Metrics{}, remedy.With(remedy.Start, fmt.Errorf("workspace %s is %s; metrics need a running workspace", bot, ws.Status))
 	}
 	cur, err := m.rt.Stats(ctx, bot)
 	if err != nil {

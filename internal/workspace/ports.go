@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/berth-dev/berth/internal/remedy"
 	"github.com/containerd/errdefs"
 )
 
@@ -267,8 +268,8 @@ func (m *Manager) ExposePort(ctx context.Context, bot string, req ExposeRequest)
 	i := slices.IndexFunc(ports, func(p ExposedPort) bool { return p.Port == req.Port })
 	if i < 0 {
 		if len(ports) >= pol.MaxPorts {
-			return ExposedPort{}, PortLink{}, "", fmt.Errorf("%w: workspace %s already exposes %d ports, the most it may; unexpose one with port_unexpose",
-				errdefs.ErrResourceExhausted, bot, pol.MaxPorts)
+			return ExposedPort{}, PortLink{}, "", remedy.With(remedy.UnexposePort, fmt.Errorf("%w: workspace %s already exposes %d ports, the most it may",
+				errdefs.ErrResourceExhausted, bot, pol.MaxPorts))
 		}
 		ports = append(ports, ExposedPort{Port: req.Port, Protocol: req.Protocol, ExposedAt: now})
 		slices.SortFunc(ports, func(a, b ExposedPort) int { return a.Port - b.Port })

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/berth-dev/berth/internal/remedy"
 	"github.com/berth-dev/berth/internal/runtime"
 	"github.com/containerd/errdefs"
 )
@@ -124,7 +125,7 @@ func splitList(s string) []string {
 var ErrNotFound = errdefs.ErrNotFound
 
 func notFound(bot string) error {
-	return withRemedy(RemedyCreate, fmt.Errorf("%w: bot %q has no workspace", ErrNotFound, bot))
+	return remedy.With(remedy.Create, fmt.Errorf("%w: bot %q has no workspace", ErrNotFound, bot))
 }
 
 // isNotFound reports whether err means the container is gone.

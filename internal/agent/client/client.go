@@ -476,6 +476,6 @@ func (e *ProtocolMismatchError) Error() string {
 		who = fmt.Sprintf("berth %q", e.BerthVersion)
 	}
 	return fmt.Sprintf("berth agent speaks protocol %d but this berth speaks protocol %d: "+
-		"the workspace was started by %s; restart it (workspace_stop, then workspace_start) to get the current agent",
+		"the workspace was started by %s; restarting it gets the current agent",
 		e.Got, e.Want, who)
 }

@@ -73,7 +73,7 @@ func TestWaitReadyProtocolMismatch(t *testing.T) {
 	if pm.Got != 999 || pm.Want != wire.ProtocolVersion || pm.BerthVersion != "v9.9.9" {
 		t.Errorf("mismatch = %+v", pm)
 	}
-	for _, want := range []string{"workspace_stop", "workspace_start", "v9.9.9", "999"} {
+	for _, want := range []string{"restarting it", "v9.9.9", "999"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("message %q lacks %q", err, want)
 		}
