@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/berth-dev/berth/console"
 	"github.com/berth-dev/berth/internal/audit"
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/mcpproxy"
@@ -46,6 +47,11 @@ type HTTPOptions struct {
 	// Tasks, when set, wraps /mcp's MCP handler to serve long tool calls
 	// as tasks (mcpserver.Tasks.Handler); it sees each request's principal.
 	Tasks func(http.Handler) http.Handler
+	// Console configures the web console at /ui, always served; the
+	// transport fills in its Login and Workspaces.
+	Console console.Options
+
+	ui *console.Console // set by NewHTTPHandler
 }
 
 // Limits of the HTTP transport.
@@ -110,6 +116,11 @@ func NewHTTPHandler(s *server.MCPServer, o HTTPOptions) (http.Handler, func(cont
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	o.Console.Login, o.Console.Logger = o.tokenPrincipal, o.Logger
+	if o.Manager != nil {
+		o.Console.Workspaces = o.Manager
+	}
+	o.ui = console.New(o.Console)
 	owners := newSessionOwners()
 	progress := newProgressLog()
 	mcpHandler := server.NewStreamableHTTPServer(s,
@@ -155,6 +166,11 @@ func NewHTTPHandler(s *server.MCPServer, o HTTPOptions) (http.Handler, func(cont
 		// Scrapes are frequent: only refused ones are audited.
 		mux.Handle("GET /metrics", auditHTTP(o.Audit, false, o.checkOrigin(o.authenticate(o.Metrics.Handler()))))
 	}
+	// The web console: the page, its login and its own API, which answers
+	// its sessions only (refusals are audited).
+	ui := auditHTTP(o.Audit, false, o.checkOrigin(o.ui.Handler()))
+	mux.Handle("/ui", ui)
+	mux.Handle("/ui/", ui)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})
@@ -169,7 +185,10 @@ func NewHTTPHandler(s *server.MCPServer, o HTTPOptions) (http.Handler, func(cont
 		}
 		fmt.Fprintln(w, "ready")
 	})
-	return o.withPorts(mux), mcpHandler.Shutdown
+	return o.withPorts(mux), func(ctx context.Context) error {
+		o.ui.Close() // the console's event streams would hold the shutdown
+		return mcpHandler.Shutdown(ctx)
+	}
 }
 
 // authenticate admits requests with the bearer token and attaches the
@@ -186,18 +205,22 @@ func (o HTTPOptions) authenticate(next http.Handler) http.Handler {
 				tok = r.URL.Query().Get("access_token")
 				ok = tok != ""
 			}
-			switch {
-			case ok && o.Token.Matches(tok):
-				p = auth.Local("admin token")
-			case ok:
-				p = auth.MatchScoped(o.ScopedTokens, tok)
+			msg := "missing bearer token: send Authorization: Bearer <token> (see berth's token file)"
+			if ok {
+				p, msg = o.tokenPrincipal(tok), "invalid bearer token"
+			} else if r.Header.Get("Authorization") == "" {
+				// The console's session cookie, under its CSRF rule.
+				var err error
+				if p, err = o.ui.Principal(r); errors.Is(err, console.ErrCSRF) {
+					markDenied(r, "missing or wrong CSRF token")
+					http.Error(w, err.Error(), http.StatusForbidden)
+					return
+				} else if err != nil {
+					msg = err.Error()
+				}
 			}
 			if p == nil {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="berth"`)
-				msg := "missing bearer token: send Authorization: Bearer <token> (see berth's token file)"
-				if ok {
-					msg = "invalid bearer token"
-				}
 				http.Error(w, msg, http.StatusUnauthorized)
 				return
 			}
@@ -213,6 +236,18 @@ func (o HTTPOptions) tasks(h http.Handler) http.Handler {
 		return h
 	}
 	return o.Tasks(h)
+}
+
+// tokenPrincipal is who a berth token makes its holder: the admin, a
+// scoped token's principal, or nil.
+func (o HTTPOptions) tokenPrincipal(tok string) *auth.Principal {
+	switch {
+	case o.NoAuth:
+		return auth.Local("unauthenticated loopback client")
+	case o.Token.Matches(tok):
+		return auth.Local("admin token")
+	}
+	return auth.MatchScoped(o.ScopedTokens, tok)
 }
 
 // pinBot limits a session of /mcp?bot=ID to that bot: its tools act on

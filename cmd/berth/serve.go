@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/berth-dev/berth/console"
 	"github.com/berth-dev/berth/internal/audit"
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/config"
@@ -161,6 +162,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	defer httpOpts.MCPProxy.Close()
 	registerGauges(reg, rt, mgr, mcpSup, httpOpts.MCPProxy)
 	httpOpts.Metrics = reg
+	httpOpts.Console = console.Options{MCPServers: mcpSup, SessionTTL: cfg.UISessionTTL, AuditFile: auditFile(cfg.AuditLog)}
 	return transports.ServeHTTP(ctx, srv, httpOpts, func(addr string) {
 		// Where a stdio berth refused the namespace finds this one.
 		holder.HTTPAddr, holder.Listening = addr, true
@@ -181,6 +183,15 @@ func httpTasks(cfg config.Config, o *transports.HTTPOptions) *mcpserver.Tasks {
 	t := mcpserver.NewTasks(mcpserver.TaskOptions{MaxPerToken: cfg.MaxTasksPerToken, TTL: cfg.TaskTTL})
 	o.Tasks = t.Handler
 	return t
+}
+
+// auditFile is the file the audit log goes to, "" when it goes elsewhere.
+func auditFile(spec string) string {
+	switch spec {
+	case "off", "none", "", "stderr", "-":
+		return ""
+	}
+	return spec
 }
 
 // holderRecord says who holds a namespace lock: for the berth refused it,

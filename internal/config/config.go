@@ -71,6 +71,7 @@ type Config struct {
 	NoAuth         bool
 	AllowedOrigins []string
 	SessionIdleTTL time.Duration
+	UISessionTTL   time.Duration // web console sessions' lifetime
 	// AllowedRegistries bound the pulls of tokens without the admin scope;
 	// ExportQuota the bytes of data_export archives kept per bot.
 	AllowedRegistries []string
@@ -118,6 +119,7 @@ func Defaults() Config {
 		TerminalIdleTimeout: time.Hour,
 		SkillRoots:          []string{"/data/.agents/skills"},
 		SessionIdleTTL:      30 * time.Minute,
+		UISessionTTL:        12 * time.Hour,
 		AllowedRegistries:   []string{"docker.io", "ghcr.io", "quay.io", "registry.k8s.io", "mcr.microsoft.com", "public.ecr.aws"},
 		ExportQuota:         4 << 30,
 		MCPStartTimeout:     2 * time.Minute,
@@ -186,6 +188,7 @@ func Register(fs *flag.FlagSet, cfg *Config, serve bool) {
 	fs.BoolVar(&cfg.NoAuth, "no-auth", cfg.NoAuth, "serve HTTP without a token; refused unless the address is loopback")
 	fs.Var((*listValue)(&cfg.AllowedOrigins), "allowed-origins", "comma-separated browser origins allowed to call /mcp (requests without Origin are always allowed)")
 	fs.DurationVar(&cfg.SessionIdleTTL, "session-idle-ttl", cfg.SessionIdleTTL, "forget HTTP sessions idle for this long")
+	fs.DurationVar(&cfg.UISessionTTL, "ui-session-ttl", cfg.UISessionTTL, "how long a login to the web console at /ui lasts")
 	fs.Var((*listValue)(&cfg.AllowedRegistries), "allowed-registries", "comma-separated registries (host or host:port as in image names; * for any) that tokens without the admin scope may pull from")
 	fs.Int64Var(&cfg.ExportQuota, "export-quota", cfg.ExportQuota, "bytes of data_export archives berth keeps per bot (0 = no quota)")
 	fs.IntVar(&cfg.MaxCallsPerToken, "max-calls-per-token", cfg.MaxCallsPerToken, "tool calls and resource reads one token may have in flight at once (each holds its answer in berth's memory)")
