@@ -65,7 +65,7 @@ func snapshotTools(h handlers) []server.ServerTool {
 			"Save the workspace's whole filesystem as the next numbered version while it keeps running: processes keep their PIDs, terminals and background commands survive (the workspace is paused only while the changes are read).",
 			hints{}, auth.ScopeManage, h.snapshotCreate),
 		define("snapshot_list", "List snapshots",
-			"The workspace's lineage: its image and its numbered versions with name, source (manual, pre_rollback), time, size and parent.",
+			"The workspace's lineage: its image and its numbered versions with name, source (manual, pre_rollback), time, parent, the size of the changes each holds and the disk each takes, and the disk all take together.",
 			hints{readOnly: true, idempotent: true}, auth.ScopeRead, h.snapshotList),
 		define("snapshot_rollback", "Roll back workspace",
 			"Replace the workspace's files with a version. The current state is first saved as a pre_rollback version (roll back to it to undo); the workspace restarts, so running processes and terminals end.",
@@ -77,7 +77,7 @@ func snapshotTools(h handlers) []server.ServerTool {
 			"Create a new workspace for new_bot_id whose files start as a version of bot_id's workspace (same image, limits and devices; env is not copied). The two are independent afterwards.",
 			hints{idempotent: false}, auth.ScopeManage, h.workspaceFork),
 		define("snapshot_delete", "Delete snapshot",
-			"Delete a version and free its space. Refused while another version or the live workspace builds on it.",
+			"Delete a version and free its space. Refused while a later version is stored as changes on it (delete those first) or the live workspace was rolled back to it.",
 			hints{destructive: true, idempotent: true}, auth.ScopeManage, h.snapshotDelete),
 		define("snapshot_export", "Export snapshot as image",
 			"Make a version an OCI image named "+workspace.SnapshotImagePrefix+"{bot_id}:v{version}: the workspace's image with the version's layers on top. "+
@@ -99,9 +99,12 @@ func (h handlers) snapshotList(ctx context.Context, _ *call, in BotInput) (works
 	if err != nil {
 		return l, "", err
 	}
-	summary := fmt.Sprintf("%s: image %s, %d version(s)", in.BotID, l.Image, len(l.Versions))
+	summary := fmt.Sprintf("%s: image %s, %d version(s) taking %d bytes of disk", in.BotID, l.Image, len(l.Versions), l.DiskBytes)
 	for _, v := range l.Versions {
-		summary += fmt.Sprintf("\nv%d %s %q %s %d bytes", v.Version, v.Source, v.Name, v.CreatedAt.Format("2006-01-02 15:04:05"), v.SizeBytes)
+		summary += fmt.Sprintf("\nv%d %s %q %s %d bytes of changes, %d on disk", v.Version, v.Source, v.Name, v.CreatedAt.Format("2006-01-02 15:04:05"), v.SizeBytes, v.DiskBytes)
+		if v.Compacted {
+			summary += " (compacted)"
+		}
 	}
 	return l, summary, nil
 }

@@ -107,6 +107,11 @@ const (
 	// LabelSnapshotLayer marks a committed snapshot made by
 	// SnapshotContainer; its value is the layer's size in bytes.
 	LabelSnapshotLayer = snapshotLabelPrefix + "layer-size"
+	// LabelSnapshotCompactedFrom marks a version that holds its whole
+	// content on the image (see maxChainDepth); its value is the version
+	// its changes were taken against, which stays its parent in the
+	// lineage.
+	LabelSnapshotCompactedFrom = snapshotLabelPrefix + "compacted-from"
 	// LabelSnapshotPaused is on a container while SnapshotContainer has its
 	// task paused; its value is the snapshot key.
 	LabelSnapshotPaused = snapshotLabelPrefix + "paused"
@@ -131,11 +136,20 @@ const leaseExpiry = 24 * time.Hour
 // SnapshotInfo is one committed snapshot of a container's writable layer.
 type SnapshotInfo struct {
 	Key       string
-	Parent    string
+	Parent    string // the snapshot it is stored on
 	Labels    map[string]string
 	Created   time.Time
-	Size      int64 // disk usage of the committed snapshot
+	Size      int64 // disk usage of the committed snapshot itself, not its parents
 	LayerSize int64 // bytes of the uncompressed layer it was made from
+}
+
+// Base is the snapshot whose content s's changes were taken against: its
+// Parent, unless s was compacted.
+func (s SnapshotInfo) Base() string {
+	if b := s.Labels[LabelSnapshotCompactedFrom]; b != "" {
+		return b
+	}
+	return s.Parent
 }
 
 // inflight holds the lease IDs and container IDs of snapshot operations
@@ -267,10 +281,10 @@ func (r *Containerd) SnapshotContainer(ctx context.Context, id, key string, labe
 	if err != nil {
 		return SnapshotInfo{}, paused, fmt.Errorf("prepare snapshot: %w", r.wrap(err))
 	}
-	committed := false
+	commitFrom := applyKey
 	defer func() {
-		if !committed {
-			r.removeQuietly(ctx, sn, applyKey)
+		if commitFrom != "" {
+			r.removeQuietly(ctx, sn, commitFrom)
 		}
 	}()
 	if _, err := c.DiffService().Apply(ctx, desc, mounts, diff.WithSyncFs(true)); err != nil {
@@ -279,16 +293,27 @@ func (r *Containerd) SnapshotContainer(ctx context.Context, id, key string, labe
 	// The layer itself is not kept (it would be a second copy of the
 	// version): the operation's lease lets the garbage collector take it,
 	// and export rebuilds it from the snapshots.
-	all := make(map[string]string, len(labels)+2)
+	all := make(map[string]string, len(labels)+3)
 	for k, v := range labels {
 		all[k] = v
 	}
+	depth, root, err := r.chainDepth(ctx, sn, base)
+	if err != nil {
+		return SnapshotInfo{}, paused, err
+	}
+	if depth >= maxChainDepth {
+		if commitFrom, err = r.flatten(ctx, c, sn, key+".flat-"+suffix, root, mounts); err != nil {
+			return SnapshotInfo{}, paused, fmt.Errorf("compact snapshot %s: %w", key, err)
+		}
+		r.removeQuietly(ctx, sn, applyKey)
+		all[LabelSnapshotCompactedFrom] = base
+	}
 	all[labelGCRoot] = time.Now().UTC().Format(time.RFC3339)
 	all[LabelSnapshotLayer] = strconv.FormatInt(desc.Size, 10)
-	if err := sn.Commit(ctx, key, applyKey, snapshots.WithLabels(all)); err != nil {
+	if err := sn.Commit(ctx, key, commitFrom, snapshots.WithLabels(all)); err != nil {
 		return SnapshotInfo{}, paused, fmt.Errorf("commit snapshot %s: %w", key, r.wrap(err))
 	}
-	committed = true
+	commitFrom = ""
 	ok = true
 	if capt != nil {
 		// The next snapshot builds on this one. Should this fail or berth
@@ -377,26 +402,40 @@ func (r *Containerd) ListSnapshots(ctx context.Context, snapshotter, labelKey, l
 	if labelKey != "" {
 		filter = fmt.Sprintf("labels.%q==%q", labelKey, labelValue)
 	}
-	var keys []string
+	var infos []snapshots.Info
 	err = sn.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
 		if info.Kind == snapshots.KindCommitted && info.Labels[LabelSnapshotLayer] != "" {
-			keys = append(keys, info.Name)
+			infos = append(infos, info)
 		}
 		return nil
 	}, filter)
 	if err != nil {
 		return nil, r.wrap(err)
 	}
-	out := make([]SnapshotInfo, 0, len(keys))
-	for _, k := range keys {
-		info, err := r.snapshotInfo(ctx, sn, k)
-		if errdefs.IsNotFound(err) {
+	// One Usage call per snapshot: a few at a time, so a long lineage
+	// lists in a fraction of the round trips' sum.
+	usages := make([]snapshots.Usage, len(infos))
+	errs := make([]error, len(infos))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 8)
+	for i, info := range infos {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			usages[i], errs[i] = sn.Usage(ctx, info.Name)
+		}()
+	}
+	wg.Wait()
+	out := make([]SnapshotInfo, 0, len(infos))
+	for i, info := range infos {
+		if errdefs.IsNotFound(errs[i]) {
 			continue // deleted while we listed
 		}
-		if err != nil {
-			return nil, err
+		if errs[i] != nil {
+			return nil, r.wrap(errs[i])
 		}
-		out = append(out, info)
+		out = append(out, newSnapshotInfo(info, usages[i]))
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if !out[i].Created.Equal(out[j].Created) {
@@ -412,19 +451,23 @@ func (r *Containerd) snapshotInfo(ctx context.Context, sn snapshots.Snapshotter,
 	if err != nil {
 		return SnapshotInfo{}, r.wrap(err)
 	}
+	usage, err := sn.Usage(ctx, key)
+	if err != nil {
+		return SnapshotInfo{}, r.wrap(err)
+	}
+	return newSnapshotInfo(info, usage), nil
+}
+
+func newSnapshotInfo(info snapshots.Info, usage snapshots.Usage) SnapshotInfo {
 	out := SnapshotInfo{
 		Key:     info.Name,
 		Parent:  info.Parent,
 		Labels:  info.Labels,
 		Created: info.Created,
+		Size:    usage.Size,
 	}
 	out.LayerSize, _ = strconv.ParseInt(info.Labels[LabelSnapshotLayer], 10, 64)
-	usage, err := sn.Usage(ctx, key)
-	if err != nil {
-		return SnapshotInfo{}, r.wrap(err)
-	}
-	out.Size = usage.Size
-	return out, nil
+	return out
 }
 
 // RollbackContainer replaces the container's writable layer with a new,

@@ -37,17 +37,21 @@ type Snapshot struct {
 	Source     string    `json:"source" jsonschema:"enum=manual,enum=pre_rollback"`
 	CreatedAt  time.Time `json:"created_at"`
 	SizeBytes  int64     `json:"size_bytes" jsonschema:"description=bytes of the version's layer (the changes it holds over its parent)"`
+	DiskBytes  int64     `json:"disk_bytes" jsonschema:"description=disk space the version itself takes, freed when it is deleted"`
+	Compacted  bool      `json:"compacted,omitempty" jsonschema:"description=stored with its whole content rather than on its parent, which keeps long lineages mountable"`
 	Parent     int       `json:"parent_version,omitempty" jsonschema:"description=the version this one builds on; absent: the image"`
 	PauseMilli int64     `json:"pause_ms,omitempty" jsonschema:"description=how long the workspace was paused to take it"`
 	key        string
+	storedOn   string // the snapshot it is stored on: the one deleting it waits for
 }
 
 // Lineage is a workspace's image and its versions.
 type Lineage struct {
-	BotID    string     `json:"bot_id"`
-	Image    string     `json:"image"`
-	BasedOn  int        `json:"live_based_on,omitempty" jsonschema:"description=the version the live workspace was rolled back to; absent: the image"`
-	Versions []Snapshot `json:"versions"`
+	BotID     string     `json:"bot_id"`
+	Image     string     `json:"image"`
+	BasedOn   int        `json:"live_based_on,omitempty" jsonschema:"description=the version the live workspace was rolled back to; absent: the image"`
+	Versions  []Snapshot `json:"versions"`
+	DiskBytes int64      `json:"disk_bytes" jsonschema:"description=disk space all the versions take together"`
 }
 
 func snapshotKey(bot string, version int) string {
@@ -70,13 +74,19 @@ func (m *Manager) versions(ctx context.Context, bot, snapshotter string) ([]Snap
 	}
 	out := make([]Snapshot, 0, len(kept))
 	for _, in := range kept {
-		out = append(out, Snapshot{
-			Version: byKey[in.Key], Name: in.Labels[labelSnapName], Source: in.Labels[labelSnapSource],
-			CreatedAt: in.Created, SizeBytes: in.LayerSize, Parent: byKey[in.Parent], key: in.Key,
-		})
+		out = append(out, snapshotOf(in, byKey))
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Version < out[j].Version })
 	return out, nil
+}
+
+func snapshotOf(in runtime.SnapshotInfo, byKey map[string]int) Snapshot {
+	return Snapshot{
+		Version: byKey[in.Key], Name: in.Labels[labelSnapName], Source: in.Labels[labelSnapSource],
+		CreatedAt: in.Created, SizeBytes: in.LayerSize, DiskBytes: in.Size,
+		Compacted: in.Labels[runtime.LabelSnapshotCompactedFrom] != "",
+		Parent:    byKey[in.Base()], key: in.Key, storedOn: in.Parent,
+	}
 }
 
 // ListSnapshots returns the workspace's lineage.
@@ -95,7 +105,11 @@ func (m *Manager) ListSnapshots(ctx context.Context, bot string) (Lineage, error
 		return Lineage{}, err
 	}
 	based, _ := strconv.Atoi(ctr.Labels[labelBasedOn])
-	return Lineage{BotID: bot, Image: ctr.Image, BasedOn: based, Versions: vs}, nil
+	l := Lineage{BotID: bot, Image: ctr.Image, BasedOn: based, Versions: vs}
+	for _, v := range vs {
+		l.DiskBytes += v.DiskBytes
+	}
+	return l, nil
 }
 
 // CreateSnapshot saves the workspace's whole writable filesystem as the
@@ -139,11 +153,13 @@ func (m *Manager) snapshot(ctx context.Context, bot, name, source string, progre
 		return Snapshot{}, fmt.Errorf("snapshot %s: %w", bot, err)
 	}
 	report(progress, Progress{Done: 2, Total: 2, Message: fmt.Sprintf("version %d of %s saved (paused %s)", version, bot, pause.Round(time.Millisecond))})
-	based, _ := strconv.Atoi(ctr.Labels[labelBasedOn])
-	return Snapshot{
-		Version: version, Name: name, Source: source, CreatedAt: info.Created, SizeBytes: info.LayerSize,
-		Parent: based, PauseMilli: pause.Milliseconds(), key: info.Key,
-	}, nil
+	byKey := map[string]int{info.Key: version}
+	for _, s := range vs {
+		byKey[s.key] = s.Version
+	}
+	s := snapshotOf(info, byKey)
+	s.PauseMilli = pause.Milliseconds()
+	return s, nil
 }
 
 // find returns version v of the bot's snapshots.
@@ -230,9 +246,11 @@ func (m *Manager) DeleteSnapshot(ctx context.Context, bot string, v int) error {
 	if err != nil {
 		return err
 	}
+	// Only what is stored on v keeps it: a compacted version holds its
+	// whole content, so the versions before it can go.
 	var children []int
 	for _, s := range vs {
-		if s.Parent == v {
+		if s.storedOn == target.key {
 			children = append(children, s.Version)
 		}
 	}
@@ -240,7 +258,7 @@ func (m *Manager) DeleteSnapshot(ctx context.Context, bot string, v int) error {
 		return fmt.Errorf("%w: the live workspace builds on version %d; roll back to another version first", errdefs.ErrFailedPrecondition, v)
 	}
 	if len(children) > 0 {
-		return fmt.Errorf("%w: versions %v build on version %d; delete them first", errdefs.ErrFailedPrecondition, children, v)
+		return fmt.Errorf("%w: versions %v are stored as changes on version %d, so it can only be deleted after them (a version stores only what changed since the one before, and a stored version is never rewritten)", errdefs.ErrFailedPrecondition, children, v)
 	}
 	return m.rt.DeleteSnapshot(mctx, ctr.Snapshotter, target.key)
 }
