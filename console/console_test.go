@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -455,4 +456,66 @@ func jsonEq(got any, want any) bool {
 	a, _ := json.Marshal(got)
 	b, _ := json.Marshal(want)
 	return string(a) == string(b)
+}
+
+// TestWebSocketCSRF: a terminal handshake with the cookie must carry the
+// CSRF token in its query and come from berth's own origin (a browser sets
+// no headers on it, and --allowed-origins do not know the token).
+func TestWebSocketCSRF(t *testing.T) {
+	admin := auth.Local("admin token")
+	c := console.New(console.Options{Login: func(tok string) *auth.Principal {
+		if tok == adminToken {
+			return admin
+		}
+		return nil
+	}})
+	defer c.Close()
+	rec := httptest.NewRecorder()
+	login := httptest.NewRequest("POST", "/ui/login", strings.NewReader(`{"token":"`+adminToken+`"}`))
+	login.Header.Set("Content-Type", "application/json")
+	c.Handler().ServeHTTP(rec, login)
+	cookies := rec.Result().Cookies()
+	rec = httptest.NewRecorder()
+	me := httptest.NewRequest("GET", "/ui/api/me", nil)
+	me.AddCookie(cookies[0])
+	c.Handler().ServeHTTP(rec, me)
+	var who struct{ CSRF string }
+	if err := json.NewDecoder(rec.Body).Decode(&who); err != nil || who.CSRF == "" {
+		t.Fatalf("me: %v %s", err, rec.Body)
+	}
+	handshake := func(query, origin string) (*auth.Principal, error) {
+		r := httptest.NewRequest("GET", "http://berth.test/bots/a/terminal/ws?terminal_id=t1"+query, nil)
+		r.Header.Set("Upgrade", "websocket")
+		r.Header.Set("Connection", "Upgrade")
+		if origin != "" {
+			r.Header.Set("Origin", origin)
+		}
+		r.AddCookie(cookies[0])
+		return c.Principal(r)
+	}
+	if p, err := handshake("&csrf="+who.CSRF, "http://berth.test"); err != nil || p != admin {
+		t.Fatalf("handshake with csrf: %v %v", p, err)
+	}
+	for name, args := range map[string][2]string{
+		"no csrf":       {"", "http://berth.test"},
+		"wrong csrf":    {"&csrf=x" + who.CSRF, "http://berth.test"},
+		"no origin":     {"&csrf=" + who.CSRF, ""},
+		"other origin":  {"&csrf=" + who.CSRF, "http://evil.example"},
+		"origin prefix": {"&csrf=" + who.CSRF, "http://berth.test.evil.example"},
+	} {
+		if _, err := handshake(args[0], args[1]); !errors.Is(err, console.ErrCSRF) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	// A plain read needs no CSRF token; an unknown cookie is no session.
+	r := httptest.NewRequest("GET", "http://berth.test/bots/a/files?path=x", nil)
+	r.AddCookie(cookies[0])
+	if p, err := c.Principal(r); err != nil || p != admin {
+		t.Fatalf("GET with the cookie: %v %v", p, err)
+	}
+	r.Header.Del("Cookie")
+	r.AddCookie(&http.Cookie{Name: console.CookieName, Value: "guess"})
+	if _, err := c.Principal(r); !errors.Is(err, console.ErrNoSession) {
+		t.Fatalf("unknown cookie: %v", err)
+	}
 }
