@@ -59,7 +59,7 @@ func New(version string, d tools.Deps, stdioBot string, opts ...Option) *server.
 	}
 	sopts := append(o.middleware(d),
 		server.WithToolCapabilities(true),
-		server.WithResourceCapabilities(false, true),
+		server.WithResourceCapabilities(true, true),
 		server.WithInstructions(instructions),
 		server.WithRecovery(),
 		server.WithResourceRecovery(),
@@ -80,6 +80,7 @@ func New(version string, d tools.Deps, stdioBot string, opts ...Option) *server.
 	s := server.NewMCPServer("berth", version, sopts...)
 	tools.Register(s, d)
 	resources.Register(s, hooks, d.Manager, d.Skills)
+	resources.RegisterLive(s, hooks, d.Manager, d.MCP, d.Logger)
 	if o.botLog != nil {
 		o.botLog.attach(s, hooks)
 	}

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 
 	"github.com/berth-dev/berth/internal/agent/client"
@@ -16,6 +17,7 @@ import (
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/skills"
 	"github.com/berth-dev/berth/internal/workspace"
+	"github.com/containerd/errdefs"
 	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
 )
@@ -33,6 +35,11 @@ const (
 	SnapshotTemplate  = "berth://bots/{bot_id}/snapshots/{version}"
 	// SkillTemplate is a skill's SKILL.md.
 	SkillTemplate = "berth://bots/{bot_id}/skills/{name}"
+	// ProcessOutputTemplate and TerminalOutputTemplate read a background
+	// process's stream (stdout or stderr) or a terminal's output from a
+	// byte offset, as process_output and terminal_read do.
+	ProcessOutputTemplate  = "berth://bots/{bot_id}/processes/{process_id}/{stream}{?offset,limit}"
+	TerminalOutputTemplate = "berth://bots/{bot_id}/terminals/{terminal_id}/output{?offset,limit}"
 )
 
 // Caps on a file read through the files resource.
@@ -112,6 +119,93 @@ func Register(s *server.MCPServer, hooks *server.Hooks, m *workspace.Manager, sk
 			return []mcp.ResourceContents{mcp.TextResourceContents{URI: req.Params.URI, MIMEType: "text/markdown", Text: text}}, nil
 		},
 	)
+	s.AddResourceTemplate(
+		mcp.NewResourceTemplate(ProcessOutputTemplate, "process-output",
+			mcp.WithTemplateDescription("A background process's stdout or stderr from a byte offset (default 0; limit default 65536, at most 1 MiB), as process_output returns it: pass next_offset as offset to read on. Subscribe to hear of new output."),
+			mcp.WithTemplateMIMEType("application/json"),
+		),
+		readOutput(m, func(ctx context.Context, a *client.Client, req mcp.ReadResourceRequest, offset int64, limit int) (wire.OutputChunk, error) {
+			id, _ := argument(req, "process_id")
+			stream, _ := argument(req, "stream")
+			if stream != wire.StreamStdout && stream != wire.StreamStderr {
+				return wire.OutputChunk{}, fmt.Errorf("%w: stream %q: stdout or stderr", errdefs.ErrInvalidArgument, stream)
+			}
+			return a.ProcessOutput(ctx, id, stream, offset, limit)
+		}),
+	)
+	s.AddResourceTemplate(
+		mcp.NewResourceTemplate(TerminalOutputTemplate, "terminal-output",
+			mcp.WithTemplateDescription("A terminal's output from a byte offset (default 0; limit default 65536, at most 1 MiB), as terminal_read returns it: pass next_offset as offset to read on. Subscribe to hear of new output."),
+			mcp.WithTemplateMIMEType("application/json"),
+		),
+		readOutput(m, func(ctx context.Context, a *client.Client, req mcp.ReadResourceRequest, offset int64, limit int) (wire.OutputChunk, error) {
+			id, _ := argument(req, "terminal_id")
+			return a.ReadTerminal(ctx, id, offset, limit)
+		}),
+	)
+}
+
+// outputChunk is a piece of a process's or terminal's output, shaped as
+// the process_output and terminal_read tools shape it.
+type outputChunk struct {
+	Output     string `json:"output"`
+	Offset     int64  `json:"offset"`
+	NextOffset int64  `json:"next_offset"`
+	Total      int64  `json:"total"`
+	Dropped    int64  `json:"dropped,omitempty"`
+	Running    bool   `json:"running"`
+	ExitCode   *int   `json:"exit_code,omitempty"`
+}
+
+// readOutput serves an output template: the same scope as the tools that
+// read output (exec), the offset and limit from the URI's query.
+func readOutput(m *workspace.Manager, read func(context.Context, *client.Client, mcp.ReadResourceRequest, int64, int) (wire.OutputChunk, error)) server.ResourceTemplateHandlerFunc {
+	return func(ctx context.Context, req mcp.ReadResourceRequest) ([]mcp.ResourceContents, error) {
+		bot, _ := argument(req, "bot_id")
+		if err := auth.FromContext(ctx).Allow(auth.ScopeExec, bot); err != nil {
+			return nil, err
+		}
+		offset, err := queryInt(req, "offset", 0, 1<<62)
+		if err != nil {
+			return nil, err
+		}
+		limit, err := queryInt(req, "limit", 0, wire.MaxOutputLimit)
+		if err != nil {
+			return nil, err
+		}
+		c, err := workspace.Ask(ctx, m, bot, func(a *client.Client) (wire.OutputChunk, error) {
+			return read(ctx, a, req, offset, int(limit))
+		})
+		if err != nil {
+			return nil, err
+		}
+		out := outputChunk{Output: strings.ToValidUTF8(string(c.Data), "\uFFFD"), Offset: c.Offset, NextOffset: c.NextOffset, Total: c.Total, Dropped: c.Dropped}
+		switch {
+		case c.Process != nil:
+			out.Running, out.ExitCode = c.Process.Running, c.Process.ExitCode
+		case c.Terminal != nil:
+			out.Running, out.ExitCode = c.Terminal.Running, c.Terminal.ExitCode
+		}
+		data, err := json.MarshalIndent(out, "", "  ")
+		if err != nil {
+			return nil, err
+		}
+		return []mcp.ResourceContents{mcp.TextResourceContents{URI: req.Params.URI, MIMEType: "application/json", Text: string(data)}}, nil
+	}
+}
+
+// queryInt is an optional numeric variable of the URI's query, 0 when
+// absent.
+func queryInt(req mcp.ReadResourceRequest, name string, lo, hi int64) (int64, error) {
+	v, err := argument(req, name)
+	if err != nil || v == "" {
+		return 0, nil
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < lo || n > hi {
+		return 0, fmt.Errorf("%w: %s=%q in %s: a number from %d to %d", errdefs.ErrInvalidArgument, name, v, req.Params.URI, lo, hi)
+	}
+	return n, nil
 }
 
 func readSnapshots(m *workspace.Manager, one bool) server.ResourceTemplateHandlerFunc {
