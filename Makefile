@@ -6,11 +6,15 @@ BIN      := bin/berth
 VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 
-.PHONY: build test bench run install vet lint fuzz clean
+.PHONY: build console test bench run install vet lint fuzz clean
 
 # The agent runs inside arbitrary images, so the binary must be static.
-build:
+build: console
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/berth
+
+# The web console (web/, npm + esbuild) into console/dist, embedded by go build.
+console:
+	scripts/build-console.sh
 
 vet:
 	$(GO) vet ./...

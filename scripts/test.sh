@@ -14,6 +14,13 @@ if ! command -v systemd-analyze >/dev/null && [ "$(id -u)" -eq 0 ]; then
 	DEBIAN_FRONTEND=noninteractive apt-get update -q
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends systemd
 fi
+# The console's browser tests (e2e/console_test.go) drive Debian's chromium
+# headless.
+if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" -eq 0 ]; then
+	echo "test: installing chromium for the console's browser tests" >&2
+	DEBIAN_FRONTEND=noninteractive apt-get update -q
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium
+fi
 scripts/with-containerd.sh go test -count=1 -timeout 20m ${TESTFLAGS:-} ./...
 
 if [ "${BERTH_SKIP_CONTAINERD2:-}" = 1 ]; then

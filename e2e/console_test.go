@@ -1,0 +1,343 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/browser"
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/input"
+	"github.com/chromedp/chromedp"
+)
+
+// consoleBrowser is Debian's chromium, which scripts/test.sh installs.
+const consoleBrowser = "/usr/bin/chromium"
+
+// page drives one headless chromium tab on berth's console.
+type page struct {
+	t     *testing.T
+	ctx   context.Context
+	base  string // berth's address, http://127.0.0.1:port
+	shots string // where screenshots go
+}
+
+// newPage starts chromium with a fresh profile and nothing that talks to
+// the outside (updates, sync, field trials).
+func newPage(t *testing.T, base string) *page {
+	t.Helper()
+	if _, err := os.Stat(consoleBrowser); err != nil {
+		t.Fatalf("the console tests need Debian's chromium (apt-get install chromium; scripts/test.sh does): %v", err)
+	}
+	shots := os.Getenv("BERTH_TEST_ARTIFACTS")
+	if shots == "" {
+		shots = t.TempDir()
+	} else if err := os.MkdirAll(shots, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
+		chromedp.ExecPath(consoleBrowser),
+		chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1280, 800),
+	)
+	ctx, cancelTab := chromedp.NewContext(actx)
+	t.Cleanup(func() { cancelTab(); cancelAlloc() })
+	// Start the browser on this context: one started by a step's shorter
+	// context would end with that step.
+	if err := chromedp.Do(ctx, chromedp.Navigate("about:blank")); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	return &page{t: t, ctx: ctx, base: base, shots: shots}
+}
+
+// do runs steps with a deadline; on failure it saves a screenshot of the
+// page as it was and fails the test.
+func (p *page) do(what string, steps ...chromedp.Action[chromedp.Void]) {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(p.ctx, 45*time.Second)
+	defer cancel()
+	if err := chromedp.Do(ctx, steps...); err != nil {
+		p.shot("failed")
+		p.t.Fatalf("%s: %v (screenshot in %s)", what, err, p.shots)
+	}
+}
+
+// eval runs JavaScript in the page (awaiting a promise) and returns its value.
+func eval[T any](p *page, what, js string) T {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(p.ctx, 45*time.Second)
+	defer cancel()
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](js, chromedp.EvalAwaitPromise))
+	if err != nil {
+		p.shot("failed")
+		p.t.Fatalf("%s: %v", what, err)
+	}
+	return v
+}
+
+// until waits for a JavaScript condition to hold.
+func (p *page) until(what, cond string) {
+	p.t.Helper()
+	p.do(what, chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+		_, err := chromedp.Poll[bool](cond, chromedp.WithPollingTimeout(40*time.Second), chromedp.WithPollingInterval(50*time.Millisecond))(ctx, t)
+		return err
+	}))
+}
+
+// open goes to one of the page's own routes (a hash change: no load).
+func (p *page) open(route string) {
+	p.t.Helper()
+	eval[bool](p, "open "+route, fmt.Sprintf("location.hash = %q, true", route))
+}
+
+// none fails when any element matches sel: the controls a token may not use.
+func (p *page) none(what, sel string) {
+	p.t.Helper()
+	if n := eval[int](p, what, fmt.Sprintf("document.querySelectorAll(%q).length", sel)); n != 0 {
+		p.shot("failed")
+		p.t.Fatalf("%s: %d element(s) match %s", what, n, sel)
+	}
+}
+
+func (p *page) shot(name string) {
+	ctx, cancel := context.WithTimeout(p.ctx, 20*time.Second)
+	defer cancel()
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		p.t.Logf("screenshot %s: %v", name, err)
+		return
+	}
+	if err := os.WriteFile(filepath.Join(p.shots, "console-"+name+".png"), png, 0o644); err != nil {
+		p.t.Logf("screenshot %s: %v", name, err)
+	}
+}
+
+func (p *page) login(token string) {
+	p.t.Helper()
+	p.do("log in",
+		chromedp.WaitVisible(chromedp.ID("token")),
+		chromedp.SendKeys(chromedp.ID("token"), token),
+		chromedp.Click(chromedp.CSS(`form.login button[type="submit"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`tr[data-bot="web"]`)))
+}
+
+// confirm presses the OK button of the confirmation dialog.
+func (p *page) confirm(what string) {
+	p.t.Helper()
+	p.do(what, chromedp.Click(chromedp.CSS(`dialog.modal[open] button[value="ok"]`)))
+}
+
+// TestConsole drives the web console in a real browser: log in, the
+// workspace list, a terminal, upload and download, snapshots and rollback,
+// approving a network request, what a read-only token sees and may do, and
+// a cross-site form post.
+func TestConsole(t *testing.T) {
+	e := newEnv(t)
+	dir := t.TempDir()
+	const readToken = "console-read-0123456789abcdef"
+	tokens := filepath.Join(dir, "tokens.yaml")
+	if err := os.WriteFile(tokens, []byte("tokens:\n  - {name: viewer, token: "+readToken+", bots: [web], scopes: [read]}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.extra = append(e.extra, "--tokens-file", tokens, "--audit-log", filepath.Join(dir, "audit.log"))
+	b := e.serveHTTP()
+	admin := e.httpMcpgo(b)
+	mustCall(t, admin, "workspace_create", map[string]any{"bot_id": "web"})
+	base := strings.TrimSuffix(b.URL, "/mcp")
+
+	p := newPage(t, base)
+	p.do("open the console", chromedp.Navigate(base+"/ui"), chromedp.WaitVisible(chromedp.ID("token")))
+	p.shot("login")
+
+	// A wrong token is refused on the page.
+	p.do("bad token",
+		chromedp.SendKeys(chromedp.ID("token"), "not-a-token"),
+		chromedp.Click(chromedp.CSS(`form.login button[type="submit"]`)))
+	p.until("the refusal", `document.getElementById('login-error').textContent.includes('not valid')`)
+	eval[bool](p, "clear the field", `document.getElementById('token').value = '', true`)
+
+	p.login(b.Token)
+	p.until("live figures", `document.querySelector('tr[data-bot="web"] td.c-status').textContent === 'running' && document.querySelectorAll('tr[data-bot="web"] svg.spark polyline').length === 2`)
+	p.shot("overview")
+
+	// A terminal: open one, type, see the output.
+	p.open("#/w/web/terminal")
+	p.do("open a terminal", chromedp.Click(chromedp.ID("term-new")), chromedp.WaitVisible(chromedp.CSS("#terminal[data-attached]")))
+	eval[bool](p, "focus the terminal", `document.querySelector('#terminal .xterm-helper-textarea').focus(), true`)
+	// The text as text input and Enter as one raw key press: CDP's
+	// ordinary key events reach xterm twice (keydown with text, then char).
+	p.do("type", chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+		if _, err := cdp.Call(ctx, t, input.InsertText, input.InsertTextParams{Text: "echo hi"}); err != nil {
+			return err
+		}
+		for _, typ := range []input.DispatchKeyEventType{input.DispatchKeyEventTypeRawKeyDown, input.DispatchKeyEventTypeKeyUp} {
+			if _, err := cdp.Call(ctx, t, input.DispatchKeyEvent, input.DispatchKeyEventParams{Type: typ, Key: "Enter", Code: "Enter", WindowsVirtualKeyCode: 13}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}))
+	p.until("hi in the terminal", `[...document.querySelectorAll('#terminal .xterm-rows > div')].some(r => r.textContent.trim() === 'hi')`)
+	p.shot("terminal")
+
+	// A snapshot of the workspace before the upload.
+	p.open("#/w/web/snapshots")
+	p.do("take a snapshot",
+		chromedp.WaitVisible(chromedp.ID("snap-name")),
+		chromedp.SendKeys(chromedp.ID("snap-name"), "clean"),
+		chromedp.Click(chromedp.ID("snap-create")),
+		chromedp.WaitVisible(chromedp.CSS(`#timeline li[data-version="1"]`)))
+
+	// Upload a file and download it back.
+	payload := make([]byte, 300<<10)
+	rand.Read(payload)
+	src := filepath.Join(dir, "up.bin")
+	if err := os.WriteFile(src, payload, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p.open("#/w/web/files")
+	p.do("upload",
+		chromedp.WaitVisible(chromedp.CSS(`label[for="upload"]`)),
+		chromedp.SetUploadFiles(chromedp.ID("upload"), []string{src}, chromedp.NodeReady),
+		chromedp.WaitVisible(chromedp.CSS(`tr[data-path="/data/up.bin"]`)))
+	downloads := filepath.Join(dir, "downloads")
+	if _, err := chromedp.CallBrowser(p.ctx, browser.SetDownloadBehavior, browser.SetDownloadBehaviorParams{
+		Behavior: browser.SetDownloadBehaviorBehaviorAllow, DownloadPath: downloads, EventsEnabled: ptrTo(true),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	dctx, dcancel := context.WithTimeout(p.ctx, 30*time.Second)
+	progress := chromedp.BrowserEvents(dctx, browser.DownloadProgress)
+	p.do("download", chromedp.Click(chromedp.CSS(`a[aria-label="Download up.bin"]`)))
+	for ev, err := range progress {
+		if err != nil {
+			t.Fatalf("download: %v", err)
+		}
+		if ev.State == browser.DownloadProgressStateCanceled {
+			t.Fatal("download canceled")
+		}
+		if ev.State == browser.DownloadProgressStateCompleted {
+			break
+		}
+	}
+	dcancel()
+	if got, err := os.ReadFile(filepath.Join(downloads, "up.bin")); err != nil || !bytes.Equal(got, payload) {
+		t.Fatalf("downloaded file differs from the upload (%d bytes, %v)", len(got), err)
+	}
+	p.shot("files")
+
+	// The diff shows the upload; rolling back to the snapshot removes it.
+	p.open("#/w/web/snapshots")
+	p.do("diff", chromedp.WaitVisible(chromedp.CSS(`#timeline li[data-version="1"]`)), chromedp.Click(chromedp.ID("diff-run")))
+	p.until("the upload in the diff", `[...document.querySelectorAll('#diff tr.k-added th')].some(c => c.textContent === '/data/up.bin')`)
+	p.do("roll back", chromedp.Click(chromedp.CSS(`#timeline li[data-version="1"] .act-rollback`)))
+	p.confirm("confirm the rollback")
+	p.do("the pre-rollback version", chromedp.WaitVisible(chromedp.CSS(`#timeline li[data-version="2"].src-pre_rollback`)))
+	p.shot("snapshots")
+	p.open("#/w/web/files")
+	p.until("the file gone", `document.querySelector('#files tr[data-path="/data/up.bin"]') === null && !!(document.querySelector('#files') || document.querySelector('#panel .empty'))`)
+
+	// A network access request, approved on the page.
+	var asked struct {
+		Request struct {
+			ID string `json:"id"`
+		} `json:"request"`
+	}
+	mustCall(t, admin, "network_access_request", map[string]any{"bot_id": "web", "domain": "docs.example.com", "ports": []string{"443"}, "reason": "read the docs"}).decode(t, &asked)
+	p.open("#/w/web/network")
+	p.do("approve", chromedp.Click(chromedp.CSS(fmt.Sprintf(`#requests tr[data-request=%q] .act-approve`, asked.Request.ID))))
+	p.until("approved", `[...document.querySelectorAll('#decided td')].some(c => c.textContent.startsWith('approved')) && [...document.querySelectorAll('#policy td')].some(c => c.textContent.startsWith('docs.example.com'))`)
+	p.shot("network")
+	var net struct {
+		Policy struct {
+			Allow []struct {
+				Domain string `json:"domain"`
+			} `json:"allow"`
+		} `json:"policy"`
+	}
+	mustCall(t, admin, "network_get", map[string]any{"bot_id": "web"}).decode(t, &net)
+	if len(net.Policy.Allow) != 1 || net.Policy.Allow[0].Domain != "docs.example.com" {
+		t.Fatalf("policy after the approval: %+v", net.Policy)
+	}
+
+	// A cross-site form (another origin on the same site, so the browser
+	// sends the session cookie) cannot call a tool: no CSRF header.
+	evil := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		fmt.Fprintf(w, `<!doctype html><form id="f" method="post" action="%s/mcp" enctype="text/plain">`+
+			`<input name='{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"workspace_delete","arguments":{"bot_id":"web"}},"x":"' value='"}'></form>`+
+			`<script>document.getElementById("f").submit()</script>`, base)
+	}))
+	defer evil.Close()
+	p.do("the cross-site form", chromedp.Navigate(evil.URL))
+	p.until("its answer", fmt.Sprintf(`location.href.startsWith(%q) && document.readyState === 'complete'`, base+"/mcp"))
+	if body := eval[string](p, "its answer", `document.body ? document.body.innerText : ''`); strings.Contains(body, `"result"`) {
+		t.Fatalf("a cross-site form post was answered: %s", body)
+	}
+	var ws struct {
+		Status string `json:"status"`
+	}
+	mustCall(t, admin, "workspace_get", map[string]any{"bot_id": "web"}).decode(t, &ws)
+	if ws.Status != "running" {
+		t.Fatalf("after the cross-site post the workspace is %q", ws.Status)
+	}
+
+	// A read-only token: no mutating controls, and its own requests to
+	// mutate are refused by the server.
+	mustCall(t, admin, "network_access_request", map[string]any{"bot_id": "web", "domain": "pending.example.com", "reason": "stays pending"})
+	p.do("back to the console", chromedp.Navigate(base+"/ui"), chromedp.WaitVisible(chromedp.ID("logout")))
+	p.do("log out", chromedp.Click(chromedp.ID("logout")), chromedp.WaitVisible(chromedp.ID("token")))
+	p.login(readToken)
+	p.none("overview of a read-only token", `.act-start, .act-stop, .act-delete, td.c-actions`)
+	p.shot("readonly")
+	p.do("phone width", chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2)))
+	p.shot("phone")
+	p.do("desktop width", chromedp.EmulateReset())
+	p.open("#/w/web/files")
+	p.until("the listing", `!!(document.querySelector('#files') || document.querySelector('#panel .empty'))`)
+	p.none("files of a read-only token", `#upload, #mkdir, #files button.danger, .ws-head .actions button`)
+	p.open("#/w/web/snapshots")
+	p.until("the timeline", `!!document.querySelector('#timeline li[data-version="2"]')`)
+	p.none("snapshots of a read-only token", `#snap-create, .act-rollback, .act-export`)
+	p.open("#/w/web/network")
+	p.until("the pending request", `[...document.querySelectorAll('#requests th')].some(c => c.textContent === 'pending.example.com')`)
+	p.none("network of a read-only token", `.act-approve, .act-deny`)
+	p.open("#/w/web/terminal")
+	p.until("no terminal", `!!document.querySelector('#panel .empty') && !document.querySelector('#terminal')`)
+
+	refused := eval[map[string]any](p, "mutating requests of a read-only token", `(async () => {
+		const me = await (await fetch('/ui/api/me')).json();
+		const h = {'Content-Type': 'application/json', Accept: 'application/json, text/event-stream', 'X-Berth-CSRF': me.csrf};
+		const init = await fetch('/mcp', {method: 'POST', headers: h, body: JSON.stringify({jsonrpc: '2.0', id: 1, method: 'initialize',
+			params: {protocolVersion: '2025-11-25', capabilities: {}, clientInfo: {name: 'probe', version: '1'}}})});
+		await init.text();
+		const sid = init.headers.get('Mcp-Session-Id');
+		const stop = await fetch('/mcp', {method: 'POST', headers: {...h, 'Mcp-Session-Id': sid}, body: JSON.stringify({jsonrpc: '2.0', id: 2,
+			method: 'tools/call', params: {name: 'workspace_stop', arguments: {bot_id: 'web'}}})});
+		const put = await fetch('/bots/web/files?path=/data/ro.txt', {method: 'PUT', headers: {'X-Berth-CSRF': me.csrf}, body: 'x'});
+		return {scopes: me.scopes.join(','), init: init.status, stop: await stop.text(), put: put.status};
+	})()`)
+	if refused["scopes"] != "read" || refused["init"] != float64(200) || !strings.Contains(fmt.Sprint(refused["stop"]), `"isError":true`) || refused["put"] != float64(http.StatusForbidden) {
+		t.Fatalf("a read-only token's mutations: %v", refused)
+	}
+	mustCall(t, admin, "workspace_get", map[string]any{"bot_id": "web"}).decode(t, &ws)
+	if ws.Status != "running" {
+		t.Fatalf("after the read-only token's stop the workspace is %q", ws.Status)
+	}
+}
+
+func ptrTo[T any](v T) *T { return &v }
