@@ -314,6 +314,12 @@ func stripCookie(h http.Header, name string) {
 // of /login (or http://localhost:PORT/login) means the app's own /login.
 func (pp *portProxy) modifyResponse(res *http.Response) error {
 	t, _ := res.Request.Context().Value(portTargetKey{}).(portTarget)
+	if t.prefix != "" {
+		// On berth's own origin a bot's service worker stays within the
+		// port's path: scoped wider, it would see the console's pages and
+		// its login.
+		res.Header.Del("Service-Worker-Allowed")
+	}
 	loc := res.Header.Get("Location")
 	if t.prefix == "" || loc == "" {
 		return nil
