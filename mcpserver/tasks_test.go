@@ -24,10 +24,10 @@ type taskRig struct {
 	passedOn int
 }
 
-func newTaskRig(t *testing.T, max int) *taskRig {
+func newTaskRig(t *testing.T, max int, ttl time.Duration) *taskRig {
 	t.Helper()
 	rig := &taskRig{release: make(chan struct{}), stopped: make(chan struct{}, 8)}
-	tasks := NewTasks(TaskOptions{MaxPerToken: max, TTL: time.Minute})
+	tasks := NewTasks(TaskOptions{MaxPerToken: max, TTL: ttl})
 	s := server.NewMCPServer("t", "1", append(tasks.serverOptions(), server.WithToolCapabilities(true))...)
 	s.AddTool(mcp.NewTool("exec"), func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 		select {
@@ -37,6 +37,9 @@ func newTaskRig(t *testing.T, max int) *taskRig {
 			rig.stopped <- struct{}{}
 			return nil, ctx.Err()
 		}
+	})
+	s.AddTool(mcp.NewTool("srv__big"), func(context.Context, mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		return mcp.NewToolResultText(strings.Repeat("x", maxTaskResultBytes)), nil
 	})
 	s.AddTool(mcp.NewTool("fs_read"), func(context.Context, mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 		return mcp.NewToolResultText("read"), nil
@@ -88,7 +91,7 @@ func (rig *taskRig) start(t *testing.T, token, say string) (string, *rpcError) {
 }
 
 func TestTasksBelongToTheirToken(t *testing.T) {
-	rig := newTaskRig(t, 4)
+	rig := newTaskRig(t, 4, time.Minute)
 	id, rerr := rig.start(t, "a", "hello")
 	if rerr != nil {
 		t.Fatal(rerr.Message)
@@ -121,7 +124,7 @@ func TestTasksBelongToTheirToken(t *testing.T) {
 }
 
 func TestTasksCapAndCancel(t *testing.T) {
-	rig := newTaskRig(t, 2)
+	rig := newTaskRig(t, 2, time.Minute)
 	first, _ := rig.start(t, "a", "1")
 	if _, rerr := rig.start(t, "a", "2"); rerr != nil {
 		t.Fatal(rerr.Message)
@@ -158,7 +161,7 @@ func TestTasksCapAndCancel(t *testing.T) {
 }
 
 func TestTasksPassOnWhatIsNotTheirs(t *testing.T) {
-	rig := newTaskRig(t, 2)
+	rig := newTaskRig(t, 2, time.Minute)
 	for i, params := range []any{
 		map[string]any{"name": "exec", "arguments": map[string]any{}},                        // no task
 		map[string]any{"name": "fs_read", "arguments": map[string]any{}, "task": struct{}{}}, // not a long tool
@@ -200,5 +203,32 @@ func TestTaskToolFilterAndPlainCall(t *testing.T) {
 	}
 	if _, err := plainCall([]byte(`{"params":[1]}`)); err == nil {
 		t.Fatal("params that are no object must be refused")
+	}
+}
+
+func TestTaskResultCapAndTTL(t *testing.T) {
+	rig := newTaskRig(t, 4, 50*time.Millisecond)
+	res, rerr := rig.post(t, "a", "tools/call", map[string]any{"name": "srv__big", "task": map[string]any{"ttl": 60000}})
+	var created mcp.CreateTaskResult
+	if rerr != nil || json.Unmarshal(res, &created) != nil || *created.Task.TTL != 50 {
+		t.Fatalf("a task asking a longer ttl than --task-ttl: %s %+v", res, rerr)
+	}
+	res, rerr = rig.post(t, "a", "tasks/result", map[string]any{"taskId": created.Task.TaskId})
+	if rerr != nil || len(res) > 4096 || !strings.Contains(string(res), "larger than") || !strings.Contains(string(res), `"isError":true`) {
+		t.Fatalf("an oversized result: %.300s %+v", res, rerr)
+	}
+	// Forgotten once its TTL has passed since it ended.
+	deadline := time.Now().Add(time.Minute)
+	for {
+		if _, rerr := rig.post(t, "a", "tasks/get", map[string]any{"taskId": created.Task.TaskId}); rerr != nil {
+			if !strings.Contains(rerr.Message, "unknown task") {
+				t.Fatalf("an expired task: %+v", rerr)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the task outlived its TTL")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
