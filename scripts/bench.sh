@@ -10,6 +10,18 @@ trap 'rm -f "$out"' EXIT
 # each other's figures. BENCH picks benchmarks by name (default: all).
 # internal/network's BenchmarkThroughput measures a bridge workspace against
 # the host's root namespace in the same run.
+# BenchmarkSnapshotCost runs on the Debian image that make run builds (the
+# debootstrap tree is cached after the first build); on busybox where that
+# cannot be built.
+if echo BenchmarkSnapshotCost | grep -Eq -- "${BENCH:-.}"; then
+	debian="$(dirname "$out")/berth-bench-debian.$$.tar"
+	trap 'rm -f "$out" "$debian"' EXIT
+	if BERTH="$PWD/bin/berth" scripts/debian-image.sh "$debian" >&2; then
+		export BERTH_BENCH_IMAGE_ARCHIVE=$debian
+	else
+		echo "bench: no Debian image; BenchmarkSnapshotCost runs on busybox" >&2
+	fi
+fi
 scripts/with-containerd.sh go test -p 1 -run '^$' -bench "${BENCH:-.}" -benchtime "${BENCHTIME:-20x}" -timeout 30m ./e2e/ ./internal/network/ | tee "$out"
 
 echo
@@ -39,3 +51,19 @@ END {
 		printf "%s: workspace %.0f MB/s, root namespace %.0f MB/s; ratio %.2f (workspace / root, higher is better; target >= 0.8)\n",
 			n, tput[n], troot[n], tratio[n]
 }' "$out"
+
+# BenchmarkSnapshotCost as issue 13's table.
+awk '
+/^BenchmarkSnapshotCost\// {
+	split($1, parts, "/"); earlier = parts[2]; change = parts[3]; sub(/-[0-9]+$/, "", change)
+	sub(/^earlier-/, "", earlier); sub(/^change-/, "", change)
+	for (i = 3; i < NF; i++) v[$(i+1)] = $i
+	if (!header++) {
+		print "\n== snapshot_create cost =="
+		print "| earlier writes | change | paused p50 / p95 | total p50 | disk of the version |"
+		print "|---|---|---|---|---|"
+	}
+	printf "| %s | %s | %.0f / %.0f ms | %.0f ms | %.2f MB |\n", earlier, change, v["pause-p50-ms"], v["pause-p95-ms"], v["total-p50-ms"], v["disk-bytes"] / 1e6
+}
+/compaction with/ { sub(/^[ \t]*bench_snapshot_test.go:[0-9]+: /, ""); print }
+' "$out"
