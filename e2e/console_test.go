@@ -157,6 +157,7 @@ func TestConsole(t *testing.T) {
 	b := e.serveHTTP()
 	admin := e.httpMcpgo(b)
 	mustCall(t, admin, "workspace_create", map[string]any{"bot_id": "web"})
+	mustCall(t, admin, "workspace_create", map[string]any{"bot_id": "idle"})
 	base := strings.TrimSuffix(b.URL, "/mcp")
 
 	p := newPage(t, base)
@@ -172,6 +173,11 @@ func TestConsole(t *testing.T) {
 
 	p.login(b.Token)
 	p.until("live figures", `document.querySelector('tr[data-bot="web"] td.c-status').textContent === 'running' && document.querySelectorAll('tr[data-bot="web"] svg.spark polyline').length === 2`)
+	// Stop asks first, saying what is lost.
+	p.do("stop idle", chromedp.Click(chromedp.CSS(`tr[data-bot="idle"] .act-stop`)))
+	p.until("the confirmation", `document.querySelector('dialog.modal[open]').textContent.includes('Open terminals and background processes end')`)
+	p.confirm("confirm the stop")
+	p.until("idle stopped", `document.querySelector('tr[data-bot="idle"] td.c-status').textContent === 'stopped' && !!document.querySelector('tr[data-bot="idle"] .act-start')`)
 	p.shot("overview")
 
 	// A terminal: open one, type, see the output.
@@ -193,6 +199,11 @@ func TestConsole(t *testing.T) {
 	}))
 	p.until("hi in the terminal", `[...document.querySelectorAll('#terminal .xterm-rows > div')].some(r => r.textContent.trim() === 'hi')`)
 	p.shot("terminal")
+	// Coming back reattaches to the running terminal and shows its past.
+	p.open("#/w/web/files")
+	p.open("#/w/web/terminal")
+	p.do("reattach", chromedp.WaitVisible(chromedp.CSS("#terminal[data-attached]")))
+	p.until("hi again", `[...document.querySelectorAll('#terminal .xterm-rows > div')].some(r => r.textContent.trim() === 'hi')`)
 
 	// A snapshot of the workspace before the upload.
 	p.open("#/w/web/snapshots")
@@ -274,6 +285,11 @@ func TestConsole(t *testing.T) {
 		t.Fatalf("policy after the approval: %+v", net.Policy)
 	}
 
+	// The audit lines of the bot, from --audit-log.
+	p.open("#/w/web/audit")
+	p.until("audit records", `[...document.querySelectorAll('#audit td')].some(c => c.textContent === 'network_request_decide')`)
+	p.shot("audit")
+
 	// A cross-site form (another origin on the same site, so the browser
 	// sends the session cookie) cannot call a tool: no CSRF header.
 	evil := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -287,6 +303,8 @@ func TestConsole(t *testing.T) {
 	p.until("its answer", fmt.Sprintf(`location.href.startsWith(%q) && document.readyState === 'complete'`, base+"/mcp"))
 	if body := eval[string](p, "its answer", `document.body ? document.body.innerText : ''`); strings.Contains(body, `"result"`) {
 		t.Fatalf("a cross-site form post was answered: %s", body)
+	} else if !strings.Contains(body, "not allowed") && !strings.Contains(body, "CSRF") {
+		t.Fatalf("a cross-site form post got: %s", body)
 	}
 	var ws struct {
 		Status string `json:"status"`

@@ -2,7 +2,17 @@
 // /mcp, files on /bots/{bot}/files, the terminal WebSocket); the session
 // cookie authenticates it and every non-GET request carries the CSRF token.
 
-export const session = { me: null };
+// onExpired is called when the server no longer knows the session (it
+// expired or berth restarted): the page goes back to its login.
+export const session = { me: null, onExpired: () => {} };
+
+// expired reports a 401 on a logged-in page.
+export function expired(status) {
+	if (status === 401 && session.me) {
+		session.me = null;
+		session.onExpired();
+	}
+}
 
 // can says whether the logged-in token holds scope (the server checks it
 // again: this only hides controls that would be refused).
@@ -34,7 +44,10 @@ export async function request(url, opts = {}) {
 	const method = (opts.method || 'GET').toUpperCase();
 	if (method !== 'GET' && method !== 'HEAD' && session.me) headers.set('X-Berth-CSRF', session.me.csrf);
 	const res = await fetch(url, { ...opts, headers, credentials: 'same-origin' });
-	if (!res.ok) throw await failure(res);
+	if (!res.ok) {
+		if (url !== '/ui/api/me' && url !== '/ui/login') expired(res.status);
+		throw await failure(res);
+	}
 	return res;
 }
 

@@ -64,11 +64,7 @@ function shell() {
 						notice(e.message, true);
 						return;
 					}
-					events.stop();
-					mcp.reset();
-					teardown();
-					teardown = () => {};
-					loginPage();
+					expire('');
 				},
 			}, 'Log out')),
 		h('p', { id: 'notice', class: 'notice', role: 'status', 'aria-live': 'polite' }),
@@ -99,6 +95,18 @@ async function start() {
 	events.start();
 	route();
 }
+
+function expire(why = 'The session ended: log in again.') {
+	events.stop();
+	mcp.reset();
+	teardown();
+	teardown = () => {};
+	loginPage(why);
+}
+session.onExpired = () => expire();
+events.onClosed = async () => {
+	if (session.me && !(await loadMe().catch(() => session.me))) expire();
+};
 
 window.addEventListener('hashchange', route);
 start().catch((e) => loginPage(e.message));

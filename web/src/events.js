@@ -8,11 +8,17 @@ class Events {
 		this.workspaces = null;
 		this.history = new Map(); // bot -> {cpu: [], mem: []}
 		this.listeners = new Set();
+		this.onClosed = () => {};
 	}
 
 	start() {
 		this.stop();
 		this.src = new EventSource('/ui/api/events');
+		// A refused stream (expired session) is closed for good, where a
+		// dropped one reconnects by itself: ask whether we are still in.
+		this.src.onerror = () => {
+			if (this.src && this.src.readyState === EventSource.CLOSED) this.onClosed();
+		};
 		this.src.addEventListener('workspaces', (ev) => {
 			const data = JSON.parse(ev.data);
 			this.workspaces = data.workspaces || [];

@@ -2,7 +2,7 @@
 // keep the Mcp-Session-Id, then tools/call. A POST's answer is either
 // application/json or a text/event-stream whose events carry JSON-RPC
 // messages (progress notifications, then the response).
-import { session, HTTPError } from './api.js';
+import { session, HTTPError, expired } from './api.js';
 
 const PROTOCOL = '2025-11-25';
 
@@ -27,6 +27,7 @@ class Client {
 		}
 		const res = await fetch('/mcp', { method: 'POST', headers, body: JSON.stringify(body), credentials: 'same-origin' });
 		if (!res.ok && res.status !== 202) {
+			expired(res.status);
 			const text = (await res.text()).trim();
 			throw new HTTPError(res.status, text || `${res.status} ${res.statusText}`);
 		}
