@@ -206,6 +206,34 @@ func processSubscription(t *testing.T, lc *liveClient, bot string) {
 	}
 }
 
+// terminalAndWorkspaceSubscriptions: a terminal's output and the
+// workspace's state are notified when they change.
+func terminalAndWorkspaceSubscriptions(t *testing.T, lc *liveClient, bot string) {
+	t.Helper()
+	var term struct {
+		ID string `json:"id"`
+	}
+	mustCall(t, lc, "terminal_open", map[string]any{"bot_id": bot, "shell": "sh"}).decode(t, &term)
+	uri := "berth://bots/" + bot + "/terminals/" + term.ID + "/output"
+	lc.mustSubscribe(t, uri)
+	mustCall(t, lc, "terminal_send", map[string]any{"bot_id": bot, "terminal_id": term.ID,
+		"text": "echo mark-$((6*7))\n", "wait_pattern": "mark-42"}).decode(t, &struct{}{})
+	lc.waitUpdate(t, uri)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if text, err := lc.readResource(ctx, uri); err != nil || !strings.Contains(text, "mark-42") {
+		t.Fatalf("terminal output after the notification: %s, %v", text, err)
+	}
+
+	ws := "berth://bots/" + bot + "/workspace"
+	lc.mustSubscribe(t, ws)
+	mustCall(t, lc, "workspace_stop", map[string]any{"bot_id": bot}).decode(t, &struct{}{})
+	lc.waitUpdate(t, ws)
+	if text, err := lc.readResource(ctx, ws); err != nil || !strings.Contains(text, `"status": "stopped"`) {
+		t.Fatalf("workspace after the notification: %s, %v", text, err)
+	}
+}
+
 func TestSubscribeMcpgoHTTP(t *testing.T) {
 	e := newEnv(t)
 	tokens := filepath.Join(e.stateDir, "tokens.yaml")
@@ -263,6 +291,7 @@ func TestSubscribeSDKStdio(t *testing.T) {
 	lc := liveSDK(t, &sdk.CommandTransport{Command: cmd})
 	fileSubscriptions(t, lc, "live-sdk")
 	processSubscription(t, lc, "live-sdk")
+	terminalAndWorkspaceSubscriptions(t, lc, "live-sdk")
 }
 
 func TestSubscribeSDKHTTP(t *testing.T) {
@@ -270,4 +299,66 @@ func TestSubscribeSDKHTTP(t *testing.T) {
 	b := e.serveHTTP()
 	lc := liveSDK(t, &sdk.StreamableClientTransport{Endpoint: b.URL, HTTPClient: &http.Client{Transport: bearer{token: b.Token}}})
 	fileSubscriptions(t, lc, "live-sdk-http")
+}
+
+// TestSubscribeListen2026Stdio: on protocol 2026-07-28 (no
+// resources/subscribe), a subscriptions/listen stream that asks for
+// resources gets their notifications/resources/updated, tagged with the
+// stream's id; a resource that cannot be followed is left out of the
+// stream's acknowledgement.
+func TestSubscribeListen2026Stdio(t *testing.T) {
+	e := newEnv(t)
+	args := append([]string{"serve", "--stdio"}, e.args()...)
+	c, err := mcpclient.NewStdioMCPClientWithOptions(berthBin, nil, args, transport.WithCommandStderrWriter(e.logWriter("berth-stdio")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	type note struct {
+		uri string
+		sub any
+	}
+	updates := make(chan note, 64)
+	acks := make(chan map[string]any, 4)
+	c.OnNotification(func(n mcpgo.JSONRPCNotification) {
+		switch n.Method {
+		case string(mcpgo.MethodNotificationResourceUpdated):
+			var sub any
+			if n.Params.Meta != nil {
+				sub = n.Params.Meta[mcpgo.MetaKeySubscriptionID]
+			}
+			updates <- note{fmt.Sprint(n.Params.AdditionalFields["uri"]), sub}
+		case string(mcpgo.MethodNotificationSubscriptionsAcknowledged):
+			acks <- n.Params.AdditionalFields
+		}
+	})
+	lc := newMcpgoClient(t, c) // negotiates 2026-07-28 over stdio
+	mustCall(t, lc, "workspace_create", map[string]any{"bot_id": "live-2026"})
+	uri := "berth://bots/live-2026/files/data/f.txt"
+	stop, err := c.ListenAsync(context.Background(), mcpgo.SubscriptionFilter{
+		ResourceSubscriptions: []string{uri, "berth://bots/live-2026/snapshots"},
+	}, func(err error) { t.Errorf("listen: %v", err) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	select {
+	case ack := <-acks:
+		data, _ := json.Marshal(ack)
+		if !strings.Contains(string(data), uri) || strings.Contains(string(data), "snapshots") {
+			t.Fatalf("acknowledged %s, want %s only", data, uri)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("no subscriptions/acknowledged within a minute")
+	}
+	if res := mustCall(t, lc, "fs_write", map[string]any{"bot_id": "live-2026", "path": "/data/f.txt", "content": "new"}); res.IsError {
+		t.Fatal(res.Text)
+	}
+	select {
+	case n := <-updates:
+		if n.uri != uri || n.sub == nil {
+			t.Fatalf("notification %+v, want %s tagged with the stream's id", n, uri)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("no notifications/resources/updated within a minute")
+	}
 }
