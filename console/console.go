@@ -115,6 +115,7 @@ type Console struct {
 	sessions *sessions
 	failures *failureLimit
 	activity *activity
+	views    views
 
 	// done ends every event stream when berth shuts down.
 	done      chan struct{}

@@ -86,7 +86,7 @@ func (c *Console) events(w http.ResponseWriter, r *http.Request, s *session) {
 	defer tick.Stop()
 	defer ping.Stop()
 	sendWorkspaces := func() bool {
-		list, truncated := c.summaries(ctx, s.principal)
+		list, truncated := c.views.get(ctx, s.principal, c.summaries)
 		return ctx.Err() == nil && send("workspaces", map[string]any{"workspaces": list, "truncated": truncated})
 	}
 	if !sendWorkspaces() {
@@ -109,6 +109,55 @@ func (c *Console) events(w http.ResponseWriter, r *http.Request, s *session) {
 			return
 		}
 	}
+}
+
+// views share the summaries among the streams of one credential (the
+// pages of its sessions see the same bots): a summary at most a second old
+// serves them all, so more tabs do not cost more listings and metrics.
+type views struct {
+	mu sync.Mutex
+	m  map[string]*view // by principal ID
+}
+
+type view struct {
+	mu        sync.Mutex // held while computing: the other streams wait for it
+	at        time.Time
+	list      []summary
+	truncated bool
+}
+
+const viewFresh = workspacesEvery / 2
+
+func (vs *views) get(ctx context.Context, p *auth.Principal, compute func(context.Context, *auth.Principal) ([]summary, bool)) ([]summary, bool) {
+	vs.mu.Lock()
+	if vs.m == nil {
+		vs.m = map[string]*view{}
+	}
+	v := vs.m[p.ID]
+	if v == nil {
+		// Forget the views no stream asked for lately.
+		for id, o := range vs.m {
+			if o.mu.TryLock() {
+				if time.Since(o.at) > time.Minute {
+					delete(vs.m, id)
+				}
+				o.mu.Unlock()
+			}
+		}
+		v = &view{}
+		vs.m[p.ID] = v
+	}
+	vs.mu.Unlock()
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if time.Since(v.at) >= viewFresh {
+		list, truncated := compute(ctx, p)
+		if ctx.Err() != nil {
+			return list, truncated // cut short: not for the others
+		}
+		v.list, v.truncated, v.at = list, truncated, time.Now()
+	}
+	return v.list, v.truncated
 }
 
 // summaries describes the workspaces p may read.
