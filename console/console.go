@@ -43,6 +43,8 @@
 //     "network_mode","cpu_percent","memory_bytes","disk_bytes",
 //     "mcp_servers":[{"name","state"}],"last_activity","pending_requests"}],
 //     "truncated":bool}, only the bots the session may read (at most 500);
+//     last_activity (the bot's last allowed call in the --audit-log file)
+//     is absent when unknown, the figures are 0 for a stopped workspace;
 //     `ping` every 15 s.
 //   - GET /ui/api/audit?bot=ID&limit=N: {"lines":[records],"truncated":bool},
 //     the last N (at most 500, default 100) audit records of the bot, oldest
