@@ -220,11 +220,18 @@ func TestConsole(t *testing.T) {
 	if err := os.WriteFile(src, payload, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	code := filepath.Join(dir, "hello.go")
+	if err := os.WriteFile(code, []byte("package main\n\nfunc main() { println(\"hello\") }\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	p.open("#/w/web/files")
 	p.do("upload",
 		chromedp.WaitVisible(chromedp.CSS(`label[for="upload"]`)),
-		chromedp.SetUploadFiles(chromedp.ID("upload"), []string{src}, chromedp.NodeReady),
-		chromedp.WaitVisible(chromedp.CSS(`tr[data-path="/data/up.bin"]`)))
+		chromedp.SetUploadFiles(chromedp.ID("upload"), []string{src, code}, chromedp.NodeReady),
+		chromedp.WaitVisible(chromedp.CSS(`tr[data-path="/data/up.bin"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`tr[data-path="/data/hello.go"]`)),
+		chromedp.Click(chromedp.CSS(`tr[data-path="/data/hello.go"] button.file`)))
+	p.until("the code, coloured", `!!document.querySelector('.viewer code.hljs .hljs-keyword') && document.querySelector('.viewer code').textContent.includes('println("hello")')`)
 	downloads := filepath.Join(dir, "downloads")
 	if _, err := chromedp.CallBrowser(p.ctx, browser.SetDownloadBehavior, browser.SetDownloadBehaviorParams{
 		Behavior: browser.SetDownloadBehaviorBehaviorAllow, DownloadPath: downloads, EventsEnabled: ptrTo(true),
@@ -251,6 +258,12 @@ func TestConsole(t *testing.T) {
 	}
 	p.shot("files")
 
+	// A background process and its output.
+	mustCall(t, admin, "exec", map[string]any{"bot_id": "web", "command": "echo out-$((6*7))", "background": true})
+	p.open("#/w/web/processes")
+	p.do("a process", chromedp.Click(chromedp.CSS(`#panel table.list tbody th button`)))
+	p.until("its output", `document.querySelector('#panel pre.output').textContent.includes('out-42')`)
+
 	// The diff shows the upload; rolling back to the snapshot removes it.
 	p.open("#/w/web/snapshots")
 	p.do("diff", chromedp.WaitVisible(chromedp.CSS(`#timeline li[data-version="1"]`)), chromedp.Click(chromedp.ID("diff-run")))
@@ -260,7 +273,7 @@ func TestConsole(t *testing.T) {
 	p.do("the pre-rollback version", chromedp.WaitVisible(chromedp.CSS(`#timeline li[data-version="2"].src-pre_rollback`)))
 	p.shot("snapshots")
 	p.open("#/w/web/files")
-	p.until("the file gone", `document.querySelector('#files tr[data-path="/data/up.bin"]') === null && !!(document.querySelector('#files') || document.querySelector('#panel .empty'))`)
+	p.until("the files gone", `!document.querySelector('#files tr[data-path="/data/up.bin"], #files tr[data-path="/data/hello.go"]') && !!(document.querySelector('#files') || document.querySelector('#panel .empty'))`)
 
 	// A network access request, approved on the page.
 	var asked struct {

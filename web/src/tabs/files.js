@@ -41,7 +41,7 @@ export function filesTab(panel, bot) {
 		h('button', { type: 'button', onclick: () => go(parent(dir)), 'aria-label': 'Up one folder' }, '↑ Up'),
 		h('button', { type: 'button', onclick: () => load() }, 'Refresh'),
 		can('write') && [
-			h('label', { for: 'upload', class: 'button', tabindex: '0', onkeydown: (e) => { if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); fileInput.click(); } } }, 'Upload…'),
+			h('label', { for: 'upload', class: 'button', role: 'button', tabindex: '0', onkeydown: (e) => { if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); fileInput.click(); } } }, 'Upload…'),
 			fileInput,
 			h('button', { type: 'button', id: 'mkdir', onclick: (e) => mkdir(e.currentTarget) }, 'New folder'),
 		]);
