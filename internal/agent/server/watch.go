@@ -179,12 +179,16 @@ func (w *watcher) add(st *watchStream, paths []string) ([]*watchReg, error) {
 	if len(paths) > wire.MaxWatchPaths {
 		return nil, fsErrorf(wire.CodeLimit, "%d paths in one watch; at most %d", len(paths), wire.MaxWatchPaths)
 	}
-	type target struct{ path, name string }
+	// A path's entry, and where a symlink there leads: its target's
+	// entry, so that following a link to a file sees the file change.
+	type target struct {
+		path, name string
+		dir        *fsDir
+	}
 	var targets []target
-	var dirs []*fsDir
 	defer func() {
-		for _, d := range dirs {
-			d.Close()
+		for _, t := range targets {
+			t.dir.Close()
 		}
 	}()
 	for _, raw := range paths {
@@ -192,35 +196,34 @@ func (w *watcher) add(st *watchStream, paths []string) ([]*watchReg, error) {
 		if err != nil {
 			return nil, err
 		}
-		if p == "/" {
-			return nil, fsErrorf(wire.CodeInvalid, "/ cannot be watched; watch the files you need")
-		}
-		d, name, err := fsParent(p)
+		d, name, err := w.entry(p)
 		if err != nil {
 			return nil, err
 		}
-		dirs = append(dirs, d)
-		if err := w.s.fsCheckDir(d, p, "watch"); err != nil {
-			return nil, err
+		targets = append(targets, target{p, name, d})
+		if st, err := d.lstat(name); err == nil && st.Mode&unix.S_IFMT == unix.S_IFLNK {
+			// Best effort: a link to nothing, or to what cannot be
+			// watched, is watched as the link only.
+			if real, ok := fsLinkTarget(p); ok && real != p {
+				if td, tname, err := w.entry(real); err == nil {
+					targets = append(targets, target{p, tname, td})
+				}
+			}
 		}
-		if err := watchable(d, p); err != nil {
-			return nil, err
-		}
-		targets = append(targets, target{p, name})
 	}
 
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.count+len(targets) > wire.MaxWatches {
-		return nil, fsErrorf(wire.CodeLimit, "the workspace watches %d paths already; at most %d at once", w.count, wire.MaxWatches)
+		return nil, fsErrorf(wire.CodeLimit, "the workspace holds %d watches already; at most %d at once", w.count, wire.MaxWatches)
 	}
 	if err := w.start(); err != nil {
 		return nil, err
 	}
 	var regs []*watchReg
-	for i, t := range targets {
+	for _, t := range targets {
 		wd, err := fsEINTR(func() (int, error) {
-			return unix.InotifyAddWatch(int(w.in.Fd()), "/proc/self/fd/"+strconv.Itoa(dirs[i].fd), watchMask)
+			return unix.InotifyAddWatch(int(w.in.Fd()), "/proc/self/fd/"+strconv.Itoa(t.dir.fd), watchMask)
 		})
 		if err != nil {
 			w.removeLocked(regs)
@@ -243,6 +246,42 @@ func (w *watcher) add(st *watchStream, paths []string) ([]*watchReg, error) {
 	st.live = len(regs)
 	st.mu.Unlock()
 	return regs, nil
+}
+
+// entry opens the directory of p's final component for watching it, after
+// the checks.
+func (w *watcher) entry(p string) (*fsDir, string, error) {
+	if p == "/" {
+		return nil, "", fsErrorf(wire.CodeInvalid, "/ cannot be watched; watch the files you need")
+	}
+	d, name, err := fsParent(p)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := w.s.fsCheckDir(d, p, "watch"); err != nil {
+		d.Close()
+		return nil, "", err
+	}
+	if err := watchable(d, p); err != nil {
+		d.Close()
+		return nil, "", err
+	}
+	return d, name, nil
+}
+
+// fsLinkTarget is where p leads once every symlink is followed, when that
+// is an existing file or directory.
+func fsLinkTarget(p string) (string, bool) {
+	fd, err := fsEINTR(func() (int, error) { return unix.Open(p, unix.O_PATH|unix.O_CLOEXEC, 0) })
+	if err != nil {
+		return "", false
+	}
+	defer func() { _ = unix.Close(fd) }()
+	real, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(fd))
+	if err != nil || !wire.ValidPath(real) {
+		return "", false
+	}
+	return real, true
 }
 
 // watchable refuses directories whose changes inotify does not report

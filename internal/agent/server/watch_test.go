@@ -171,3 +171,27 @@ func TestWatchCapPerWorkspace(t *testing.T) {
 	_, err := c.Watch(context.Background(), []string{"one-more"})
 	wantCode(t, err, wire.CodeLimit)
 }
+
+func TestWatchFollowsALinkToItsTarget(t *testing.T) {
+	c, data, prot := startFSAgentProt(t, nil)
+	sub := filepath.Join(data, "sub")
+	if err := os.Mkdir(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	mustWrite(t, filepath.Join(sub, "real"), "v1")
+	link := filepath.Join(data, "link")
+	if err := os.Symlink("sub/real", link); err != nil {
+		t.Fatal(err)
+	}
+	// A link into berth's directory is watched as the link only.
+	if err := os.Symlink(filepath.Join(prot, "run", "berth", wire.SocketName), filepath.Join(data, "sock")); err != nil {
+		t.Fatal(err)
+	}
+	startWatch(t, c, "sock")
+
+	w := startWatch(t, c, "link")
+	mustWrite(t, filepath.Join(sub, "real"), "v2")
+	if ev := nextEvent(t, w); !slices.Equal(ev.Paths, []string{link}) {
+		t.Fatalf("after a write of the link's target: %+v, want %s", ev, link)
+	}
+}
