@@ -43,7 +43,9 @@ func TestTasks(t *testing.T) {
 	if err := os.WriteFile(tokensFile, []byte(tokens), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	e.extra = append(e.extra, "--tokens-file", tokensFile, "--max-tasks-per-token", "2")
+	// One call in flight per token: running tasks must not count (the cap
+	// step runs two at once).
+	e.extra = append(e.extra, "--tokens-file", tokensFile, "--max-tasks-per-token", "2", "--max-calls-per-token", "1")
 	b := e.serveHTTP()
 
 	a1 := taskMcpgo(t, b.URL, taskTokenA)

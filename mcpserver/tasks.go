@@ -134,6 +134,7 @@ func (t *Tasks) serverOptions() []server.ServerOption {
 			if ctx.Value(tasksServedKey{}) == nil {
 				return list
 			}
+			list = slices.Clone(list) // the tools themselves stay as registered
 			for i, tool := range list {
 				if taskCapable(tool.Name) {
 					list[i].Execution = &mcp.ToolExecution{TaskSupport: mcp.TaskSupportOptional}
