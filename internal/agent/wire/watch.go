@@ -34,7 +34,9 @@ const (
 // directory). A path is watched as an entry of its directory, which must
 // exist: writing, replacing (rename over it), creating, deleting it or
 // changing its metadata are changes. Symlinks on the way to that directory
-// are followed as the file tools follow them; the entry itself is not.
+// are followed as the file tools follow them; an entry that is a symlink is
+// watched, and so is its target's entry when the target exists and may be
+// watched (each counts towards MaxWatches).
 type WatchRequest struct {
 	Paths []string `json:"paths"`
 }
