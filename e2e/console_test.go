@@ -257,6 +257,17 @@ func TestConsole(t *testing.T) {
 		t.Fatalf("downloaded file differs from the upload (%d bytes, %v)", len(got), err)
 	}
 	p.shot("files")
+	// New folder, rename and delete, each through its dialog.
+	p.do("new folder", chromedp.Click(chromedp.ID("mkdir")), chromedp.WaitVisible(chromedp.CSS(`dialog.modal[open] input`)),
+		chromedp.SendKeys(chromedp.CSS(`dialog.modal[open] input`), "notes"))
+	p.confirm("create the folder")
+	p.do("the folder", chromedp.WaitVisible(chromedp.CSS(`tr[data-path="/data/notes"]`)),
+		chromedp.Click(chromedp.CSS(`button[aria-label="Rename hello.go"]`)), chromedp.WaitVisible(chromedp.CSS(`dialog.modal[open] input`)))
+	eval[bool](p, "the new name", `document.querySelector('dialog.modal[open] input').value = 'hi.go', true`)
+	p.confirm("rename")
+	p.do("renamed", chromedp.WaitVisible(chromedp.CSS(`tr[data-path="/data/hi.go"]`)), chromedp.Click(chromedp.CSS(`button[aria-label="Delete notes"]`)))
+	p.confirm("delete the folder")
+	p.until("the folder gone", `!document.querySelector('tr[data-path="/data/notes"]') && !document.querySelector('tr[data-path="/data/hello.go"]')`)
 
 	// A background process and its output.
 	mustCall(t, admin, "exec", map[string]any{"bot_id": "web", "command": "echo out-$((6*7))", "background": true})
@@ -273,7 +284,7 @@ func TestConsole(t *testing.T) {
 	p.do("the pre-rollback version", chromedp.WaitVisible(chromedp.CSS(`#timeline li[data-version="2"].src-pre_rollback`)))
 	p.shot("snapshots")
 	p.open("#/w/web/files")
-	p.until("the files gone", `!document.querySelector('#files tr[data-path="/data/up.bin"], #files tr[data-path="/data/hello.go"]') && !!(document.querySelector('#files') || document.querySelector('#panel .empty'))`)
+	p.until("the files gone", `!document.querySelector('#files tr[data-path="/data/up.bin"], #files tr[data-path="/data/hi.go"]') && !!(document.querySelector('#files') || document.querySelector('#panel .empty'))`)
 
 	// A network access request, approved on the page.
 	var asked struct {
@@ -297,6 +308,11 @@ func TestConsole(t *testing.T) {
 	if len(net.Policy.Allow) != 1 || net.Policy.Allow[0].Domain != "docs.example.com" {
 		t.Fatalf("policy after the approval: %+v", net.Policy)
 	}
+
+	// Exposed ports with their links.
+	mustCall(t, admin, "port_expose", map[string]any{"bot_id": "web", "port": 8080, "name": "docs preview"})
+	p.open("#/w/web/ports")
+	p.until("the port", `!!document.querySelector('#ports a[href$="/bots/web/ports/8080/"]')`)
 
 	// The audit lines of the bot, from --audit-log.
 	p.open("#/w/web/audit")
@@ -327,10 +343,16 @@ func TestConsole(t *testing.T) {
 		t.Fatalf("after the cross-site post the workspace is %q", ws.Status)
 	}
 
+	// Delete asks first too, then the workspace leaves the list.
+	p.do("back to the console", chromedp.Navigate(base+"/ui"), chromedp.WaitVisible(chromedp.CSS(`tr[data-bot="idle"] .act-delete`)))
+	p.do("delete idle", chromedp.Click(chromedp.CSS(`tr[data-bot="idle"] .act-delete`)))
+	p.until("the confirmation", `document.querySelector('dialog.modal[open]').textContent.includes('cannot be undone')`)
+	p.confirm("confirm the delete")
+	p.until("idle gone", `!document.querySelector('tr[data-bot="idle"]') && !!document.querySelector('tr[data-bot="web"]')`)
+
 	// A read-only token: no mutating controls, and its own requests to
 	// mutate are refused by the server.
 	mustCall(t, admin, "network_access_request", map[string]any{"bot_id": "web", "domain": "pending.example.com", "reason": "stays pending"})
-	p.do("back to the console", chromedp.Navigate(base+"/ui"), chromedp.WaitVisible(chromedp.ID("logout")))
 	p.do("log out", chromedp.Click(chromedp.ID("logout")), chromedp.WaitVisible(chromedp.ID("token")))
 	p.login(readToken)
 	p.none("overview of a read-only token", `.act-start, .act-stop, .act-delete, td.c-actions`)
