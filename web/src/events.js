@@ -22,6 +22,7 @@ class Events {
 		this.src.addEventListener('workspaces', (ev) => {
 			const data = JSON.parse(ev.data);
 			this.workspaces = data.workspaces || [];
+			this.truncated = !!data.truncated;
 			const seen = new Set();
 			for (const w of this.workspaces) {
 				seen.add(w.bot_id);

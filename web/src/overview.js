@@ -123,7 +123,7 @@ export function overview(main) {
 		for (const bot of rows.keys()) if (!present.has(bot)) rows.delete(bot);
 		// Reorder only when needed: moving a row would drop its focus.
 		if (wanted.length !== body.children.length || wanted.some((tr, i) => body.children[i] !== tr)) body.replaceChildren(...wanted);
-		count.textContent = `${shown.length} of ${list.length}`;
+		count.textContent = `${shown.length} of ${list.length}${events.truncated ? ' (berth sends at most 500: filter narrows only these)' : ''}`;
 		empty.textContent = list.length ? '' : 'No workspaces yet.';
 		empty.hidden = list.length > 0;
 	}
