@@ -407,14 +407,28 @@ func (t *Tasks) start(ctx context.Context, owner, tool string, taskParams json.R
 	}
 	b := make([]byte, 16)
 	_, _ = rand.Read(b) // never fails (crypto/rand)
+	id := "task-" + hex.EncodeToString(b)
+
+	// The work outlives the request and its session; it keeps the
+	// caller's principal and sees the federated tools the session saw.
+	run := &taskSession{id: id}
+	if bot := sessionBot(auth.FromContext(ctx)); bot != "" && t.d.MCP != nil {
+		run.tools = map[string]server.ServerTool{}
+		for _, st := range tools.FederatedTools(t.d, bot) {
+			run.tools[st.Tool.Name] = st
+		}
+	}
+	runCtx, cancel := context.WithCancel(context.WithValue(context.WithoutCancel(ctx), taskRunKey{}, true))
+	runCtx = t.s.WithContext(runCtx, run)
 	now := time.Now()
 	tk := &task{
-		id: "task-" + hex.EncodeToString(b), owner: owner, created: now, ttl: ttl, done: make(chan struct{}),
+		id: id, owner: owner, created: now, ttl: ttl, cancel: cancel, done: make(chan struct{}),
 		status: mcp.TaskStatusWorking, updated: now,
 	}
 	t.mu.Lock()
 	if t.held[owner] >= t.opts.MaxPerToken && !t.evictFinished(owner) {
 		t.mu.Unlock()
+		cancel()
 		return nil, &rpcError{Code: mcp.INVALID_REQUEST, Message: fmt.Sprintf(
 			"this token has %d tasks running, the most --max-tasks-per-token allows: wait for one to end or cancel one (tasks/cancel)", t.opts.MaxPerToken)}
 	}
@@ -423,19 +437,6 @@ func (t *Tasks) start(ctx context.Context, owner, tool string, taskParams json.R
 	view := tk.view()
 	t.mu.Unlock()
 
-	// The work outlives the request and its session; it keeps the
-	// caller's principal and sees the federated tools the session saw.
-	p := auth.FromContext(ctx)
-	run := &taskSession{id: tk.id}
-	if bot := sessionBot(p); bot != "" && t.d.MCP != nil {
-		run.tools = map[string]server.ServerTool{}
-		for _, st := range tools.FederatedTools(t.d, bot) {
-			run.tools[st.Tool.Name] = st
-		}
-	}
-	runCtx, cancel := context.WithCancel(context.WithValue(context.WithoutCancel(ctx), taskRunKey{}, true))
-	tk.cancel = cancel
-	runCtx = t.s.WithContext(runCtx, run)
 	log := cmp.Or(t.d.Logger, slog.Default())
 	log.Info("task started", "task", tk.id, "tool", tool, "token", owner)
 	go func() {
