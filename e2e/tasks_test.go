@@ -101,6 +101,9 @@ func TestTasks(t *testing.T) {
 
 	// Token B, in its own session: A's task does not exist for it.
 	bSession := taskSDK(t, e, b, taskTokenB)
+	if _, err := bSession.ListTools(ctxT(t), nil); err != nil {
+		t.Fatalf("the go-sdk lists tools that declare task support: %v", err)
+	}
 	_, missing := rawTaskCall(t, b.URL, taskTokenB, bSession.ID(), "tasks/get", map[string]any{"taskId": "task-0000"})
 	if missing == nil || !strings.Contains(missing.Message, "unknown task") {
 		t.Fatalf("tasks/get of a missing task: %+v", missing)
@@ -154,6 +157,12 @@ func TestTasks(t *testing.T) {
 		if res, err := a2.TaskResult(ctxT(t), mcpgo.TaskResultRequest{Params: mcpgo.TaskResultParams{TaskId: id}}); err != nil || res.IsError {
 			t.Fatalf("capped task %s: %+v %v", id, res, err)
 		}
+	}
+
+	// A snapshot as a task.
+	snap := startTask(t, a2, "snapshot_create", map[string]any{"bot_id": "tka"})
+	if res, err := a2.TaskResult(ctxT(t), mcpgo.TaskResultRequest{Params: mcpgo.TaskResultParams{TaskId: snap}}); err != nil || res.IsError {
+		t.Fatalf("snapshot_create task: %+v %v", res, err)
 	}
 
 	// A restart forgets the tasks, and says so.
