@@ -73,7 +73,12 @@ type Live struct {
 // stream of it.
 type subKey struct {
 	session string
-	listen  string // the listen request's id; "" for resources/subscribe
+	// For a listen stream: the request's id, and the session object that
+	// serves it. Over HTTP on 2026-07-28 every request has a session of
+	// its own, all without an id, so only the object tells two clients'
+	// streams apart.
+	listen string
+	conn   server.ClientSession
 }
 
 type subscriber struct {
@@ -179,7 +184,7 @@ func (l *Live) onListen(ctx context.Context, id any, req *mcp.SubscriptionsListe
 	if cs == nil || req == nil || id == nil {
 		return
 	}
-	key := subKey{session: cs.SessionID(), listen: fmt.Sprint(id)}
+	key := listenKey(cs, id)
 	var kept []string
 	for _, uri := range req.Params.Notifications.ResourceSubscriptions {
 		if err := l.subscribe(ctx, key, cs, id, uri); err != nil {
@@ -191,14 +196,23 @@ func (l *Live) onListen(ctx context.Context, id any, req *mcp.SubscriptionsListe
 	req.Params.Notifications.ResourceSubscriptions = kept
 }
 
+func listenKey(cs server.ClientSession, id any) subKey {
+	return subKey{session: cs.SessionID(), listen: fmt.Sprint(id), conn: cs}
+}
+
 func (l *Live) endListen(ctx context.Context, id any) {
 	if cs := server.ClientSessionFromContext(ctx); cs != nil && id != nil {
-		l.drop(func(k subKey) bool { return k == subKey{session: cs.SessionID(), listen: fmt.Sprint(id)} })
+		key := listenKey(cs, id)
+		l.drop(func(k subKey) bool { return k == key })
 	}
 }
 
+// dropSession ends the subscriptions of a session that ended, its listen
+// streams' included.
 func (l *Live) dropSession(session string) {
-	l.drop(func(k subKey) bool { return k.session == session })
+	if session != "" {
+		l.drop(func(k subKey) bool { return k.session == session })
+	}
 }
 
 // subject is what a subscribable URI names.

@@ -103,7 +103,7 @@ func TestLiveCoalescesAndRoutes(t *testing.T) {
 
 	l.mu.Lock()
 	a := l.newSubscriber(subKey{session: "s1"}, legacy, nil)
-	b := l.newSubscriber(subKey{session: "s2", listen: "7"}, listener, 7)
+	b := l.newSubscriber(listenKey(listener, 7), listener, 7)
 	c := l.newSubscriber(subKey{session: "s3"}, bystander, nil)
 	l.mu.Unlock()
 	busy := follow(l, a, "busy", "berth://bots/x/files/busy")
