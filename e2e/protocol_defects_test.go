@@ -33,11 +33,14 @@ func resourceErrorCode(err error) int {
 	return 0
 }
 
-// modernProtocol reports whether c negotiated protocol 2026-07-28 or later:
-// berth's HTTP sessions never do; over stdio mcp-go's client does.
+// modernProtocol reports whether c negotiated protocol 2026-07-28 or later
+// (both clients do over HTTP unless pinned; over stdio mcp-go's does).
 func modernProtocol(c mcpClient, name string) bool {
 	if s, ok := c.(*sdkClient); ok {
 		return mcpgo.IsModernProtocol(s.cs.InitializeResult().ProtocolVersion)
+	}
+	if m, ok := c.(*mcpgoClient); ok && strings.HasPrefix(name, "http-") {
+		return mcpgo.IsModernProtocol(m.c.ProtocolVersion())
 	}
 	return strings.HasPrefix(name, "stdio-")
 }

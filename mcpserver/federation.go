@@ -7,6 +7,7 @@ import (
 
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/tools"
+	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
 )
 
@@ -15,8 +16,9 @@ import (
 //
 // Which bot's tools a session sees: on stdio the --bot flag's; over HTTP
 // the one bot the session's principal is limited to (a token for one bot,
-// or /mcp?bot=ID). A session that may use many bots sees none, because
-// the same federated name can belong to different bots.
+// or /mcp?bot=ID); on 2026-07-28, which has no sessions, the one bot of
+// each request's principal. A session that may use many bots sees none,
+// because the same federated name can belong to different bots.
 type federation struct {
 	s *server.MCPServer
 	d tools.Deps
@@ -27,6 +29,9 @@ type federation struct {
 	stdioBot   string
 	stdioNames []string
 	sessions   map[string]fedSession // HTTP session id → its bot
+	// listeners are the subscriptions/listen streams of 2026-07-28
+	// requests limited to one bot, which have no session: → their bot.
+	listeners map[server.ClientSession]string
 }
 
 type fedSession struct {
@@ -35,7 +40,7 @@ type fedSession struct {
 }
 
 func newFederation(d tools.Deps, stdioBot string) *federation {
-	return &federation{d: d, stdioBot: stdioBot, sessions: map[string]fedSession{}}
+	return &federation{d: d, stdioBot: stdioBot, sessions: map[string]fedSession{}, listeners: map[server.ClientSession]string{}}
 }
 
 // hooks wires the federation into s's session life.
@@ -57,7 +62,66 @@ func (f *federation) hooks() *server.Hooks {
 		delete(f.sessions, cs.SessionID())
 		f.mu.Unlock()
 	})
+	h.AddBeforeAny(func(ctx context.Context, _ any, method mcp.MCPMethod, _ any) {
+		if server.IsModernRequest(ctx) {
+			f.modern(ctx, method)
+		}
+	})
 	return h
+}
+
+// modern gives a 2026-07-28 request limited to one bot what a session of
+// that bot has: the bot's tools, on the request's own session (the
+// transport gives every modern request one of its own), and list_changed
+// on its subscriptions/listen stream for as long as the stream is open.
+func (f *federation) modern(ctx context.Context, method mcp.MCPMethod) {
+	bot := sessionBot(auth.FromContext(ctx))
+	cs := server.ClientSessionFromContext(ctx)
+	if bot == "" || cs == nil {
+		return
+	}
+	switch method {
+	case mcp.MethodToolsList, mcp.MethodToolsCall:
+		if st, ok := cs.(server.SessionWithTools); ok {
+			st.SetSessionTools(toolSet(tools.FederatedTools(f.d, bot)))
+		}
+	case mcp.MethodSubscriptionsListen:
+		f.mu.Lock()
+		f.listeners[cs] = bot
+		f.mu.Unlock()
+		go func() {
+			<-ctx.Done() // the stream's end
+			f.mu.Lock()
+			delete(f.listeners, cs)
+			f.mu.Unlock()
+		}()
+	}
+}
+
+func toolSet(fed []server.ServerTool) map[string]server.ServerTool {
+	set := make(map[string]server.ServerTool, len(fed))
+	for _, t := range fed {
+		set[t.Tool.Name] = t
+	}
+	return set
+}
+
+// notifyListener sends list_changed on a subscriptions/listen stream that
+// asked for it; a stream too far behind misses it, as a session would.
+func notifyListener(cs server.ClientSession) {
+	fs, ok := cs.(server.SessionWithSubscriptionFilter)
+	if !ok {
+		return
+	}
+	if filter, active := fs.SubscriptionFilter(); !active || !filter.ToolsListChanged {
+		return
+	}
+	n := mcp.JSONRPCNotification{JSONRPC: mcp.JSONRPC_VERSION,
+		Notification: mcp.Notification{Method: string(mcp.MethodNotificationToolsListChanged)}}
+	select {
+	case cs.NotificationChannel() <- n:
+	default:
+	}
 }
 
 // sessionBot is the one bot p is limited to, or "".
@@ -113,13 +177,14 @@ func (f *federation) apply(bot string) {
 		if fs.bot != bot {
 			continue
 		}
-		set := make(map[string]server.ServerTool, len(fed))
-		for _, t := range fed {
-			set[t.Tool.Name] = t
-		}
-		fs.session.SetSessionTools(set)
+		fs.session.SetSessionTools(toolSet(fed))
 		if fs.session.Initialized() {
 			_ = f.s.SendNotificationToSpecificClient(id, "notifications/tools/list_changed", nil)
+		}
+	}
+	for cs, b := range f.listeners {
+		if b == bot {
+			notifyListener(cs)
 		}
 	}
 }

@@ -61,13 +61,12 @@ const (
 	readHeaderTimeout = 10 * time.Second
 )
 
-// sessionProtocolVersions are the MCP versions served over HTTP: those with
-// sessions. Workspaces are long-lived and so are the sessions that watch
-// them (progress, cancellation of long pulls); 2026-07-28 drops sessions,
-// and today's clients of it cannot cancel a call through mcp-go (their
-// notifications/cancelled lacks the _meta it requires), so clients
-// negotiate down to these.
-var sessionProtocolVersions = []string{
+// httpProtocolVersions are the MCP versions served over HTTP: 2026-07-28,
+// sessionless (each request carries its token, and its bot with ?bot=; see
+// modern.go), and the versions with sessions, bound to the token that
+// opened them (sessions.go).
+var httpProtocolVersions = []string{
+	mcp.ProtocolVersion20260728,
 	mcp.ProtocolVersion20251125, mcp.ProtocolVersion20250618,
 	mcp.ProtocolVersion20250326, mcp.ProtocolVersion20241105,
 }
@@ -127,7 +126,7 @@ func NewHTTPHandler(s *server.MCPServer, o HTTPOptions) (http.Handler, func(cont
 		server.WithEndpointPath("/mcp"),
 		// Stateful, with ids owned by the credential that opened them.
 		server.WithSessionIdManagerResolver(owners),
-		server.WithStreamableHTTPProtocolVersions(sessionProtocolVersions...),
+		server.WithStreamableHTTPProtocolVersions(httpProtocolVersions...),
 		server.WithEventStore(newEventStore(eventsPerSession)),
 		server.WithSessionIdleTTL(o.SessionIdleTTL),
 		server.WithHeartbeatInterval(30*time.Second),
@@ -135,7 +134,9 @@ func NewHTTPHandler(s *server.MCPServer, o HTTPOptions) (http.Handler, func(cont
 		server.WithHTTPContextFunc(func(ctx context.Context, r *http.Request) context.Context {
 			// A request without a session gets its notifications on its
 			// own response, before the result: nothing to wait for.
-			if id := r.Header.Get(server.HeaderKeySessionID); id != "" {
+			if isModern(r) {
+				ctx = modernContext(s, ctx, r)
+			} else if id := r.Header.Get(server.HeaderKeySessionID); id != "" {
 				ctx = tools.WithProgressWriter(ctx, sessionProgress{log: progress, session: id})
 			}
 			return auth.WithPrincipal(ctx, auth.FromContext(r.Context()))
@@ -145,7 +146,7 @@ func NewHTTPHandler(s *server.MCPServer, o HTTPOptions) (http.Handler, func(cont
 	// /mcp's tool calls and resource reads are audited one by one; its
 	// HTTP requests only when refused.
 	mux.Handle("/mcp", auditHTTP(o.Audit, false,
-		o.checkOrigin(o.authenticate(owners.guard(pinBot(http.MaxBytesHandler(o.tasks(recordProgress(progress, mcpHandler)), maxRequestBytes)))))))
+		o.checkOrigin(o.authenticate(owners.guard(pinBot(http.MaxBytesHandler(o.tasks(modernShim(recordProgress(progress, mcpHandler))), maxRequestBytes)))))))
 	wrap := func(h http.Handler) http.Handler { return auditHTTP(o.Audit, true, o.checkOrigin(o.authenticate(h))) }
 	if o.Manager != nil {
 		botRoutes{m: o.Manager, origins: o.AllowedOrigins}.register(mux, wrap)
