@@ -67,6 +67,9 @@ func New(version string, d tools.Deps, stdioBot string, opts ...Option) *server.
 	if o.botLog != nil {
 		sopts = append(sopts, server.WithLogging())
 	}
+	prompts := newSkillPrompts(d, stdioBot)
+	sopts = append(sopts, prompts.serverOptions()...)
+	sopts = append(sopts, server.WithCompletions(), server.WithResourceCompletionProvider(resources.NewCompletions(d.Manager, d.Skills)))
 	if o.tasks != nil {
 		sopts = append(sopts, o.tasks.serverOptions()...)
 	}
@@ -80,6 +83,7 @@ func New(version string, d tools.Deps, stdioBot string, opts ...Option) *server.
 	s := server.NewMCPServer("berth", version, sopts...)
 	tools.Register(s, d)
 	resources.Register(s, hooks, d.Manager, d.Skills)
+	prompts.attach(s, hooks)
 	resources.RegisterLive(s, hooks, d.Manager, d.MCP, d.Logger)
 	if o.botLog != nil {
 		o.botLog.attach(s, hooks)

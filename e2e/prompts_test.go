@@ -1,0 +1,224 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	mcpclient "github.com/mark3labs/mcp-go/client"
+	"github.com/mark3labs/mcp-go/client/transport"
+	mcpgo "github.com/mark3labs/mcp-go/mcp"
+	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// promptClient is a client that watches notifications/prompts/list_changed.
+type promptClient struct {
+	mcpClient
+	changed chan struct{}
+	heard   atomic.Int64
+}
+
+// promptsClient connects the kind of client to url with token.
+func (e *env) promptsClient(kind, url, token string) *promptClient {
+	e.t.Helper()
+	pc := &promptClient{changed: make(chan struct{}, 64)}
+	signal := func() {
+		pc.heard.Add(1)
+		select {
+		case pc.changed <- struct{}{}:
+		default:
+		}
+	}
+	hc := &http.Client{Transport: bearer{token: token}}
+	if kind == "mcpgo" {
+		// 2025-11-25: notifications come with the next request's response;
+		// 2026-07-28: on the subscriptions/listen stream, which must be
+		// acknowledged before a change can be heard.
+		tr, err := transport.NewStreamableHTTP(url, transport.WithHTTPBasicClient(hc))
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		c := mcpclient.NewClient(tr)
+		acked := make(chan struct{}, 1)
+		c.OnNotification(func(n mcpgo.JSONRPCNotification) {
+			switch n.Method {
+			case "notifications/prompts/list_changed":
+				signal()
+			case string(mcpgo.MethodNotificationSubscriptionsAcknowledged):
+				acked <- struct{}{}
+			}
+		})
+		pc.mcpClient = newMcpgoClient(e.t, c)
+		if stop, err := c.ListenAsync(context.Background(), mcpgo.SubscriptionFilter{PromptsListChanged: true}, nil); err == nil {
+			e.t.Cleanup(stop)
+			select {
+			case <-acked:
+			case <-time.After(time.Minute):
+				e.t.Fatal("no subscriptions/acknowledged on the listen stream")
+			}
+		}
+		return pc
+	}
+	pc.mcpClient = e.connectSDK(&sdk.StreamableClientTransport{Endpoint: url, HTTPClient: hc}, func(o *sdk.ClientOptions) {
+		o.PromptListChangedHandler = func(context.Context, *sdk.PromptListChangedRequest) { signal() }
+	})
+	return pc
+}
+
+type promptInfo struct{ name, description string }
+
+func (pc *promptClient) list(t *testing.T) []promptInfo {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out := []promptInfo{}
+	switch c := pc.mcpClient.(type) {
+	case *mcpgoClient:
+		res, err := c.c.ListPrompts(ctx, mcpgo.ListPromptsRequest{})
+		if err != nil {
+			t.Fatalf("prompts/list: %v", err)
+		}
+		for _, p := range res.Prompts {
+			out = append(out, promptInfo{p.Name, p.Description})
+		}
+	case *sdkClient:
+		res, err := c.cs.ListPrompts(ctx, nil)
+		if err != nil {
+			t.Fatalf("prompts/list: %v", err)
+		}
+		for _, p := range res.Prompts {
+			out = append(out, promptInfo{p.Name, p.Description})
+		}
+	}
+	return out
+}
+
+func (pc *promptClient) get(t *testing.T, name string, args map[string]string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var b strings.Builder
+	switch c := pc.mcpClient.(type) {
+	case *mcpgoClient:
+		req := mcpgo.GetPromptRequest{}
+		req.Params.Name, req.Params.Arguments = name, args
+		res, err := c.c.GetPrompt(ctx, req)
+		if err != nil {
+			return "", err
+		}
+		for _, m := range res.Messages {
+			if tc, ok := m.Content.(mcpgo.TextContent); ok {
+				b.WriteString(tc.Text)
+			}
+		}
+	case *sdkClient:
+		res, err := c.cs.GetPrompt(ctx, &sdk.GetPromptParams{Name: name, Arguments: args})
+		if err != nil {
+			return "", err
+		}
+		for _, m := range res.Messages {
+			if tc, ok := m.Content.(*sdk.TextContent); ok {
+				b.WriteString(tc.Text)
+			}
+		}
+	}
+	return b.String(), nil
+}
+
+// waitFor waits until a prompts/list_changed came after heard (the
+// count before the change) and the list is want. It lists on each
+// notification, and every 100 ms besides: a 2025 mcp-go client without a
+// GET stream hears notifications only with a response.
+func (pc *promptClient) waitFor(t *testing.T, heard int64, want []promptInfo) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		got := pc.list(t)
+		if slices.Equal(got, want) && pc.heard.Load() > heard {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("want prompts %v after a list_changed (heard %d, %d before the change); the list is %v", want, pc.heard.Load(), heard, got)
+		}
+		select {
+		case <-pc.changed:
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// TestPromptsFromSkills: a session limited to one bot (by its token or by
+// /mcp?bot=) gets that bot's effective skills as prompts, with both
+// clients; another bot's session gets its own skill of the same name, a
+// session for many bots none; adding and removing a skill sends
+// prompts/list_changed and the new list.
+func TestPromptsFromSkills(t *testing.T) {
+	e := newEnv(t)
+	const tokP, tokO = "prompt-p-0123456789abcdef", "prompt-o-0123456789abcdef"
+	tokens := fmt.Sprintf("tokens:\n  - {name: p, token: %s, bots: [promptbot], scopes: [read, write]}\n  - {name: o, token: %s, bots: [otherbot], scopes: [read]}\n", tokP, tokO)
+	path := filepath.Join(e.stateDir, "tokens.yaml")
+	if err := os.WriteFile(path, []byte(tokens), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.extra = append(e.extra, "--tokens-file", path)
+	b := e.serveHTTP()
+	admin := e.httpMcpgo(b)
+	for bot, desc := range map[string]string{"promptbot": "ship it", "otherbot": "the other deploy"} {
+		mustCall(t, admin, "workspace_create", map[string]any{"bot_id": bot}).decode(t, &struct{}{})
+		mustCall(t, admin, "skills_upsert", map[string]any{"bot_id": bot, "skills": []string{skillMD("deploy", desc)}}).decode(t, &struct{}{})
+	}
+	mustCall(t, admin, "skills_upsert", map[string]any{"bot_id": "promptbot", "skills": []string{skillMD("off", "disabled")}}).decode(t, &struct{}{})
+	mustCall(t, admin, "skills_action", map[string]any{"bot_id": "promptbot", "name": "off", "action": "disable"}).decode(t, &struct{}{})
+
+	deploy := promptInfo{"deploy", "ship it"}
+	for _, kind := range []string{"mcpgo", "gosdk"} {
+		t.Run(kind, func(t *testing.T) {
+			byToken := e.promptsClient(kind, b.URL, tokP)
+			byQuery := e.promptsClient(kind, b.URL+"?bot=promptbot", b.Token)
+			other := e.promptsClient(kind, b.URL, tokO)
+			many := e.promptsClient(kind, b.URL, b.Token)
+
+			for name, c := range map[string]*promptClient{"token": byToken, "?bot=": byQuery} {
+				if got := c.list(t); !slices.Equal(got, []promptInfo{deploy}) {
+					t.Fatalf("session limited by %s: prompts %v", name, got)
+				}
+			}
+			text, err := byToken.get(t, "deploy", map[string]string{"task": "to staging"})
+			if err != nil || !strings.Contains(text, "description: ship it") || !strings.Contains(text, "to staging") {
+				t.Errorf("prompts/get deploy: %q %v", text, err)
+			}
+			if got := other.list(t); !slices.Equal(got, []promptInfo{{"deploy", "the other deploy"}}) {
+				t.Errorf("other bot's prompts: %v", got)
+			}
+			if text, err := other.get(t, "deploy", nil); err != nil || !strings.Contains(text, "the other deploy") || strings.Contains(text, "ship it") {
+				t.Errorf("other bot's deploy: %q %v", text, err)
+			}
+			if got := many.list(t); len(got) != 0 {
+				t.Errorf("a session for many bots got prompts: %v", got)
+			}
+			if _, err := many.get(t, "deploy", nil); err == nil {
+				t.Error("a session for many bots got a bot's prompt")
+			}
+
+			// A skill added and removed (the bot's own call): list_changed and the new list.
+			review := promptInfo{"review", "read it " + kind}
+			tokHeard, queryHeard := byToken.heard.Load(), byQuery.heard.Load()
+			mustCall(t, byToken, "skills_upsert", map[string]any{"bot_id": "promptbot", "skills": []string{skillMD(review.name, review.description)}}).decode(t, &struct{}{})
+			byToken.waitFor(t, tokHeard, []promptInfo{deploy, review})
+			byQuery.waitFor(t, queryHeard, []promptInfo{deploy, review})
+			tokHeard = byToken.heard.Load()
+			mustCall(t, byToken, "skills_delete", map[string]any{"bot_id": "promptbot", "name": "review"})
+			byToken.waitFor(t, tokHeard, []promptInfo{deploy})
+			if got := other.list(t); !slices.Equal(got, []promptInfo{{"deploy", "the other deploy"}}) {
+				t.Errorf("other bot's prompts after promptbot's changed: %v", got)
+			}
+		})
+	}
+}
