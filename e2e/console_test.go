@@ -161,6 +161,11 @@ func TestConsole(t *testing.T) {
 	base := strings.TrimSuffix(b.URL, "/mcp")
 
 	p := newPage(t, base)
+	if res, err := http.Get(base + "/ui"); err != nil {
+		t.Fatal(err)
+	} else if res.Body.Close(); res.StatusCode != http.StatusOK {
+		t.Fatalf("GET /ui: %s; a berth built without the console bundle answers 503: build it with make build (scripts/build-console.sh, then go build)", res.Status)
+	}
 	p.do("open the console", chromedp.Navigate(base+"/ui"), chromedp.WaitVisible(chromedp.ID("token")))
 	p.shot("login")
 
