@@ -149,6 +149,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		MCP:               mcpSup,
 		Metrics:           reg,
 		AllowedRegistries: cfg.AllowedRegistries,
+		Confirm:           cfg.ConfirmDestructive,
 	}, cfg.Bot, mcpserver.WithAudit(auditLog), mcpserver.WithCallLimit(cfg.MaxCallsPerToken), mcpserver.WithBotLog(botLog),
 		mcpserver.WithTasks(httpTasks(cfg, &httpOpts)))
 	if cfg.Stdio {

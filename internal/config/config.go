@@ -78,6 +78,9 @@ type Config struct {
 	ExportQuota       int64
 	AuditLog          string
 	MaxCallsPerToken  int
+	// ConfirmDestructive says whether destructive tools ask the person
+	// behind the client first: off, ask or require (tools.ConfirmModes).
+	ConfirmDestructive string
 
 	// Tasks (long tool calls over HTTP): how many one token may hold, and
 	// how long a finished one's result is kept.
@@ -127,6 +130,7 @@ func Defaults() Config {
 		MCPResultMax:        1 << 20,
 		LogLevel:            "info",
 		AuditLog:            "stderr",
+		ConfirmDestructive:  "off",
 		PortLinkTTL:         24 * time.Hour,
 		PortLinkMaxTTL:      30 * 24 * time.Hour,
 		MaxExposedPorts:     16,
@@ -207,6 +211,7 @@ func Register(fs *flag.FlagSet, cfg *Config, serve bool) {
 	fs.Var((*listValue)(&cfg.CNIPluginDirs), "cni-plugin-dir", "comma-separated directories searched for the CNI plugins bridge, host-local and loopback (default /usr/lib/cni, /opt/cni/bin)")
 	fs.Var((*listValue)(&cfg.DNSUpstreams), "dns-upstreams", "comma-separated resolvers (host or host:port) berth's DNS resolver forwards allowed names to (default: the host's /etc/resolv.conf)")
 	fs.StringVar(&cfg.DefaultNetwork, "default-network", cfg.DefaultNetwork, "network mode of a workspace_create that names none: none, bridge or host (default bridge where available, else none)")
+	fs.StringVar(&cfg.ConfirmDestructive, "confirm-destructive", cfg.ConfirmDestructive, "ask the person behind the client (elicitation) before workspace_delete, snapshot_rollback, snapshot_delete, a recursive fs_delete and a data_import that replaces files: off; ask (clients that cannot be asked get the tools as before); require (such clients are refused)")
 	fs.StringVar(&cfg.AuditLog, "audit-log", cfg.AuditLog, "where the audit log's JSON lines go (one per tool call, resource read and HTTP endpoint use): stderr, off, or a file path")
 }
 
@@ -335,6 +340,11 @@ func (c *Config) Validate() error {
 	}
 	if c.ExecTimeout < 0 || c.TerminalIdleTimeout < 0 {
 		return errors.New("--exec-timeout and --terminal-idle-timeout must not be negative")
+	}
+	switch c.ConfirmDestructive {
+	case "off", "ask", "require":
+	default:
+		return fmt.Errorf("--confirm-destructive must be off, ask or require, got %q", c.ConfirmDestructive)
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
