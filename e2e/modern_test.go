@@ -149,7 +149,7 @@ func (e *env) connectEra(lib, era, url, token string) modernClient {
 var libs = []string{"mcp-go", "go-sdk"}
 
 // TestModernLifecycle: the workspace lifecycle through both clients in
-// both eras, on one berth.
+// both eras, on one berth; clients that can be asked stay on 2025-11-25.
 func TestModernLifecycle(t *testing.T) {
 	e := newEnv(t)
 	b := e.serveHTTP()
@@ -180,6 +180,16 @@ func TestModernLifecycle(t *testing.T) {
 			})
 		}
 	}
+	// berth asks with server-initiated requests, which 2026-07-28 has not:
+	// a client that declares it can be asked keeps them on 2025-11-25.
+	t.Run("clients that can be asked", func(t *testing.T) {
+		if v := e.mcpgoAt(b.URL, b.Token, "yes").(*mcpgoClient).c.ProtocolVersion(); v != era2025 {
+			t.Errorf("mcp-go with an elicitation handler negotiated %s", v)
+		}
+		if v := e.sdkAt(b.URL, b.Token, "yes").(*sdkClient).cs.InitializeResult().ProtocolVersion; v != era2025 {
+			t.Errorf("go-sdk with an elicitation handler negotiated %s", v)
+		}
+	})
 }
 
 // TestModernCancel cancels a running exec and a pull midway through both
@@ -251,7 +261,7 @@ func TestModernCancel(t *testing.T) {
 
 // TestModernFederationAndTenants: a session limited to one bot (by its
 // token, or by ?bot=) lists and calls that bot's own MCP servers' tools,
-// in both eras, and hears list_changed (2026-07-28: on its
+// with their progress, in both eras, and hears list_changed (2026-07-28: on its
 // subscriptions/listen stream) when a server is added. Another token's
 // clients see none of it.
 func TestModernFederationAndTenants(t *testing.T) {
@@ -305,6 +315,17 @@ func TestModernFederationAndTenants(t *testing.T) {
 			res := mustCall(t, n.c, "fx__echo", map[string]any{"text": "hi " + n.name})
 			if res.IsError || !strings.Contains(res.Text, "hi "+n.name) {
 				t.Fatalf("fx__echo: %+v", res)
+			}
+			// The server's progress reaches the client of the call.
+			var events []progressEvent
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			res, err := n.c.call(ctx, "fx__progress", map[string]any{"steps": 3, "interval_ms": 10}, func(ev progressEvent) { events = append(events, ev) })
+			if err != nil || res.IsError || res.Text != "done 3 steps" {
+				t.Fatalf("fx__progress: %+v %v", res, err)
+			}
+			if len(events) != 3 || events[2].Progress != 3 || events[2].Message != "step 3" {
+				t.Errorf("progress through federation: %+v", events)
 			}
 		})
 	}
