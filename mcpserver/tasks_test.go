@@ -3,6 +3,7 @@ package mcpserver
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -22,6 +23,7 @@ type taskRig struct {
 	release  chan struct{}
 	stopped  chan struct{} // a cancelled call reports here
 	passedOn int
+	lastBody int // bytes of the last request passed on
 }
 
 func newTaskRig(t *testing.T, max int, ttl time.Duration) *taskRig {
@@ -47,6 +49,8 @@ func newTaskRig(t *testing.T, max int, ttl time.Duration) *taskRig {
 	tasks.attach(s, tools.Deps{})
 	rig.h = tasks.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rig.passedOn++
+		body, _ := io.ReadAll(r.Body)
+		rig.lastBody = len(body)
 		w.WriteHeader(http.StatusTeapot)
 	}))
 	return rig
@@ -170,8 +174,13 @@ func TestTasksPassOnWhatIsNotTheirs(t *testing.T) {
 			t.Fatalf("call %d was answered by the tasks: %s %+v", i, res, rerr)
 		}
 	}
-	if rig.passedOn != 2 {
-		t.Fatalf("passed on %d requests, want 2", rig.passedOn)
+	// A body too big to be about tasks passes on whole, unparsed.
+	big := map[string]any{"name": "exec", "arguments": map[string]any{"say": strings.Repeat("x", 2*maxTaskPeekBytes)}, "task": struct{}{}}
+	if res, rerr := rig.post(t, "a", "tools/call", big); res != nil || rerr != nil {
+		t.Fatalf("a big call was answered by the tasks: %.200s %+v", res, rerr)
+	}
+	if rig.passedOn != 3 || rig.lastBody < 2*maxTaskPeekBytes {
+		t.Fatalf("passed on %d requests (the last %d bytes), want 3 and the whole big one", rig.passedOn, rig.lastBody)
 	}
 }
 
