@@ -176,8 +176,8 @@ type rpcError struct {
 }
 
 // Handler answers the task methods and task-augmented calls of the long
-// tools on a session's POST to /mcp, and passes every other request to
-// next unread.
+// tools on a session's POST to /mcp, and passes every other request on to
+// next with its body intact.
 func (t *Tasks) Handler(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get(server.HeaderKeySessionID) == "" {
