@@ -10,12 +10,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/chromedp/cdproto/browser"
 	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/input"
+	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 )
 
@@ -28,6 +30,9 @@ type page struct {
 	ctx   context.Context
 	base  string // berth's address, http://127.0.0.1:port
 	shots string // where screenshots go
+
+	mu     sync.Mutex
+	thrown []string // the page's uncaught exceptions
 }
 
 // newPage starts chromium with a fresh profile and nothing that talks to
@@ -61,7 +66,35 @@ func newPage(t *testing.T, base string) *page {
 	if err := chromedp.Do(ctx, chromedp.Navigate("about:blank")); err != nil {
 		t.Fatalf("start chromium: %v", err)
 	}
-	return &page{t: t, ctx: ctx, base: base, shots: shots}
+	p := &page{t: t, ctx: ctx, base: base, shots: shots}
+	exceptions := chromedp.Events(ctx, runtime.ExceptionThrown)
+	go func() {
+		for ev, err := range exceptions {
+			if err != nil {
+				return
+			}
+			d := ev.ExceptionDetails
+			msg := d.Text
+			if d.Exception != nil {
+				msg += " " + d.Exception.Description
+			}
+			p.mu.Lock()
+			p.thrown = append(p.thrown, msg)
+			p.mu.Unlock()
+		}
+	}()
+	return p
+}
+
+// noExceptions fails the test if a script of the page threw and nothing
+// caught it.
+func (p *page) noExceptions() {
+	p.t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.thrown) > 0 {
+		p.t.Fatalf("the page threw: %q", p.thrown)
+	}
 }
 
 // do runs steps with a deadline; on failure it saves a screenshot of the
@@ -397,6 +430,7 @@ func TestConsole(t *testing.T) {
 	if ws.Status != "running" {
 		t.Fatalf("after the read-only token's stop the workspace is %q", ws.Status)
 	}
+	p.noExceptions()
 }
 
 func ptrTo[T any](v T) *T { return &v }
