@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"net/http"
 	"os/exec"
 	"strings"
 	"sync"
@@ -83,6 +84,26 @@ func (e *env) stdioConfirm(kind string, c *confirmer, extra ...string) mcpClient
 		if c == nil {
 			return
 		}
+		o.ElicitationHandler = func(_ context.Context, req *sdk.ElicitRequest) (*sdk.ElicitResult, error) {
+			action, content := c.respond(req.Params.Message)
+			return &sdk.ElicitResult{Action: action, Content: content}, nil
+		}
+	})
+}
+
+// httpConfirm connects the kind of client to b, declaring elicitation
+// answered by c.
+func (e *env) httpConfirm(kind string, b *berthHTTP, c *confirmer) mcpClient {
+	e.t.Helper()
+	hc := &http.Client{Transport: bearer{token: b.Token}}
+	if kind == "mcpgo" {
+		tr, err := transport.NewStreamableHTTP(b.URL, transport.WithHTTPBasicClient(hc))
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		return newMcpgoClient(e.t, mcpclient.NewClient(tr, mcpclient.WithElicitationHandler(c)))
+	}
+	return e.connectSDK(&sdk.StreamableClientTransport{Endpoint: b.URL, HTTPClient: hc}, func(o *sdk.ClientOptions) {
 		o.ElicitationHandler = func(_ context.Context, req *sdk.ElicitRequest) (*sdk.ElicitResult, error) {
 			action, content := c.respond(req.Params.Message)
 			return &sdk.ElicitResult{Action: action, Content: content}, nil
@@ -207,6 +228,34 @@ func TestConfirmDestructive(t *testing.T) {
 			}
 		})
 	}
+
+	// Over HTTP berth keeps clients that can be asked on 2025-11-25, where
+	// the question goes out as elicitation/create.
+	b := e.serveHTTP("--confirm-destructive", "ask")
+	for _, kind := range []string{"mcpgo", "gosdk"} {
+		t.Run("http-"+kind, func(t *testing.T) {
+			bot := "http-" + kind
+			who := &confirmer{}
+			c := e.httpConfirm(kind, b, who)
+			mustCall(t, c, "workspace_create", map[string]any{"bot_id": bot})
+			mustCall(t, c, "fs_write", map[string]any{"bot_id": bot, "path": "/data/d/x", "content": "x"})
+			who.set("no")
+			if res := mustCall(t, c, "fs_delete", map[string]any{"bot_id": bot, "path": "/data/d", "recursive": true}); res.IsError || !strings.Contains(res.Text, "nothing was changed") {
+				t.Errorf("declined: %+v", res)
+			}
+			if res := mustCall(t, c, "fs_stat", map[string]any{"bot_id": bot, "path": "/data/d/x"}); res.IsError {
+				t.Errorf("declined delete removed the file: %s", res.Text)
+			}
+			who.set("yes")
+			if res := mustCall(t, c, "fs_delete", map[string]any{"bot_id": bot, "path": "/data/d", "recursive": true}); res.IsError || res.Text != "deleted /data/d" {
+				t.Errorf("confirmed: %+v", res)
+			}
+			if who.asked.Load() != 2 || !strings.Contains(who.lastMessage(), "Delete directory /data/d") {
+				t.Errorf("asked %d times, last %q", who.asked.Load(), who.lastMessage())
+			}
+		})
+	}
+	b.kill()
 
 	// Clients that cannot be asked: the old behaviour under ask, a refusal
 	// that changes nothing under require.

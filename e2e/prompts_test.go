@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -28,6 +29,40 @@ type promptClient struct {
 // promptsClient connects the kind of client to url with token.
 func (e *env) promptsClient(kind, url, token string) *promptClient {
 	e.t.Helper()
+	hc := &http.Client{Transport: bearer{token: token}}
+	if kind == "mcpgo" {
+		// 2025-11-25: notifications come with the next request's response;
+		// 2026-07-28: on the subscriptions/listen stream.
+		tr, err := transport.NewStreamableHTTP(url, transport.WithHTTPBasicClient(hc))
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		return e.promptsOver(kind, tr, nil)
+	}
+	return e.promptsOver(kind, nil, &sdk.StreamableClientTransport{Endpoint: url, HTTPClient: hc})
+}
+
+// promptsStdio runs `berth serve --stdio --bot bot` under the kind of client.
+func (e *env) promptsStdio(kind, bot string) *promptClient {
+	e.t.Helper()
+	args := append(append([]string{"serve", "--stdio"}, e.args()...), "--bot", bot)
+	if kind == "mcpgo" {
+		tr := transport.NewStdioWithOptions(berthBin, nil, args, transport.WithCommandStderrWriter(e.logWriter("berth-stdio")))
+		if err := tr.Start(context.Background()); err != nil {
+			e.t.Fatal(err)
+		}
+		return e.promptsOver(kind, tr, nil)
+	}
+	cmd := exec.Command(berthBin, args...)
+	cmd.Stderr = e.logWriter("berth-stdio")
+	return e.promptsOver(kind, nil, &sdk.CommandTransport{Command: cmd})
+}
+
+// promptsOver connects mcp-go over tr or the go-sdk over sdkTr, counting
+// the prompts/list_changed it hears; on 2026-07-28 mcp-go opens its
+// subscriptions/listen stream and waits until it is acknowledged.
+func (e *env) promptsOver(kind string, tr transport.Interface, sdkTr sdk.Transport) *promptClient {
+	e.t.Helper()
 	pc := &promptClient{changed: make(chan struct{}, 64)}
 	signal := func() {
 		pc.heard.Add(1)
@@ -36,39 +71,37 @@ func (e *env) promptsClient(kind, url, token string) *promptClient {
 		default:
 		}
 	}
-	hc := &http.Client{Transport: bearer{token: token}}
-	if kind == "mcpgo" {
-		// 2025-11-25: notifications come with the next request's response;
-		// 2026-07-28: on the subscriptions/listen stream, which must be
-		// acknowledged before a change can be heard.
-		tr, err := transport.NewStreamableHTTP(url, transport.WithHTTPBasicClient(hc))
-		if err != nil {
-			e.t.Fatal(err)
-		}
-		c := mcpclient.NewClient(tr)
-		acked := make(chan struct{}, 1)
-		c.OnNotification(func(n mcpgo.JSONRPCNotification) {
-			switch n.Method {
-			case "notifications/prompts/list_changed":
-				signal()
-			case string(mcpgo.MethodNotificationSubscriptionsAcknowledged):
-				acked <- struct{}{}
-			}
+	if kind != "mcpgo" {
+		pc.mcpClient = e.connectSDK(sdkTr, func(o *sdk.ClientOptions) {
+			o.PromptListChangedHandler = func(context.Context, *sdk.PromptListChangedRequest) { signal() }
 		})
-		pc.mcpClient = newMcpgoClient(e.t, c)
-		if stop, err := c.ListenAsync(context.Background(), mcpgo.SubscriptionFilter{PromptsListChanged: true}, nil); err == nil {
-			e.t.Cleanup(stop)
-			select {
-			case <-acked:
-			case <-time.After(time.Minute):
-				e.t.Fatal("no subscriptions/acknowledged on the listen stream")
-			}
-		}
 		return pc
 	}
-	pc.mcpClient = e.connectSDK(&sdk.StreamableClientTransport{Endpoint: url, HTTPClient: hc}, func(o *sdk.ClientOptions) {
-		o.PromptListChangedHandler = func(context.Context, *sdk.PromptListChangedRequest) { signal() }
+	c := mcpclient.NewClient(tr)
+	acked := make(chan struct{}, 1)
+	c.OnNotification(func(n mcpgo.JSONRPCNotification) {
+		switch n.Method {
+		case "notifications/prompts/list_changed":
+			signal()
+		case string(mcpgo.MethodNotificationSubscriptionsAcknowledged):
+			select {
+			case acked <- struct{}{}:
+			default:
+			}
+		}
 	})
+	pc.mcpClient = newMcpgoClient(e.t, c)
+	if _, ok := tr.(*transport.StreamableHTTP); !ok {
+		return pc // stdio: notifications need no stream
+	}
+	if stop, err := c.ListenAsync(context.Background(), mcpgo.SubscriptionFilter{PromptsListChanged: true}, nil); err == nil {
+		e.t.Cleanup(stop)
+		select {
+		case <-acked:
+		case <-time.After(time.Minute):
+			e.t.Fatal("no subscriptions/acknowledged on the listen stream")
+		}
+	}
 	return pc
 }
 
@@ -218,6 +251,30 @@ func TestPromptsFromSkills(t *testing.T) {
 			byToken.waitFor(t, tokHeard, []promptInfo{deploy})
 			if got := other.list(t); !slices.Equal(got, []promptInfo{{"deploy", "the other deploy"}}) {
 				t.Errorf("other bot's prompts after promptbot's changed: %v", got)
+			}
+		})
+	}
+}
+
+// TestPromptsStdio: on stdio, --bot makes the session one bot's: its
+// skills are prompts once its workspace runs, and a skill added is
+// announced.
+func TestPromptsStdio(t *testing.T) {
+	e := newEnv(t)
+	for _, kind := range []string{"mcpgo", "gosdk"} {
+		t.Run(kind, func(t *testing.T) {
+			bot := "sp-" + kind
+			c := e.promptsStdio(kind, bot)
+			defer c.close()
+			if got := c.list(t); len(got) != 0 {
+				t.Fatalf("prompts of a bot without a workspace: %v", got)
+			}
+			mustCall(t, c, "workspace_create", map[string]any{"bot_id": bot}).decode(t, &struct{}{})
+			heard := c.heard.Load()
+			mustCall(t, c, "skills_upsert", map[string]any{"bot_id": bot, "skills": []string{skillMD("lint", "check it")}}).decode(t, &struct{}{})
+			c.waitFor(t, heard, []promptInfo{{"lint", "check it"}})
+			if text, err := c.get(t, "lint", nil); err != nil || !strings.Contains(text, "description: check it") {
+				t.Errorf("prompts/get lint: %q %v", text, err)
 			}
 		})
 	}

@@ -295,7 +295,7 @@ func etc(more bool) string {
 func archiveFiles(archive []byte, max int) (names []string, more bool) {
 	add := func(name string, dir bool) bool {
 		name = path.Clean(strings.TrimPrefix(name, "/"))
-		if dir || name == "." || strings.HasPrefix(name, "..") {
+		if dir || name == "." || name == ".." || strings.HasPrefix(name, "../") {
 			return true
 		}
 		if len(names) == max {
