@@ -397,7 +397,8 @@ func rawModern(url, token string, id any, method, name string, params map[string
 
 // TestModernCancelledIsTheCallersOwn: a 2026-07-28 notifications/cancelled
 // reaches only calls of its own token (JSON-RPC ids are easy to guess),
-// and the go-sdk's, which lacks the protocol version in _meta, cancels.
+// the go-sdk's, which lacks the protocol version in _meta, cancels, and an
+// id two calls of the token share cancels neither.
 func TestModernCancelledIsTheCallersOwn(t *testing.T) {
 	e := newEnv(t)
 	const tokenB = "modern-b-token-0123456789"
@@ -454,4 +455,18 @@ func TestModernCancelledIsTheCallersOwn(t *testing.T) {
 		t.Fatal("the cancelled call did not end")
 	}
 	e.waitGone(t, "cc", "/tmp/two")
+
+	// Two calls of the token with the same id (two clients that both count
+	// from 1): the id names neither for certain, so neither is cancelled.
+	first, second := call("three"), call("four")
+	if status, _, err := rawModern(b.URL, b.Token, nil, "notifications/cancelled", "", cancelled, true); err != nil || status != http.StatusAccepted {
+		t.Fatalf("notifications/cancelled: HTTP %d %v", status, err)
+	}
+	e.execIn(t, "cc", "touch", "/tmp/go-three", "/tmp/go-four")
+	for _, running := range []<-chan answer{first, second} {
+		a := <-running
+		if res, _ := a.m["result"].(map[string]any); a.err != nil || res == nil || res["isError"] == true || !strings.Contains(fmt.Sprint(res["content"]), "finished") {
+			t.Fatalf("an ambiguous cancel ended a call: %v %v", a.m, a.err)
+		}
+	}
 }

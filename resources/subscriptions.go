@@ -1,11 +1,13 @@
 package resources
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"path"
 	"strings"
 	"sync"
 	"time"
@@ -148,7 +150,9 @@ func RegisterLive(s *server.MCPServer, hooks *server.Hooks, m *workspace.Manager
 // protocols, or refuses it with the reason.
 func (l *Live) onRequest(ctx context.Context, _ any, message any) error {
 	raw, ok := message.(json.RawMessage)
-	if !ok {
+	// Every request passes here, fs_write's megabytes too: a byte search
+	// keeps the others from being decoded twice.
+	if !ok || !bytes.Contains(raw, []byte(mcp.MethodResourcesSubscribe)) {
 		return nil
 	}
 	var req struct {
@@ -248,9 +252,9 @@ func (l *Live) subjectOf(uri string) (subject, error) {
 		return func(name string) string { return vals.Get(name).String() }, true
 	}
 	if v, ok := match(filesTemplate); ok {
-		bot, path := v("bot_id"), "/"+strings.TrimPrefix(v("path"), "/")
-		return subject{key: "file\x00" + bot + "\x00" + path, bot: bot, scope: auth.ScopeRead,
-			start: func(ctx context.Context, changed func()) error { return l.m.WatchFile(ctx, bot, path, changed) }}, nil
+		bot, file := v("bot_id"), path.Clean("/"+v("path"))
+		return subject{key: "file\x00" + bot + "\x00" + file, bot: bot, scope: auth.ScopeRead,
+			start: func(ctx context.Context, changed func()) error { return l.m.WatchFile(ctx, bot, file, changed) }}, nil
 	}
 	if v, ok := match(processTemplate); ok {
 		bot, id, stream := v("bot_id"), v("process_id"), v("stream")

@@ -20,7 +20,7 @@ func TestSubjectOf(t *testing.T) {
 		scope    auth.Scope
 	}{
 		{"berth://bots/b1/files/data/notes.md", "file\x00b1\x00/data/notes.md", auth.ScopeRead},
-		{"berth://bots/b1/files/data/a/../b", "file\x00b1\x00/data/a/../b", auth.ScopeRead},
+		{"berth://bots/b1/files/data/a/../b", "file\x00b1\x00/data/b", auth.ScopeRead},
 		{"berth://bots/b1/processes/p3/stderr", "process\x00b1\x00p3\x00stderr", auth.ScopeExec},
 		{"berth://bots/b1/processes/p3/stdout?offset=10", "process\x00b1\x00p3\x00stdout", auth.ScopeExec},
 		{"berth://bots/b1/terminals/t2/output", "terminal\x00b1\x00t2", auth.ScopeExec},

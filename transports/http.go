@@ -122,6 +122,7 @@ func NewHTTPHandler(s *server.MCPServer, o HTTPOptions) (http.Handler, func(cont
 	o.ui = console.New(o.Console)
 	owners := newSessionOwners()
 	progress := newProgressLog()
+	calls := newModernCalls()
 	mcpHandler := server.NewStreamableHTTPServer(s,
 		server.WithEndpointPath("/mcp"),
 		// Stateful, with ids owned by the credential that opened them.
@@ -146,7 +147,7 @@ func NewHTTPHandler(s *server.MCPServer, o HTTPOptions) (http.Handler, func(cont
 	// /mcp's tool calls and resource reads are audited one by one; its
 	// HTTP requests only when refused.
 	mux.Handle("/mcp", auditHTTP(o.Audit, false,
-		o.checkOrigin(o.authenticate(owners.guard(pinBot(http.MaxBytesHandler(o.tasks(modernShim(recordProgress(progress, mcpHandler))), maxRequestBytes)))))))
+		o.checkOrigin(o.authenticate(owners.guard(pinBot(http.MaxBytesHandler(o.tasks(calls.shim(recordProgress(progress, mcpHandler))), maxRequestBytes)))))))
 	wrap := func(h http.Handler) http.Handler { return auditHTTP(o.Audit, true, o.checkOrigin(o.authenticate(h))) }
 	if o.Manager != nil {
 		botRoutes{m: o.Manager, origins: o.AllowedOrigins}.register(mux, wrap)

@@ -18,10 +18,11 @@ import (
 // id would then be shared by every modern request of every token: the
 // session's own tools (federation), the in-flight requests a
 // notifications/cancelled may end (any token could cancel another's call
-// by guessing its JSON-RPC id) and the tasks a tasks/list shows. So berth
-// serves each modern request with a modernSession: the id is the caller's
-// credential (what it shares with its own later requests, and with no
-// other token's), and the per-session state lives in the request only.
+// by guessing its JSON-RPC id; berth answers those itself, see
+// modernCalls) and the tasks a tasks/list shows. So berth serves each
+// modern request with a modernSession: the id is the caller's credential
+// (what it shares with its own later requests, and with no other token's),
+// and the per-session state lives in the request only.
 
 // modernPrefix starts the session id of every 2026-07-28 request; minted
 // session ids (sessions.go) start otherwise, so the two never meet.
@@ -111,24 +112,83 @@ func modernContext(s *server.MCPServer, ctx context.Context, r *http.Request) co
 	return s.WithContext(ctx, &modernSession{modernBase: base, id: modernPrefix + callerID(r)})
 }
 
-// maxShimBytes bounds the messages modernShim reads: a
-// notifications/cancelled or a server/discover is a few hundred bytes.
+// maxShimBytes bounds the messages modernShim reads: a call, a
+// notifications/cancelled or a server/discover is rarely more. A larger
+// call (an fs_write of a big file) passes unread, and is cancelled by
+// closing its stream.
 const maxShimBytes = 64 << 10
 
-// modernShim adjusts two modern messages before mcp-go sees them; any other
-// message passes as it came.
+// modernCalls are the 2026-07-28 calls in flight, by credential and
+// JSON-RPC id, so that a notifications/cancelled ends the call it names.
+// mcp-go would look the id up under the request's session, and modern
+// requests have none: ids are per client, and clients of one token often
+// count from 1 alike, so berth cancels a call only when its token has
+// exactly one in flight with that id (the go-sdk also closes the call's
+// stream, which ends it whatever the ids). Another token's calls are never
+// found.
+type modernCalls struct {
+	mu    sync.Mutex
+	calls map[callKey][]*context.CancelFunc
+}
+
+type callKey struct{ caller, id string }
+
+func newModernCalls() *modernCalls {
+	return &modernCalls{calls: map[callKey][]*context.CancelFunc{}}
+}
+
+func keyOf(r *http.Request, id json.RawMessage) callKey {
+	var b bytes.Buffer
+	if json.Compact(&b, id) != nil {
+		return callKey{callerID(r), string(id)}
+	}
+	return callKey{callerID(r), b.String()}
+}
+
+// track makes r's call cancellable by its id until done is called.
+func (c *modernCalls) track(r *http.Request, id json.RawMessage) (tracked *http.Request, done func()) {
+	ctx, cancel := context.WithCancel(r.Context())
+	k, entry := keyOf(r, id), &cancel
+	c.mu.Lock()
+	c.calls[k] = append(c.calls[k], entry)
+	c.mu.Unlock()
+	return r.WithContext(ctx), func() {
+		cancel()
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if rest := slices.DeleteFunc(c.calls[k], func(e *context.CancelFunc) bool { return e == entry }); len(rest) > 0 {
+			c.calls[k] = rest
+		} else {
+			delete(c.calls, k)
+		}
+	}
+}
+
+// cancel ends the call of r's credential with id, if it has exactly one.
+func (c *modernCalls) cancel(r *http.Request, id json.RawMessage) {
+	c.mu.Lock()
+	entries := c.calls[keyOf(r, id)]
+	c.mu.Unlock()
+	if len(entries) == 1 {
+		(*entries[0])()
+	}
+}
+
+// shim serves what berth does itself of the modern messages, before
+// mcp-go sees them; any other message passes as it came.
 //
-//   - The go-sdk's notifications/cancelled carries the protocol version in
-//     the Mcp-Protocol-Version header but not in _meta, which mcp-go
-//     requires of a modern message (it answers 400 and the call runs on).
-//     The header is checked like any other; berth copies it into _meta.
+//   - A call (a request with an id) is tracked for its cancellation.
+//   - A notifications/cancelled is answered here (see modernCalls); the
+//     go-sdk's, which lacks the protocol version in _meta, would otherwise
+//     be refused by mcp-go with a 400, on which the go-sdk ends its whole
+//     connection.
 //   - A server/discover from a client that can be asked (elicitation or
 //     sampling) is answered with the session versions only, so the client
 //     falls back to initialize: berth asks (network approvals, the bots'
 //     own servers' sampling and elicitation) with server-initiated
 //     requests, which 2026-07-28 removed, and berth does not speak its
 //     multi round-trip replacement yet.
-func modernShim(next http.Handler) http.Handler {
+func (c *modernCalls) shim(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		version := r.Header.Get(mcp.HeaderProtocolVersion)
 		if r.Method != http.MethodPost || !mcp.IsModernProtocol(version) || r.ContentLength > maxShimBytes {
@@ -145,31 +205,44 @@ func modernShim(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		var msg shimMessage
-		if json.Unmarshal(body, &msg) == nil {
-			switch {
-			case msg.Method == string(mcp.MethodNotificationCancelled) && msg.ID == nil:
-				body = withMetaVersion(body, version)
-			case msg.Method == string(mcp.MethodServerDiscover) && msg.ID != nil && msg.askable():
-				res := mcp.UnsupportedProtocolVersionError{Version: version, Supported: sessionProtocolVersions()}.JSONRPCError()
-				res.ID = mcp.NewRequestId(msg.ID)
-				w.Header().Set("Content-Type", "application/json")
-				w.WriteHeader(http.StatusBadRequest)
-				_ = json.NewEncoder(w).Encode(res)
-				return
-			}
-		}
 		r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
-		next.ServeHTTP(w, r)
+		var msg shimMessage
+		if json.Unmarshal(body, &msg) != nil {
+			next.ServeHTTP(w, r)
+			return
+		}
+		hasID := len(msg.ID) > 0 && string(msg.ID) != "null"
+		switch {
+		case msg.Method == string(mcp.MethodNotificationCancelled) && !hasID:
+			if len(msg.Params.RequestID) > 0 {
+				c.cancel(r, msg.Params.RequestID)
+			}
+			w.WriteHeader(http.StatusAccepted)
+		case msg.Method == string(mcp.MethodServerDiscover) && hasID && msg.askable():
+			var id any
+			_ = json.Unmarshal(msg.ID, &id)
+			res := mcp.UnsupportedProtocolVersionError{Version: version, Supported: sessionProtocolVersions()}.JSONRPCError()
+			res.ID = mcp.NewRequestId(id)
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusBadRequest)
+			_ = json.NewEncoder(w).Encode(res)
+		case hasID && msg.Method != "":
+			tracked, done := c.track(r, msg.ID)
+			defer done()
+			next.ServeHTTP(w, tracked)
+		default:
+			next.ServeHTTP(w, r)
+		}
 	})
 }
 
-// shimMessage is what modernShim reads of a message.
+// shimMessage is what the shim reads of a message.
 type shimMessage struct {
-	ID     any    `json:"id"`
-	Method string `json:"method"`
+	ID     json.RawMessage `json:"id"`
+	Method string          `json:"method"`
 	Params struct {
-		Meta map[string]json.RawMessage `json:"_meta"`
+		RequestID json.RawMessage            `json:"requestId"`
+		Meta      map[string]json.RawMessage `json:"_meta"`
 	} `json:"params"`
 }
 
@@ -186,32 +259,4 @@ func (m shimMessage) askable() bool {
 // sessionProtocolVersions are the HTTP versions with sessions.
 func sessionProtocolVersions() []string {
 	return slices.DeleteFunc(slices.Clone(httpProtocolVersions), mcp.IsModernProtocol)
-}
-
-// withMetaVersion returns body with version in its params' _meta, or body
-// unchanged where it names one already or is not an object.
-func withMetaVersion(body []byte, version string) []byte {
-	var msg map[string]json.RawMessage
-	if json.Unmarshal(body, &msg) != nil {
-		return body
-	}
-	params := map[string]json.RawMessage{}
-	if p := msg["params"]; p != nil && json.Unmarshal(p, &params) != nil {
-		return body
-	}
-	meta := map[string]json.RawMessage{}
-	if m := params["_meta"]; m != nil && json.Unmarshal(m, &meta) != nil {
-		return body
-	}
-	if _, ok := meta[mcp.MetaKeyProtocolVersion]; ok {
-		return body
-	}
-	meta[mcp.MetaKeyProtocolVersion], _ = json.Marshal(version)
-	params["_meta"], _ = json.Marshal(meta)
-	msg["params"], _ = json.Marshal(params)
-	out, err := json.Marshal(msg)
-	if err != nil {
-		return body
-	}
-	return out
 }

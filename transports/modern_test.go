@@ -88,22 +88,3 @@ func TestModernRequestsOwnSession(t *testing.T) {
 		}
 	}
 }
-
-func TestWithMetaVersion(t *testing.T) {
-	for _, c := range []struct{ in, want string }{
-		{`{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":3}}`,
-			`{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"},"requestId":3}}`},
-		{`{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":3,"_meta":{"k":1}}}`,
-			`{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","k":1},"requestId":3}}`},
-		{`{"jsonrpc":"2.0","method":"notifications/cancelled"}`,
-			`{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}`},
-		// A version already named, or a body that is no object, stays.
-		{`{"params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2025-11-25"}}}`, `{"params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2025-11-25"}}}`},
-		{`{"params":[1]}`, `{"params":[1]}`},
-		{`[1]`, `[1]`},
-	} {
-		if got := string(withMetaVersion([]byte(c.in), "2026-07-28")); got != c.want {
-			t.Errorf("withMetaVersion(%s) = %s, want %s", c.in, got, c.want)
-		}
-	}
-}
