@@ -330,8 +330,10 @@ func TestConsole(t *testing.T) {
 			ID string `json:"id"`
 		} `json:"request"`
 	}
-	mustCall(t, admin, "network_access_request", map[string]any{"bot_id": "web", "domain": "docs.example.com", "ports": []string{"443"}, "reason": "read the docs"}).decode(t, &asked)
+	// The request arrives while the tab is open: it shows up by itself.
 	p.open("#/w/web/network")
+	p.until("the network tab", `[...document.querySelectorAll('#panel p.empty')].some(e => e.textContent === 'No pending requests.')`)
+	mustCall(t, admin, "network_access_request", map[string]any{"bot_id": "web", "domain": "docs.example.com", "ports": []string{"443"}, "reason": "read the docs"}).decode(t, &asked)
 	p.do("approve", chromedp.Click(chromedp.CSS(fmt.Sprintf(`#requests tr[data-request=%q] .act-approve`, asked.Request.ID))))
 	p.until("approved", `[...document.querySelectorAll('#decided td')].some(c => c.textContent.startsWith('approved')) && [...document.querySelectorAll('#policy td')].some(c => c.textContent.startsWith('docs.example.com'))`)
 	p.shot("network")

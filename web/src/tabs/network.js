@@ -2,6 +2,7 @@
 // requests with approve and deny.
 import { can } from '../api.js';
 import { mcp } from '../mcp.js';
+import { events } from '../events.js';
 import { h, clear, when, guard, notice } from '../util.js';
 
 function rule(r) {
@@ -62,6 +63,15 @@ export function networkTab(panel, bot) {
 		});
 	}
 
+	// A new request shows up without a click: the workspaces events count
+	// the pending ones.
+	let pending = null;
+	const off = events.on((list) => {
+		const w = list.find((x) => x.bot_id === bot);
+		const n = w ? w.pending_requests || 0 : 0;
+		if (pending !== null && n !== pending) load();
+		pending = n;
+	});
 	load();
-	return null;
+	return off;
 }
