@@ -217,10 +217,6 @@ func TestConsole(t *testing.T) {
 	p.confirm("confirm the stop")
 	p.until("idle stopped", `document.querySelector('tr[data-bot="idle"] td.c-status').textContent === 'stopped' && !!document.querySelector('tr[data-bot="idle"] .act-start')`)
 	p.shot("overview")
-	p.do("filter", chromedp.SendKeys(chromedp.ID("filter"), "stopp"))
-	p.until("only the stopped one", `!document.querySelector('tr[data-bot="web"]') && !!document.querySelector('tr[data-bot="idle"]')`)
-	eval[bool](p, "clear the filter", `(f => (f.value = '', f.dispatchEvent(new Event('input')), true))(document.getElementById('filter'))`)
-	p.until("both again", `!!document.querySelector('tr[data-bot="web"]') && !!document.querySelector('tr[data-bot="idle"]')`)
 
 	// A terminal: open one, type, see the output.
 	p.open("#/w/web/terminal")
@@ -325,9 +321,6 @@ func TestConsole(t *testing.T) {
 	p.confirm("confirm the rollback")
 	p.do("the pre-rollback version", chromedp.WaitVisible(chromedp.CSS(`#timeline li[data-version="2"].src-pre_rollback`)))
 	p.shot("snapshots")
-	p.do("export", chromedp.Click(chromedp.CSS(`#timeline li[data-version="1"] .act-export`)))
-	p.confirm("confirm the export")
-	p.until("exported", `document.getElementById('notice').textContent === 'exported berth.local/snapshots/web:v1'`)
 	p.open("#/w/web/files")
 	p.until("the files gone", `!document.querySelector('#files tr[data-path="/data/up.bin"], #files tr[data-path="/data/hi.go"]') && !!(document.querySelector('#files') || document.querySelector('#panel .empty'))`)
 

@@ -60,7 +60,7 @@ func (h handlers) confirm(ctx context.Context, c *call, question func() (string,
 		if !c.canElicit(ctx) {
 			if h.Confirm == ConfirmRequire {
 				return "", errors.New("nothing was changed: berth confirms destructive calls with the person behind the client (--confirm-destructive=require), " +
-					"and this client cannot be asked (it did not declare the elicitation capability)")
+					"and this call cannot ask (the client did not declare the elicitation capability, or the call runs as a task: call it without one)")
 			}
 			return "", nil
 		}
@@ -120,13 +120,18 @@ func (c *call) answer(id string) (map[string]any, bool) {
 }
 
 // canElicit reports whether the caller's client declared elicitation: in
-// the request (2026-07-28) or at initialize.
+// the request (2026-07-28) or at initialize. A call without a client's
+// session (a task's, run after its request was answered) cannot ask: there
+// is no one to retry it with the answer.
 func (c *call) canElicit(ctx context.Context) bool {
+	info, ok := server.ClientSessionFromContext(ctx).(server.SessionWithClientInfo)
+	if !ok {
+		return false
+	}
 	if caps := c.req.Params.Meta.ClientCapabilities(); caps != nil {
 		return caps.Elicitation != nil
 	}
-	info, ok := server.ClientSessionFromContext(ctx).(server.SessionWithClientInfo)
-	return ok && info.GetClientCapabilities().Elicitation != nil
+	return info.GetClientCapabilities().Elicitation != nil
 }
 
 // The questions of the five tools that ask: each says what will be lost.
