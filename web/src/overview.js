@@ -38,6 +38,8 @@ export async function lifecycle(bot, action, btn) {
 	await guard(btn, async () => {
 		await mcp.call(`workspace_${action}`, { bot_id: bot });
 		notice(`${action === 'stop' ? 'stopped' : action === 'start' ? 'started' : 'deleted'} ${bot}`);
+		// The page of a deleted workspace has nothing left to show.
+		if (action === 'delete' && location.hash.startsWith('#/w/')) location.hash = '#/';
 	});
 }
 

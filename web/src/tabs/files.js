@@ -22,6 +22,8 @@ export function filesTab(panel, bot) {
 	let dir = '/data';
 	let offset = 0;
 	let objectURL = null;
+	// The names in the folder shown, to ask before an upload replaces one.
+	let names = new Set();
 	const crumbs = h('nav', { class: 'path', 'aria-label': 'Folder' });
 	const listing = h('div', { class: 'scroll' });
 	const viewer = h('section', { class: 'viewer', 'aria-label': 'File' });
@@ -30,6 +32,7 @@ export function filesTab(panel, bot) {
 		type: 'file', id: 'upload', multiple: true, class: 'sr-only',
 		onchange: () => guard(null, async () => {
 			for (const f of fileInput.files) {
+				if (names.has(f.name) && !(await confirmAction(`Replace ${f.name}?`, [`${join(dir, f.name)} is replaced by the uploaded file.`], 'Replace'))) continue;
 				await upload(bot, join(dir, f.name), f);
 				notice(`uploaded ${f.name} (${bytes(f.size)})`);
 			}
@@ -66,6 +69,7 @@ export function filesTab(panel, bot) {
 		renderCrumbs();
 		await guard(null, async () => {
 			const out = await mcp.call('fs_list', { bot_id: bot, path: dir, offset, limit: PAGE });
+			names = new Set((out.entries || []).map((e) => e.name));
 			const rows = (out.entries || []).map((e) => h('tr', { 'data-path': e.path },
 				h('th', { scope: 'row' }, e.type === 'dir'
 					? h('button', { type: 'button', class: 'link dir', onclick: () => go(e.path) }, `${e.name}/`)

@@ -27,21 +27,25 @@ export function processesTab(panel, bot) {
 				h('td', { class: 'cmd' }, p.command || (p.argv || []).join(' ')),
 				h('td', {}, p.running ? 'running' : `exited ${p.exit_code ?? '?'}${p.signal ? ` (${p.signal})` : ''}`),
 				h('td', {}, when(p.started_at)),
-				h('td', {}, h('button', { type: 'button', onclick: () => follow(p, 'stderr') }, 'stderr'))));
+				h('td', {}, h('button', { type: 'button', 'aria-label': `stderr of ${p.id}`, onclick: () => follow(p, 'stderr') }, 'stderr'))));
 			clear(listing, rows.length
 				? h('table', { class: 'list' }, h('thead', {}, h('tr', {}, ['Id', 'Command', 'State', 'Started', ''].map((t) => h('th', { scope: 'col' }, t)))), h('tbody', {}, rows))
 				: h('p', { class: 'empty' }, 'No background processes.'));
 		});
 	}
 
+	// Each follow gets a generation: a read still in flight for the one
+	// shown before stops there.
+	let gen = 0;
 	function follow(p, stream) {
 		clearTimeout(timer);
+		const mine = ++gen;
 		head.textContent = `Output of ${p.id} (${stream})`;
 		out.textContent = '';
 		let offset = 0;
 		const step = async () => {
 			const c = await guard(null, () => mcp.call('process_output', { bot_id: bot, process_id: p.id, stream, offset }));
-			if (gone || !c) return;
+			if (gone || mine !== gen || !c) return;
 			if (c.dropped) out.append(`[${c.dropped} bytes dropped]\n`);
 			out.append(c.output);
 			// Keep the page light on long outputs: only the tail stays.
