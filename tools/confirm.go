@@ -34,9 +34,6 @@ const (
 	ConfirmRequire = "require"
 )
 
-// ConfirmModes are the values --confirm-destructive accepts.
-var ConfirmModes = []string{ConfirmOff, ConfirmAsk, ConfirmRequire}
-
 // Declined is part of the output of every tool that asks before it
 // destroys, so a declined call answers in the tool's own shape.
 type Declined struct {

@@ -43,7 +43,8 @@ type Deps struct {
 	// AllowedRegistries are the registries (host[:port]) that callers
 	// without the admin scope may pull from; nil allows any.
 	AllowedRegistries []string
-	// Confirm is --confirm-destructive: one of ConfirmModes; "" is off.
+	// Confirm is --confirm-destructive: ConfirmOff, ConfirmAsk or
+	// ConfirmRequire; "" is off.
 	Confirm string
 }
 

@@ -79,7 +79,7 @@ type Config struct {
 	AuditLog          string
 	MaxCallsPerToken  int
 	// ConfirmDestructive says whether destructive tools ask the person
-	// behind the client first: off, ask or require (tools.ConfirmModes).
+	// behind the client first: off, ask or require (see tools.ConfirmAsk).
 	ConfirmDestructive string
 
 	// Tasks (long tool calls over HTTP): how many one token may hold, and
