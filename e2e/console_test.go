@@ -217,6 +217,10 @@ func TestConsole(t *testing.T) {
 	p.confirm("confirm the stop")
 	p.until("idle stopped", `document.querySelector('tr[data-bot="idle"] td.c-status').textContent === 'stopped' && !!document.querySelector('tr[data-bot="idle"] .act-start')`)
 	p.shot("overview")
+	p.do("filter", chromedp.SendKeys(chromedp.ID("filter"), "stopp"))
+	p.until("only the stopped one", `!document.querySelector('tr[data-bot="web"]') && !!document.querySelector('tr[data-bot="idle"]')`)
+	eval[bool](p, "clear the filter", `(f => (f.value = '', f.dispatchEvent(new Event('input')), true))(document.getElementById('filter'))`)
+	p.until("both again", `!!document.querySelector('tr[data-bot="web"]') && !!document.querySelector('tr[data-bot="idle"]')`)
 
 	// A terminal: open one, type, see the output.
 	p.open("#/w/web/terminal")
@@ -312,6 +316,10 @@ func TestConsole(t *testing.T) {
 	p.open("#/w/web/processes")
 	p.do("a process", chromedp.Click(chromedp.CSS(`#panel table.list tbody th button`)))
 	p.until("its output", `document.querySelector('#panel pre.output').textContent.includes('out-42')`)
+	p.shot("processes")
+	p.open("#/w/web/mcp")
+	p.until("no MCP servers", `[...document.querySelectorAll('#panel p.empty')].some(e => e.textContent === 'No MCP servers in this workspace.')`)
+	p.shot("mcp")
 
 	// The diff shows the upload; rolling back to the snapshot removes it.
 	p.open("#/w/web/snapshots")
@@ -321,6 +329,9 @@ func TestConsole(t *testing.T) {
 	p.confirm("confirm the rollback")
 	p.do("the pre-rollback version", chromedp.WaitVisible(chromedp.CSS(`#timeline li[data-version="2"].src-pre_rollback`)))
 	p.shot("snapshots")
+	p.do("export", chromedp.Click(chromedp.CSS(`#timeline li[data-version="1"] .act-export`)))
+	p.confirm("confirm the export")
+	p.until("exported", `document.getElementById('notice').textContent === 'exported berth.local/snapshots/web:v1'`)
 	p.open("#/w/web/files")
 	p.until("the files gone", `!document.querySelector('#files tr[data-path="/data/up.bin"], #files tr[data-path="/data/hi.go"]') && !!(document.querySelector('#files') || document.querySelector('#panel .empty'))`)
 
@@ -353,6 +364,7 @@ func TestConsole(t *testing.T) {
 	mustCall(t, admin, "port_expose", map[string]any{"bot_id": "web", "port": 8080, "name": "docs preview"})
 	p.open("#/w/web/ports")
 	p.until("the port", `!!document.querySelector('#ports a[href$="/bots/web/ports/8080/"]')`)
+	p.shot("ports")
 
 	// The audit lines of the bot, from --audit-log.
 	p.open("#/w/web/audit")
