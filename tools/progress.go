@@ -13,8 +13,8 @@ import (
 type ProgressWriter interface {
 	// WaitWritten returns once the progress notification of token with
 	// value progress (or a later one) has been written to the client's
-	// stream, or when ctx ends. It then forgets token.
-	WaitWritten(ctx context.Context, token any, progress float64)
+	// stream (true), or when ctx ends (false). It then forgets token.
+	WaitWritten(ctx context.Context, token any, progress float64) bool
 }
 
 type progressWriterKey struct{}
@@ -35,13 +35,23 @@ const progressFlushTimeout = 5 * time.Second
 func (c *call) finish(ctx context.Context) {
 	c.mu.Lock()
 	c.closed = true
-	sent, token, last := c.sent, c.token, c.last
+	wait := c.sent && !c.unwritten
+	token, last := c.token, c.last
 	c.mu.Unlock()
+	if wait {
+		waitWritten(ctx, token, last)
+	}
+}
+
+// waitWritten waits until the progress notification of token with value
+// progress is on the client's stream (true), for at most
+// progressFlushTimeout. Without a ProgressWriter there is nothing to wait for.
+func waitWritten(ctx context.Context, token any, progress float64) bool {
 	w, _ := ctx.Value(progressWriterKey{}).(ProgressWriter)
-	if !sent || w == nil {
-		return
+	if w == nil {
+		return true
 	}
 	wctx, cancel := context.WithTimeout(ctx, progressFlushTimeout)
 	defer cancel()
-	w.WaitWritten(wctx, token, last)
+	return w.WaitWritten(wctx, token, progress)
 }

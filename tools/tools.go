@@ -106,6 +106,9 @@ type call struct {
 	closed bool
 	token  any
 	last   float64
+	// unwritten: a notification was not written to the client's stream
+	// in time (a response that cannot stream), so later ones do not wait.
+	unwritten bool
 }
 
 // define builds a tool whose schemas come from In and Out.
@@ -267,6 +270,14 @@ func (c *call) progress(ctx context.Context) func(workspace.Progress) {
 		defer c.mu.Unlock()
 		if c.closed {
 			return
+		}
+		// One notification of a call in flight at a time: mcp-go queues
+		// a session's notifications on one channel that each of its open
+		// streams (the POSTs in flight and the GET stream) drains, so two
+		// queued together can reach the client on two streams, in either
+		// order, and the client would see progress go backwards.
+		if c.sent && !c.unwritten && !waitWritten(ctx, c.token, c.last) {
+			c.unwritten = true
 		}
 		// MCP requires progress to grow; phases without a byte count
 		// (creating, starting) carry the last figure forward.

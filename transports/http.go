@@ -133,12 +133,13 @@ func NewHTTPHandler(s *server.MCPServer, o HTTPOptions) (http.Handler, func(cont
 		server.WithHeartbeatInterval(30*time.Second),
 		server.WithStreamableHTTPLogger(o.Logger),
 		server.WithHTTPContextFunc(func(ctx context.Context, r *http.Request) context.Context {
-			// A request without a session gets its notifications on its
-			// own response, before the result: nothing to wait for.
+			// A call's result waits until its last progress is flushed on
+			// its progress stream (see recordProgress).
 			if isModern(r) {
 				ctx = modernContext(s, ctx, r)
-			} else if id := r.Header.Get(server.HeaderKeySessionID); id != "" {
-				ctx = tools.WithProgressWriter(ctx, sessionProgress{log: progress, session: id})
+			}
+			if stream := progressStreamOf(r); stream != "" {
+				ctx = tools.WithProgressWriter(ctx, sessionProgress{log: progress, session: stream})
 			}
 			return auth.WithPrincipal(ctx, auth.FromContext(r.Context()))
 		}),

@@ -3,6 +3,7 @@ package transports
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -70,9 +71,9 @@ func (l *progressLog) record(session string, msg []byte) {
 	l.changed = make(chan struct{})
 }
 
-// waitWritten waits until session's stream carried progress of token, or
-// ctx ends, and forgets the token.
-func (l *progressLog) waitWritten(ctx context.Context, session string, token any, progress float64) {
+// waitWritten waits until session's stream carried progress of token
+// (true), or ctx ends (false), and forgets the token.
+func (l *progressLog) waitWritten(ctx context.Context, session string, token any, progress float64) bool {
 	k := progressKey{session, tokenKey(token)}
 	l.mu.Lock()
 	defer func() {
@@ -81,7 +82,7 @@ func (l *progressLog) waitWritten(ctx context.Context, session string, token any
 	}()
 	for {
 		if p, ok := l.written[k]; ok && p >= progress {
-			return
+			return true
 		}
 		changed := l.changed
 		l.mu.Unlock()
@@ -91,7 +92,7 @@ func (l *progressLog) waitWritten(ctx context.Context, session string, token any
 		}
 		l.mu.Lock()
 		if ctx.Err() != nil {
-			return
+			return false
 		}
 	}
 }
@@ -102,8 +103,8 @@ type sessionProgress struct {
 	session string
 }
 
-func (s sessionProgress) WaitWritten(ctx context.Context, token any, progress float64) {
-	s.log.waitWritten(ctx, s.session, token, progress)
+func (s sessionProgress) WaitWritten(ctx context.Context, token any, progress float64) bool {
+	return s.log.waitWritten(ctx, s.session, token, progress)
 }
 
 // stdioOut is the stdio server's stdout. mcp-go writes each message in one
@@ -127,12 +128,15 @@ func (o *stdioOut) Write(p []byte) (int, error) {
 }
 
 // sseRecorder watches an /mcp response for the progress notifications it
-// carries in its server-sent events, for the session of the request.
+// carries in its server-sent events, for the session of the request. A
+// notification counts as written once it is flushed to the connection, not
+// when it enters the response's buffer: only then can the client have it.
 type sseRecorder struct {
 	http.ResponseWriter
 	log     *progressLog
 	session string
-	line    []byte // an event's data line not yet complete
+	line    []byte   // an event's data line not yet complete
+	pending [][]byte // complete data lines written but not yet flushed
 }
 
 func (r *sseRecorder) Write(p []byte) (int, error) {
@@ -154,8 +158,8 @@ func (r *sseRecorder) scan(p []byte) {
 		}
 		line := r.line[consumed : consumed+i]
 		consumed += i + 1
-		if data, ok := bytes.CutPrefix(line, []byte("data:")); ok {
-			r.log.record(r.session, bytes.TrimSpace(data))
+		if data, ok := bytes.CutPrefix(line, []byte("data:")); ok && bytes.Contains(data, []byte(`"notifications/progress"`)) {
+			r.pending = append(r.pending, bytes.Clone(bytes.TrimSpace(data)))
 		}
 	}
 	r.line = append(r.line[:0], r.line[consumed:]...)
@@ -169,15 +173,42 @@ func (r *sseRecorder) Flush() {
 	if f, ok := r.ResponseWriter.(http.Flusher); ok {
 		f.Flush()
 	}
+	r.recordPending()
+}
+
+// recordPending records the progress notifications flushed to the client.
+func (r *sseRecorder) recordPending() {
+	for _, data := range r.pending {
+		r.log.record(r.session, data)
+	}
+	r.pending = r.pending[:0]
 }
 
 func (r *sseRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
 // recordProgress wraps /mcp so that the progress notifications written on
-// a session's streams (its POST responses and its GET stream alike) are
-// recorded in log.
+// a request's streams are recorded in log, under the request's progress
+// stream (progressStreamOf): a session's id, whose notifications may leave
+// on any of its streams (its POST responses and its GET stream alike), or,
+// for a request without a session (2026-07-28), a key of its own, as its
+// notifications leave on its own response only.
 func recordProgress(log *progressLog, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		next.ServeHTTP(&sseRecorder{ResponseWriter: w, log: log, session: r.Header.Get("Mcp-Session-Id")}, r)
+		stream := r.Header.Get("Mcp-Session-Id")
+		if stream == "" && r.Method == http.MethodPost {
+			stream = "request " + rand.Text()
+		}
+		rec := &sseRecorder{ResponseWriter: w, log: log, session: stream}
+		next.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), progressStreamKey{}, stream)))
+		// What is still unflushed goes out as the handler returns.
+		rec.recordPending()
 	})
+}
+
+type progressStreamKey struct{}
+
+// progressStreamOf is the progress stream recordProgress gave r, or "".
+func progressStreamOf(r *http.Request) string {
+	s, _ := r.Context().Value(progressStreamKey{}).(string)
+	return s
 }

@@ -11,7 +11,7 @@ import (
 
 // TestProgressLogSSE feeds an SSE stream in pieces that split events and
 // lines, as a ResponseWriter may see them, and checks that a wait for a
-// call's last progress returns once, and only once, that event is written.
+// call's last progress returns once, and only once, that event is flushed.
 func TestProgressLogSSE(t *testing.T) {
 	log := newProgressLog()
 	rec := httptest.NewRecorder()
@@ -42,6 +42,13 @@ func TestProgressLogSSE(t *testing.T) {
 	default:
 	}
 	writeAll("data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{\"progressToken\":7,\"progr", "ess\":2}}\n", "\n")
+	// Written to the response's buffer is not yet sent to the client.
+	select {
+	case <-waited:
+		t.Fatal("the wait ended before progress 2 of token 7 was flushed")
+	default:
+	}
+	w.Flush()
 	<-waited
 	if len(log.written) != 2 {
 		t.Errorf("entries left: %v (the waited token must be forgotten)", log.written)
