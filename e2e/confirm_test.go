@@ -20,7 +20,8 @@ import (
 
 // confirmer is the person behind a client asked to confirm destructive
 // work: it answers "yes", "no" (accepts the form with confirm=false),
-// "decline" or "cancel", and keeps the last question.
+// "decline" or "cancel" (or "approve" to a network access request), and
+// keeps the last question.
 type confirmer struct {
 	mu      sync.Mutex
 	answer  string
@@ -45,6 +46,8 @@ func (c *confirmer) respond(message string) (string, map[string]any) {
 		return "accept", map[string]any{"confirm": true}
 	case "no":
 		return "accept", map[string]any{"confirm": false}
+	case "approve": // a network access request
+		return "accept", map[string]any{"approve": true, "note": "fine"}
 	}
 	return c.answer, nil
 }
@@ -280,6 +283,41 @@ func TestConfirmDestructive(t *testing.T) {
 			}
 			if res := mustCall(t, c, "workspace_delete", map[string]any{"bot_id": bot}); res.IsError {
 				t.Errorf("workspace_delete: %s", res.Text)
+			}
+		})
+	}
+}
+
+// TestNetworkDecisionOnStdio: on stdio both clients speak 2026-07-28, where
+// berth asks as a multi round-trip request: network_request_decide without
+// a decision asks the operator there too.
+func TestNetworkDecisionOnStdio(t *testing.T) {
+	e := newEnv(t)
+	for _, kind := range []string{"mcpgo", "gosdk"} {
+		t.Run(kind, func(t *testing.T) {
+			bot := "ask-net-" + kind
+			who := &confirmer{}
+			who.set("approve")
+			c := e.stdioConfirm(kind, who)
+			defer c.close()
+			mustCall(t, c, "workspace_create", map[string]any{"bot_id": bot, "network": "none"}).decode(t, &struct{}{})
+			var req struct {
+				Request struct {
+					ID string `json:"id"`
+				} `json:"request"`
+			}
+			mustCall(t, c, "network_access_request", map[string]any{"bot_id": bot, "domain": "example.com", "reason": "docs"}).decode(t, &req)
+			var dec struct {
+				Decided bool `json:"decided"`
+				Asked   bool `json:"asked"`
+				Request struct {
+					Status string `json:"status"`
+					Note   string `json:"note"`
+				} `json:"request"`
+			}
+			mustCall(t, c, "network_request_decide", map[string]any{"bot_id": bot, "request_id": req.Request.ID}).decode(t, &dec)
+			if !dec.Decided || !dec.Asked || dec.Request.Status != "approved" || dec.Request.Note != "fine" || !strings.Contains(who.lastMessage(), "example.com") {
+				t.Errorf("decision asked on stdio: %+v (asked %q)", dec, who.lastMessage())
 			}
 		})
 	}

@@ -146,19 +146,6 @@ func (p *page) none(what, sel string) {
 	}
 }
 
-// named fails when a control of the page has no accessible name (text,
-// aria-label, a label or a title): what a screen reader would announce.
-func (p *page) named(what string) {
-	p.t.Helper()
-	nameless := eval[[]string](p, what, `[...document.querySelectorAll('button, a[href], input, select, textarea')].filter(el =>
-		!((el.getAttribute('aria-label') || el.textContent || el.title || '').trim() ||
-			(el.id && document.querySelector('label[for="' + el.id + '"]')) || el.closest('label'))
-	).map(el => el.outerHTML.slice(0, 120))`)
-	if len(nameless) > 0 {
-		p.t.Fatalf("%s: controls without a name: %q", what, nameless)
-	}
-}
-
 func (p *page) shot(name string) {
 	ctx, cancel := context.WithTimeout(p.ctx, 20*time.Second)
 	defer cancel()
@@ -214,7 +201,6 @@ func TestConsole(t *testing.T) {
 	}
 	p.do("open the console", chromedp.Navigate(base+"/ui"), chromedp.WaitVisible(chromedp.ID("token")))
 	p.shot("login")
-	p.named("controls of the login page")
 
 	// A wrong token is refused on the page.
 	p.do("bad token",
@@ -231,7 +217,6 @@ func TestConsole(t *testing.T) {
 	p.confirm("confirm the stop")
 	p.until("idle stopped", `document.querySelector('tr[data-bot="idle"] td.c-status').textContent === 'stopped' && !!document.querySelector('tr[data-bot="idle"] .act-start')`)
 	p.shot("overview")
-	p.named("controls of the overview page")
 	p.do("filter", chromedp.SendKeys(chromedp.ID("filter"), "stopp"))
 	p.until("only the stopped one", `!document.querySelector('tr[data-bot="web"]') && !!document.querySelector('tr[data-bot="idle"]')`)
 	eval[bool](p, "clear the filter", `(f => (f.value = '', f.dispatchEvent(new Event('input')), true))(document.getElementById('filter'))`)
@@ -256,7 +241,6 @@ func TestConsole(t *testing.T) {
 	}))
 	p.until("hi in the terminal", `[...document.querySelectorAll('#terminal .xterm-rows > div')].some(r => r.textContent.trim() === 'hi')`)
 	p.shot("terminal")
-	p.named("controls of the terminal page")
 	// Coming back reattaches to the running terminal and shows its past.
 	p.open("#/w/web/files")
 	p.open("#/w/web/terminal")
@@ -315,7 +299,6 @@ func TestConsole(t *testing.T) {
 		t.Fatalf("downloaded file differs from the upload (%d bytes, %v)", len(got), err)
 	}
 	p.shot("files")
-	p.named("controls of the files page")
 	// New folder, rename and delete, each through its dialog.
 	p.do("new folder", chromedp.Click(chromedp.ID("mkdir")), chromedp.WaitVisible(chromedp.CSS(`dialog.modal[open] input`)),
 		chromedp.SendKeys(chromedp.CSS(`dialog.modal[open] input`), "notes"))
@@ -334,7 +317,6 @@ func TestConsole(t *testing.T) {
 	p.do("a process", chromedp.Click(chromedp.CSS(`#panel table.list tbody th button`)))
 	p.until("its output", `document.querySelector('#panel pre.output').textContent.includes('out-42')`)
 	p.shot("processes")
-	p.named("controls of the processes page")
 	p.open("#/w/web/mcp")
 	p.until("no MCP servers", `[...document.querySelectorAll('#panel p.empty')].some(e => e.textContent === 'No MCP servers in this workspace.')`)
 	p.shot("mcp")
@@ -347,7 +329,6 @@ func TestConsole(t *testing.T) {
 	p.confirm("confirm the rollback")
 	p.do("the pre-rollback version", chromedp.WaitVisible(chromedp.CSS(`#timeline li[data-version="2"].src-pre_rollback`)))
 	p.shot("snapshots")
-	p.named("controls of the snapshots page")
 	p.do("export", chromedp.Click(chromedp.CSS(`#timeline li[data-version="1"] .act-export`)))
 	p.confirm("confirm the export")
 	p.until("exported", `document.getElementById('notice').textContent === 'exported berth.local/snapshots/web:v1'`)
@@ -367,7 +348,6 @@ func TestConsole(t *testing.T) {
 	p.do("approve", chromedp.Click(chromedp.CSS(fmt.Sprintf(`#requests tr[data-request=%q] .act-approve`, asked.Request.ID))))
 	p.until("approved", `[...document.querySelectorAll('#decided td')].some(c => c.textContent.startsWith('approved')) && [...document.querySelectorAll('#policy td')].some(c => c.textContent.startsWith('docs.example.com'))`)
 	p.shot("network")
-	p.named("controls of the network page")
 	var net struct {
 		Policy struct {
 			Allow []struct {
@@ -385,7 +365,6 @@ func TestConsole(t *testing.T) {
 	p.open("#/w/web/ports")
 	p.until("the port", `!!document.querySelector('#ports a[href$="/bots/web/ports/8080/"]')`)
 	p.shot("ports")
-	p.named("controls of the ports page")
 
 	// The audit lines of the bot, from --audit-log.
 	p.open("#/w/web/audit")
