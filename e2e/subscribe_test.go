@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/berth-dev/berth/internal/testenv"
 	mcpclient "github.com/mark3labs/mcp-go/client"
 	"github.com/mark3labs/mcp-go/client/transport"
 	mcpgo "github.com/mark3labs/mcp-go/mcp"
@@ -360,5 +361,36 @@ func TestSubscribeListen2026Stdio(t *testing.T) {
 		}
 	case <-time.After(time.Minute):
 		t.Fatal("no notifications/resources/updated within a minute")
+	}
+}
+
+// TestSubscribeMCPServerLogs: the log of one of the bot's MCP servers is
+// notified when the server writes to it (here: it crashes).
+func TestSubscribeMCPServerLogs(t *testing.T) {
+	e := newMCPEnv(t)
+	const bot = "live-logs"
+	e.extra = append(e.extra, "--bot", bot)
+	cmd := exec.Command(berthBin, append([]string{"serve", "--stdio"}, e.args()...)...)
+	cmd.Stderr = e.logWriter("berth-stdio")
+	lc := liveSDK(t, &sdk.CommandTransport{Command: cmd})
+	mustCall(t, lc, "workspace_create", map[string]any{"bot_id": bot}).decode(t, &struct{}{})
+	var added struct {
+		Server struct {
+			State string `json:"state"`
+		} `json:"server"`
+	}
+	mustCall(t, lc, "mcp_server_add", map[string]any{"bot_id": bot, "name": "fx", "command": testenv.MCPFixturePath}).decode(t, &added)
+	if added.Server.State != "ready" {
+		t.Fatalf("after mcp_server_add: %+v", added)
+	}
+	uri := "berth://bots/" + bot + "/mcp-servers/fx/logs"
+	lc.mustSubscribe(t, uri)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	// The crash answers nothing: the call fails, the log says why.
+	_, _ = lc.call(ctx, "fx__crash", map[string]any{"code": 7}, nil)
+	lc.waitUpdate(t, uri)
+	if text, err := lc.readResource(ctx, uri); err != nil || !strings.Contains(text, "crashing with 7") {
+		t.Fatalf("log after the notification: %s, %v", text, err)
 	}
 }
