@@ -16,7 +16,7 @@ trap 'rm -f "$out"' EXIT
 if echo BenchmarkSnapshotCost | grep -Eq -- "${BENCH:-.}"; then
 	debian="$(dirname "$out")/berth-bench-debian.$$.tar"
 	trap 'rm -f "$out" "$debian"' EXIT
-	if BERTH="$PWD/bin/berth" scripts/debian-image.sh "$debian" >&2; then
+	if BERTH="${BERTH_TEST_BINARY:-$PWD/bin/berth}" scripts/debian-image.sh "$debian" >&2; then
 		export BERTH_BENCH_IMAGE_ARCHIVE=$debian
 	else
 		echo "bench: no Debian image; BenchmarkSnapshotCost runs on busybox" >&2
@@ -65,5 +65,5 @@ awk '
 	}
 	printf "| %s | %s | %.0f / %.0f ms | %.0f ms | %.2f MB |\n", earlier, change, v["pause-p50-ms"], v["pause-p95-ms"], v["total-p50-ms"], v["disk-bytes"] / 1e6
 }
-/compaction with/ { sub(/^[ \t]*bench_snapshot_test.go:[0-9]+: /, ""); print }
+/^SnapshotCostCompaction / { sub(/^SnapshotCostCompaction /, "one compaction with "); print }
 ' "$out"

@@ -1,8 +1,12 @@
 package runtime
 
 import (
+	"context"
 	"fmt"
 	"testing"
+	"time"
+
+	"github.com/containerd/containerd/v2/core/snapshots"
 
 	"github.com/berth-dev/berth/internal/testenv"
 )
@@ -71,6 +75,70 @@ func TestSnapshotCompaction(t *testing.T) {
 			t.Errorf("%s rolled back to\n%s\nwant\n%s", key, got, want[key])
 		}
 		e.stop()
+	}
+	e.noLeftovers()
+}
+
+// TestSnapshotCompactionCancelled: a snapshot cancelled while its
+// compacted content is being made leaves no snapshot, lease or ingest
+// behind, and the next one compacts and keeps every file.
+func TestSnapshotCompactionCancelled(t *testing.T) {
+	old := maxChainDepth
+	maxChainDepth = 1
+	t.Cleanup(func() { maxChainDepth = old })
+	e := newSnapEnv(t)
+	e.mustExec("dd if=/dev/urandom of=/big bs=1M count=64 2>/dev/null && md5sum /big > /sum")
+	e.snapshot("ws-v1")
+	e.mustExec("echo two > /two")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sawFlat := make(chan bool, 1)
+	go func() {
+		defer cancel()
+		sn := e.c.SnapshotService(testenv.Snapshotter)
+		for ctx.Err() == nil {
+			found := false
+			_ = sn.Walk(e.ctx, func(context.Context, snapshots.Info) error {
+				found = true
+				return nil
+			}, `name~="flat-"`)
+			if found {
+				sawFlat <- true
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+		sawFlat <- false
+	}()
+	_, _, err := e.r.SnapshotContainer(ctx, e.id, "ws-v2", map[string]string{"test/bot": e.id})
+	cancel() // also ends the watch should it have missed the compaction
+	t.Logf("snapshot cancelled while compacting: %v", err)
+	if !<-sawFlat {
+		t.Fatal("the compacted snapshot was never seen being made")
+	}
+	if err == nil {
+		t.Fatal("a snapshot cancelled while compacting succeeded")
+	}
+	e.gc()
+	if keys := e.snapshotKeys(`name~="ws-v2"`); len(keys) > 0 {
+		t.Fatalf("snapshots left: %v", keys)
+	}
+	if st, err := e.c.ContentStore().ListStatuses(e.ctx); err != nil || len(st) > 0 {
+		t.Fatalf("ingests left: %v %+v", err, st)
+	}
+	e.noLeftovers()
+
+	if v2 := e.snapshot("ws-v2"); v2.Labels[LabelSnapshotCompactedFrom] != "ws-v1" {
+		t.Fatalf("ws-v2 after the cancelled one: labels %v, want compacted from ws-v1", v2.Labels)
+	}
+	e.stop()
+	if err := e.r.RollbackContainer(e.ctx, e.id, "ws-v2"); err != nil {
+		t.Fatal(err)
+	}
+	e.start()
+	if got := e.mustExec("cat /two && md5sum -c /sum"); got != "two\n/big: OK\n" {
+		t.Fatalf("ws-v2: %q", got)
 	}
 	e.noLeftovers()
 }

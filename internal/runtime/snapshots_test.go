@@ -248,7 +248,7 @@ func (e *snapEnv) noLeftovers() {
 		e.t.Errorf("leases left: %v", ls)
 	}
 	for _, k := range e.snapshotKeys() {
-		if strings.Contains(k, ".lower-") || strings.Contains(k, ".apply-") || strings.Contains(k, ".rollback-") {
+		if strings.Contains(k, ".lower-") || strings.Contains(k, ".apply-") || strings.Contains(k, ".flat-") || strings.Contains(k, ".rollback-") {
 			e.t.Errorf("temporary snapshot left: %s", k)
 		}
 	}
