@@ -146,6 +146,19 @@ func (p *page) none(what, sel string) {
 	}
 }
 
+// named fails when a control of the page has no accessible name (text,
+// aria-label, a label or a title): what a screen reader would announce.
+func (p *page) named(what string) {
+	p.t.Helper()
+	nameless := eval[[]string](p, what, `[...document.querySelectorAll('button, a[href], input, select, textarea')].filter(el =>
+		!((el.getAttribute('aria-label') || el.textContent || el.title || '').trim() ||
+			(el.id && document.querySelector('label[for="' + el.id + '"]')) || el.closest('label'))
+	).map(el => el.outerHTML.slice(0, 120))`)
+	if len(nameless) > 0 {
+		p.t.Fatalf("%s: controls without a name: %q", what, nameless)
+	}
+}
+
 func (p *page) shot(name string) {
 	ctx, cancel := context.WithTimeout(p.ctx, 20*time.Second)
 	defer cancel()
@@ -166,6 +179,20 @@ func (p *page) login(token string) {
 		chromedp.SendKeys(chromedp.ID("token"), token),
 		chromedp.Click(chromedp.CSS(`form.login button[type="submit"]`)),
 		chromedp.WaitVisible(chromedp.CSS(`tr[data-bot="web"]`)))
+}
+
+// press is one press of a key that types no text (Tab, Enter, Space,
+// Escape), as a raw key down and up: CDP's key events with text reach a
+// page twice.
+func press(key, code string, vk int64) chromedp.Action[chromedp.Void] {
+	return chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+		for _, typ := range []input.DispatchKeyEventType{input.DispatchKeyEventTypeRawKeyDown, input.DispatchKeyEventTypeKeyUp} {
+			if _, err := cdp.Call(ctx, t, input.DispatchKeyEvent, input.DispatchKeyEventParams{Type: typ, Key: key, Code: code, WindowsVirtualKeyCode: vk}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // confirm presses the OK button of the confirmation dialog.
@@ -192,6 +219,9 @@ func TestConsole(t *testing.T) {
 	mustCall(t, admin, "workspace_create", map[string]any{"bot_id": "web"})
 	mustCall(t, admin, "workspace_create", map[string]any{"bot_id": "idle"})
 	base := strings.TrimSuffix(b.URL, "/mcp")
+	var ws struct {
+		Status string `json:"status"`
+	}
 
 	p := newPage(t, base)
 	if res, err := http.Get(base + "/ui"); err != nil {
@@ -201,6 +231,7 @@ func TestConsole(t *testing.T) {
 	}
 	p.do("open the console", chromedp.Navigate(base+"/ui"), chromedp.WaitVisible(chromedp.ID("token")))
 	p.shot("login")
+	p.named("controls of the login page")
 
 	// A wrong token is refused on the page.
 	p.do("bad token",
@@ -217,6 +248,24 @@ func TestConsole(t *testing.T) {
 	p.confirm("confirm the stop")
 	p.until("idle stopped", `document.querySelector('tr[data-bot="idle"] td.c-status').textContent === 'stopped' && !!document.querySelector('tr[data-bot="idle"] .act-start')`)
 	p.shot("overview")
+	p.named("controls of the overview page")
+	// The keyboard alone: Tab from the filter to web's Stop, Space opens
+	// the confirmation, Escape cancels it and nothing stops.
+	eval[bool](p, "focus the filter", `document.getElementById('filter').focus(), true`)
+	for i := 0; !eval[bool](p, "focus", `document.activeElement.matches('tr[data-bot="web"] .act-stop')`); i++ {
+		if i == 30 {
+			t.Fatalf("Tab did not reach web's Stop button; focus is on %s", eval[string](p, "focus", `document.activeElement.outerHTML.slice(0, 120)`))
+		}
+		p.do("Tab", press("Tab", "Tab", 9))
+	}
+	p.do("Space", press(" ", "Space", 32))
+	p.until("the confirmation, focused", `!!document.querySelector('dialog.modal[open]') && document.querySelector('dialog.modal[open]').contains(document.activeElement)`)
+	p.do("Escape", press("Escape", "Escape", 27))
+	p.until("the confirmation gone", `!document.querySelector('dialog.modal[open]')`)
+	mustCall(t, admin, "workspace_get", map[string]any{"bot_id": "web"}).decode(t, &ws)
+	if ws.Status != "running" {
+		t.Fatalf("after Escape on the stop confirmation the workspace is %q", ws.Status)
+	}
 	p.do("filter", chromedp.SendKeys(chromedp.ID("filter"), "stopp"))
 	p.until("only the stopped one", `!document.querySelector('tr[data-bot="web"]') && !!document.querySelector('tr[data-bot="idle"]')`)
 	eval[bool](p, "clear the filter", `(f => (f.value = '', f.dispatchEvent(new Event('input')), true))(document.getElementById('filter'))`)
@@ -232,15 +281,11 @@ func TestConsole(t *testing.T) {
 		if _, err := cdp.Call(ctx, t, input.InsertText, input.InsertTextParams{Text: "echo hi"}); err != nil {
 			return err
 		}
-		for _, typ := range []input.DispatchKeyEventType{input.DispatchKeyEventTypeRawKeyDown, input.DispatchKeyEventTypeKeyUp} {
-			if _, err := cdp.Call(ctx, t, input.DispatchKeyEvent, input.DispatchKeyEventParams{Type: typ, Key: "Enter", Code: "Enter", WindowsVirtualKeyCode: 13}); err != nil {
-				return err
-			}
-		}
 		return nil
-	}))
+	}), press("Enter", "Enter", 13))
 	p.until("hi in the terminal", `[...document.querySelectorAll('#terminal .xterm-rows > div')].some(r => r.textContent.trim() === 'hi')`)
 	p.shot("terminal")
+	p.named("controls of the terminal page")
 	// Coming back reattaches to the running terminal and shows its past.
 	p.open("#/w/web/files")
 	p.open("#/w/web/terminal")
@@ -299,6 +344,7 @@ func TestConsole(t *testing.T) {
 		t.Fatalf("downloaded file differs from the upload (%d bytes, %v)", len(got), err)
 	}
 	p.shot("files")
+	p.named("controls of the files page")
 	// New folder, rename and delete, each through its dialog.
 	p.do("new folder", chromedp.Click(chromedp.ID("mkdir")), chromedp.WaitVisible(chromedp.CSS(`dialog.modal[open] input`)),
 		chromedp.SendKeys(chromedp.CSS(`dialog.modal[open] input`), "notes"))
@@ -317,6 +363,7 @@ func TestConsole(t *testing.T) {
 	p.do("a process", chromedp.Click(chromedp.CSS(`#panel table.list tbody th button`)))
 	p.until("its output", `document.querySelector('#panel pre.output').textContent.includes('out-42')`)
 	p.shot("processes")
+	p.named("controls of the processes page")
 	p.open("#/w/web/mcp")
 	p.until("no MCP servers", `[...document.querySelectorAll('#panel p.empty')].some(e => e.textContent === 'No MCP servers in this workspace.')`)
 	p.shot("mcp")
@@ -329,6 +376,7 @@ func TestConsole(t *testing.T) {
 	p.confirm("confirm the rollback")
 	p.do("the pre-rollback version", chromedp.WaitVisible(chromedp.CSS(`#timeline li[data-version="2"].src-pre_rollback`)))
 	p.shot("snapshots")
+	p.named("controls of the snapshots page")
 	p.do("export", chromedp.Click(chromedp.CSS(`#timeline li[data-version="1"] .act-export`)))
 	p.confirm("confirm the export")
 	p.until("exported", `document.getElementById('notice').textContent === 'exported berth.local/snapshots/web:v1'`)
@@ -348,6 +396,7 @@ func TestConsole(t *testing.T) {
 	p.do("approve", chromedp.Click(chromedp.CSS(fmt.Sprintf(`#requests tr[data-request=%q] .act-approve`, asked.Request.ID))))
 	p.until("approved", `[...document.querySelectorAll('#decided td')].some(c => c.textContent.startsWith('approved')) && [...document.querySelectorAll('#policy td')].some(c => c.textContent.startsWith('docs.example.com'))`)
 	p.shot("network")
+	p.named("controls of the network page")
 	var net struct {
 		Policy struct {
 			Allow []struct {
@@ -365,6 +414,7 @@ func TestConsole(t *testing.T) {
 	p.open("#/w/web/ports")
 	p.until("the port", `!!document.querySelector('#ports a[href$="/bots/web/ports/8080/"]')`)
 	p.shot("ports")
+	p.named("controls of the ports page")
 
 	// The audit lines of the bot, from --audit-log.
 	p.open("#/w/web/audit")
@@ -386,9 +436,6 @@ func TestConsole(t *testing.T) {
 		t.Fatalf("a cross-site form post was answered: %s", body)
 	} else if !strings.Contains(body, "not allowed") && !strings.Contains(body, "CSRF") {
 		t.Fatalf("a cross-site form post got: %s", body)
-	}
-	var ws struct {
-		Status string `json:"status"`
 	}
 	mustCall(t, admin, "workspace_get", map[string]any{"bot_id": "web"}).decode(t, &ws)
 	if ws.Status != "running" {
