@@ -48,6 +48,13 @@ const (
 	portIdlePerHost           = 2
 )
 
+// portPathSandbox is the Content-Security-Policy of a bot's responses on
+// the path route (see modifyResponse): scripts, forms, popups, dialogs and
+// downloads work; the same origin as berth is not given. It is added
+// beside the app's own policy: browsers enforce every policy a response
+// carries, so the app keeps its own and cannot loosen this one.
+const portPathSandbox = "sandbox allow-scripts allow-forms allow-popups allow-modals allow-downloads"
+
 // errTooManyTunnels refuses a connection past the bot's tunnel cap.
 var errTooManyTunnels = errors.New("too many connections to this bot's ports")
 
@@ -315,9 +322,15 @@ func stripCookie(h http.Header, name string) {
 func (pp *portProxy) modifyResponse(res *http.Response) error {
 	t, _ := res.Request.Context().Value(portTargetKey{}).(portTarget)
 	if t.prefix != "" {
-		// On berth's own origin a bot's service worker stays within the
-		// port's path: scoped wider, it would see the console's pages and
-		// its login.
+		// On berth's own origin a bot's page must not act as berth's: its
+		// scripts would share the origin of the console (and of every
+		// other bot's path), read the console's pages with the logged-in
+		// user's cookie and call /mcp as them. The sandbox gives the page
+		// an opaque origin of its own, from which berth's cookies are not
+		// sent and its responses not readable; apps that need an origin
+		// (their own cookies, storage) are served on --preview-domain.
+		res.Header.Add("Content-Security-Policy", portPathSandbox)
+		// And its service worker would see the console's pages too.
 		res.Header.Del("Service-Worker-Allowed")
 	}
 	loc := res.Header.Get("Location")

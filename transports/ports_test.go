@@ -3,6 +3,7 @@ package transports
 import (
 	"context"
 	"net/http"
+	"strings"
 	"testing"
 )
 
@@ -62,6 +63,44 @@ func TestPortRedirectsStayUnderThePrefix(t *testing.T) {
 		}
 		if got := res.Header.Get("Location"); got != c.out {
 			t.Errorf("%q (prefix %q): %q, want %q", c.loc, c.t.prefix, got, c.out)
+		}
+	}
+}
+
+// A bot's page on the path route (berth's own origin) is sandboxed into an
+// opaque origin, beside its own policy, and may not widen its service
+// worker's scope; on its preview host (an origin of its own) it is left as
+// the app sent it.
+func TestPortPathRouteIsSandboxed(t *testing.T) {
+	pp := &portProxy{}
+	for _, c := range []struct {
+		t       portTarget
+		sandbox bool
+	}{
+		{portTarget{bot: "web", port: 8080, prefix: "/bots/web/ports/8080"}, true},
+		{portTarget{bot: "web", port: 8080}, false},
+	} {
+		req, _ := http.NewRequestWithContext(context.WithValue(context.Background(), portTargetKey{}, c.t), "GET", "http://x/", nil)
+		res := &http.Response{Header: http.Header{
+			"Content-Security-Policy": {"script-src 'self'"},
+			"Service-Worker-Allowed":  {"/"},
+		}, Request: req}
+		if err := pp.modifyResponse(res); err != nil {
+			t.Fatal(err)
+		}
+		csp := res.Header.Values("Content-Security-Policy")
+		if c.sandbox {
+			if len(csp) != 2 || csp[0] != "script-src 'self'" || csp[1] != portPathSandbox {
+				t.Errorf("path route: CSP %q, want the app's and the sandbox", csp)
+			}
+			if strings.Contains(portPathSandbox, "allow-same-origin") {
+				t.Error("the sandbox gives the page berth's origin")
+			}
+			if res.Header.Get("Service-Worker-Allowed") != "" {
+				t.Error("path route: Service-Worker-Allowed kept")
+			}
+		} else if len(csp) != 1 || res.Header.Get("Service-Worker-Allowed") != "/" {
+			t.Errorf("preview host: headers changed: %v", res.Header)
 		}
 	}
 }
