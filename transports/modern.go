@@ -184,10 +184,10 @@ func (c *modernCalls) cancel(r *http.Request, id json.RawMessage) {
 //     connection.
 //   - A server/discover from a client that can be asked (elicitation or
 //     sampling) is answered with the session versions only, so the client
-//     falls back to initialize: berth asks (network approvals, the bots'
-//     own servers' sampling and elicitation) with server-initiated
-//     requests, which 2026-07-28 removed, and berth does not speak its
-//     multi round-trip replacement yet.
+//     falls back to initialize: the bots' own MCP servers ask with
+//     server-initiated requests, which 2026-07-28 removed, and berth
+//     relays them as such (its own questions are multi round-trip, and
+//     work in both eras).
 func (c *modernCalls) shim(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		version := r.Header.Get(mcp.HeaderProtocolVersion)
