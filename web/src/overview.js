@@ -99,9 +99,10 @@ export function overview(main) {
 		c.image.textContent = w.image;
 		c.limits.textContent = limits(w.limits);
 		c.network.textContent = w.network_mode || '–';
-		const cpuMax = Math.max(100, ((w.limits && w.limits.cpus) || 1) * 100);
-		clear(c.cpu, sparkline(hst.cpu, cpuMax, `CPU of ${w.bot_id}`), h('span', {}, `${(w.cpu_percent || 0).toFixed(1)}%`));
-		clear(c.mem, sparkline(hst.mem, (w.limits && w.limits.memory_bytes) || 0, `memory of ${w.bot_id}`), h('span', {}, bytes(w.memory_bytes || 0)));
+		// Scaled to the recent peak (CPU to at least 5%), so that an idle
+		// workspace's small changes still show; the figure beside is absolute.
+		clear(c.cpu, sparkline(hst.cpu, Math.max(5, ...hst.cpu) * 1.1, `CPU of ${w.bot_id}`), h('span', {}, `${(w.cpu_percent || 0).toFixed(1)}%`));
+		clear(c.mem, sparkline(hst.mem, Math.max(1, ...hst.mem) * 1.1, `memory of ${w.bot_id}`), h('span', {}, bytes(w.memory_bytes || 0)));
 		c.disk.textContent = bytes(w.disk_bytes || 0);
 		clear(c.mcp, (w.mcp_servers || []).length
 			? (w.mcp_servers || []).map((s) => h('span', { class: `badge m-${s.state}`, title: s.state }, `${s.name}: ${s.state}`))
