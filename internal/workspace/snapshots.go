@@ -37,8 +37,8 @@ type Snapshot struct {
 	Source     string    `json:"source" jsonschema:"enum=manual,enum=pre_rollback"`
 	CreatedAt  time.Time `json:"created_at"`
 	SizeBytes  int64     `json:"size_bytes" jsonschema:"description=bytes of the version's layer (the changes it holds over its parent)"`
-	DiskBytes  int64     `json:"disk_bytes" jsonschema:"description=disk space the version itself takes, freed when it is deleted"`
-	Compacted  bool      `json:"compacted,omitempty" jsonschema:"description=stored with its whole content rather than on its parent, which keeps long lineages mountable"`
+	DiskBytes  int64     `json:"disk_bytes" jsonschema:"description=disk space the version itself takes (freed when it is deleted)"`
+	Compacted  bool      `json:"compacted,omitempty" jsonschema:"description=stored with its whole content rather than on its parent (this keeps long lineages mountable)"`
 	Parent     int       `json:"parent_version,omitempty" jsonschema:"description=the version this one builds on; absent: the image"`
 	PauseMilli int64     `json:"pause_ms,omitempty" jsonschema:"description=how long the workspace was paused to take it"`
 	key        string
