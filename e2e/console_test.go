@@ -491,6 +491,19 @@ func TestConsole(t *testing.T) {
 	if ws.Status != "running" {
 		t.Fatalf("after the read-only token's stop the workspace is %q", ws.Status)
 	}
+
+	// A session that ends under the page (here: logged out elsewhere) sends
+	// the page back to its login at the next call.
+	p.open("#/w/web/ports")
+	p.do("the ports tab", chromedp.WaitVisible(chromedp.ID("ports")))
+	if status := eval[int](p, "log out behind the page", `(async () => {
+		const me = await (await fetch('/ui/api/me')).json();
+		return (await fetch('/ui/logout', {method: 'POST', headers: {'X-Berth-CSRF': me.csrf}})).status;
+	})()`); status != http.StatusNoContent {
+		t.Fatalf("logout: %d", status)
+	}
+	p.do("refresh", chromedp.Click(chromedp.CSS(`#panel .toolbar button`)))
+	p.until("the login again", `!!document.getElementById('token') && document.getElementById('login-error').textContent.includes('session ended')`)
 	p.noExceptions()
 }
 
