@@ -145,7 +145,7 @@ func TestAgentStatusOutdated(t *testing.T) {
 	// The fake agent is served by this process, as the workspace's init.
 	me := uint32(os.Getpid())
 	st := m.agentStatus(context.Background(), "old", me)
-	if st.Status != "outdated" || !strings.Contains(st.Error, "workspace_stop") {
+	if st.Status != "outdated" || !strings.Contains(st.Error, "restarting it") {
 		t.Fatalf("want outdated with advice, got %+v", st)
 	}
 	// Served by anyone else, it is not the workspace's agent at all.
