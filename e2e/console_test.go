@@ -24,8 +24,8 @@ import (
 // consoleBrowser is Debian's chromium, which scripts/test.sh installs.
 const consoleBrowser = "/usr/bin/chromium"
 
-// page drives one headless chromium tab on berth's console.
-type page struct {
+// consolePage drives one headless chromium tab on berth's console.
+type consolePage struct {
 	t     *testing.T
 	ctx   context.Context
 	base  string // berth's address, http://127.0.0.1:port
@@ -35,9 +35,9 @@ type page struct {
 	thrown []string // the page's uncaught exceptions
 }
 
-// newPage starts chromium with a fresh profile and nothing that talks to
+// newConsolePage starts chromium with a fresh profile and nothing that talks to
 // the outside (updates, sync, field trials).
-func newPage(t *testing.T, base string) *page {
+func newConsolePage(t *testing.T, base string) *consolePage {
 	t.Helper()
 	if _, err := os.Stat(consoleBrowser); err != nil {
 		t.Fatalf("the console tests need Debian's chromium (apt-get install chromium; scripts/test.sh does): %v", err)
@@ -66,7 +66,7 @@ func newPage(t *testing.T, base string) *page {
 	if err := chromedp.Do(ctx, chromedp.Navigate("about:blank")); err != nil {
 		t.Fatalf("start chromium: %v", err)
 	}
-	p := &page{t: t, ctx: ctx, base: base, shots: shots}
+	p := &consolePage{t: t, ctx: ctx, base: base, shots: shots}
 	exceptions := chromedp.Events(ctx, runtime.ExceptionThrown)
 	go func() {
 		for ev, err := range exceptions {
@@ -88,7 +88,7 @@ func newPage(t *testing.T, base string) *page {
 
 // noExceptions fails the test if a script of the page threw and nothing
 // caught it.
-func (p *page) noExceptions() {
+func (p *consolePage) noExceptions() {
 	p.t.Helper()
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -99,7 +99,7 @@ func (p *page) noExceptions() {
 
 // do runs steps with a deadline; on failure it saves a screenshot of the
 // page as it was and fails the test.
-func (p *page) do(what string, steps ...chromedp.Action[chromedp.Void]) {
+func (p *consolePage) do(what string, steps ...chromedp.Action[chromedp.Void]) {
 	p.t.Helper()
 	ctx, cancel := context.WithTimeout(p.ctx, 45*time.Second)
 	defer cancel()
@@ -109,8 +109,8 @@ func (p *page) do(what string, steps ...chromedp.Action[chromedp.Void]) {
 	}
 }
 
-// eval runs JavaScript in the page (awaiting a promise) and returns its value.
-func eval[T any](p *page, what, js string) T {
+// consoleEval runs JavaScript in the page (awaiting a promise) and returns its value.
+func consoleEval[T any](p *consolePage, what, js string) T {
 	p.t.Helper()
 	ctx, cancel := context.WithTimeout(p.ctx, 45*time.Second)
 	defer cancel()
@@ -123,7 +123,7 @@ func eval[T any](p *page, what, js string) T {
 }
 
 // until waits for a JavaScript condition to hold.
-func (p *page) until(what, cond string) {
+func (p *consolePage) until(what, cond string) {
 	p.t.Helper()
 	p.do(what, chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
 		_, err := chromedp.Poll[bool](cond, chromedp.WithPollingTimeout(40*time.Second), chromedp.WithPollingInterval(50*time.Millisecond))(ctx, t)
@@ -132,15 +132,15 @@ func (p *page) until(what, cond string) {
 }
 
 // open goes to one of the page's own routes (a hash change: no load).
-func (p *page) open(route string) {
+func (p *consolePage) open(route string) {
 	p.t.Helper()
-	eval[bool](p, "open "+route, fmt.Sprintf("location.hash = %q, true", route))
+	consoleEval[bool](p, "open "+route, fmt.Sprintf("location.hash = %q, true", route))
 }
 
 // none fails when any element matches sel: the controls a token may not use.
-func (p *page) none(what, sel string) {
+func (p *consolePage) none(what, sel string) {
 	p.t.Helper()
-	if n := eval[int](p, what, fmt.Sprintf("document.querySelectorAll(%q).length", sel)); n != 0 {
+	if n := consoleEval[int](p, what, fmt.Sprintf("document.querySelectorAll(%q).length", sel)); n != 0 {
 		p.shot("failed")
 		p.t.Fatalf("%s: %d element(s) match %s", what, n, sel)
 	}
@@ -148,9 +148,9 @@ func (p *page) none(what, sel string) {
 
 // named fails when a control of the page has no accessible name (text,
 // aria-label, a label or a title): what a screen reader would announce.
-func (p *page) named(what string) {
+func (p *consolePage) named(what string) {
 	p.t.Helper()
-	nameless := eval[[]string](p, what, `[...document.querySelectorAll('button, a[href], input, select, textarea')].filter(el =>
+	nameless := consoleEval[[]string](p, what, `[...document.querySelectorAll('button, a[href], input, select, textarea')].filter(el =>
 		!((el.getAttribute('aria-label') || el.textContent || el.title || '').trim() ||
 			(el.id && document.querySelector('label[for="' + el.id + '"]')) || el.closest('label'))
 	).map(el => el.outerHTML.slice(0, 120))`)
@@ -159,7 +159,7 @@ func (p *page) named(what string) {
 	}
 }
 
-func (p *page) shot(name string) {
+func (p *consolePage) shot(name string) {
 	ctx, cancel := context.WithTimeout(p.ctx, 20*time.Second)
 	defer cancel()
 	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
@@ -172,7 +172,7 @@ func (p *page) shot(name string) {
 	}
 }
 
-func (p *page) login(token string) {
+func (p *consolePage) login(token string) {
 	p.t.Helper()
 	p.do("log in",
 		chromedp.WaitVisible(chromedp.ID("token")),
@@ -181,10 +181,10 @@ func (p *page) login(token string) {
 		chromedp.WaitVisible(chromedp.CSS(`tr[data-bot="web"]`)))
 }
 
-// press is one press of a key that types no text (Tab, Enter, Space,
+// consolePress is one press of a key that types no text (Tab, Enter, Space,
 // Escape), as a raw key down and up: CDP's key events with text reach a
 // page twice.
-func press(key, code string, vk int64) chromedp.Action[chromedp.Void] {
+func consolePress(key, code string, vk int64) chromedp.Action[chromedp.Void] {
 	return chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
 		for _, typ := range []input.DispatchKeyEventType{input.DispatchKeyEventTypeRawKeyDown, input.DispatchKeyEventTypeKeyUp} {
 			if _, err := cdp.Call(ctx, t, input.DispatchKeyEvent, input.DispatchKeyEventParams{Type: typ, Key: key, Code: code, WindowsVirtualKeyCode: vk}); err != nil {
@@ -196,7 +196,7 @@ func press(key, code string, vk int64) chromedp.Action[chromedp.Void] {
 }
 
 // confirm presses the OK button of the confirmation dialog.
-func (p *page) confirm(what string) {
+func (p *consolePage) confirm(what string) {
 	p.t.Helper()
 	p.do(what, chromedp.Click(chromedp.CSS(`dialog.modal[open] button[value="ok"]`)))
 }
@@ -223,7 +223,7 @@ func TestConsole(t *testing.T) {
 		Status string `json:"status"`
 	}
 
-	p := newPage(t, base)
+	p := newConsolePage(t, base)
 	if res, err := http.Get(base + "/ui"); err != nil {
 		t.Fatal(err)
 	} else if res.Body.Close(); res.StatusCode != http.StatusOK {
@@ -238,7 +238,7 @@ func TestConsole(t *testing.T) {
 		chromedp.SendKeys(chromedp.ID("token"), "not-a-token"),
 		chromedp.Click(chromedp.CSS(`form.login button[type="submit"]`)))
 	p.until("the refusal", `document.getElementById('login-error').textContent.includes('not valid')`)
-	eval[bool](p, "clear the field", `document.getElementById('token').value = '', true`)
+	consoleEval[bool](p, "clear the field", `document.getElementById('token').value = '', true`)
 
 	p.login(b.Token)
 	p.until("live figures", `document.querySelector('tr[data-bot="web"] td.c-status').textContent === 'running' && document.querySelectorAll('tr[data-bot="web"] svg.spark polyline').length === 2`)
@@ -251,16 +251,16 @@ func TestConsole(t *testing.T) {
 	p.named("controls of the overview page")
 	// The keyboard alone: Tab from the filter to web's Stop, Space opens
 	// the confirmation, Escape cancels it and nothing stops.
-	eval[bool](p, "focus the filter", `document.getElementById('filter').focus(), true`)
-	for i := 0; !eval[bool](p, "focus", `document.activeElement.matches('tr[data-bot="web"] .act-stop')`); i++ {
+	consoleEval[bool](p, "focus the filter", `document.getElementById('filter').focus(), true`)
+	for i := 0; !consoleEval[bool](p, "focus", `document.activeElement.matches('tr[data-bot="web"] .act-stop')`); i++ {
 		if i == 30 {
-			t.Fatalf("Tab did not reach web's Stop button; focus is on %s", eval[string](p, "focus", `document.activeElement.outerHTML.slice(0, 120)`))
+			t.Fatalf("Tab did not reach web's Stop button; focus is on %s", consoleEval[string](p, "focus", `document.activeElement.outerHTML.slice(0, 120)`))
 		}
-		p.do("Tab", press("Tab", "Tab", 9))
+		p.do("Tab", consolePress("Tab", "Tab", 9))
 	}
-	p.do("Space", press(" ", "Space", 32))
+	p.do("Space", consolePress(" ", "Space", 32))
 	p.until("the confirmation, focused", `!!document.querySelector('dialog.modal[open]') && document.querySelector('dialog.modal[open]').contains(document.activeElement)`)
-	p.do("Escape", press("Escape", "Escape", 27))
+	p.do("Escape", consolePress("Escape", "Escape", 27))
 	p.until("the confirmation gone", `!document.querySelector('dialog.modal[open]')`)
 	mustCall(t, admin, "workspace_get", map[string]any{"bot_id": "web"}).decode(t, &ws)
 	if ws.Status != "running" {
@@ -268,13 +268,13 @@ func TestConsole(t *testing.T) {
 	}
 	p.do("filter", chromedp.SendKeys(chromedp.ID("filter"), "stopp"))
 	p.until("only the stopped one", `!document.querySelector('tr[data-bot="web"]') && !!document.querySelector('tr[data-bot="idle"]')`)
-	eval[bool](p, "clear the filter", `(f => (f.value = '', f.dispatchEvent(new Event('input')), true))(document.getElementById('filter'))`)
+	consoleEval[bool](p, "clear the filter", `(f => (f.value = '', f.dispatchEvent(new Event('input')), true))(document.getElementById('filter'))`)
 	p.until("both again", `!!document.querySelector('tr[data-bot="web"]') && !!document.querySelector('tr[data-bot="idle"]')`)
 
 	// A terminal: open one, type, see the output.
 	p.open("#/w/web/terminal")
 	p.do("open a terminal", chromedp.Click(chromedp.ID("term-new")), chromedp.WaitVisible(chromedp.CSS("#terminal[data-attached]")))
-	eval[bool](p, "focus the terminal", `document.querySelector('#terminal .xterm-helper-textarea').focus(), true`)
+	consoleEval[bool](p, "focus the terminal", `document.querySelector('#terminal .xterm-helper-textarea').focus(), true`)
 	// The text as text input and Enter as one raw key press: CDP's
 	// ordinary key events reach xterm twice (keydown with text, then char).
 	p.do("type", chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
@@ -282,7 +282,7 @@ func TestConsole(t *testing.T) {
 			return err
 		}
 		return nil
-	}), press("Enter", "Enter", 13))
+	}), consolePress("Enter", "Enter", 13))
 	p.until("hi in the terminal", `[...document.querySelectorAll('#terminal .xterm-rows > div')].some(r => r.textContent.trim() === 'hi')`)
 	p.shot("terminal")
 	p.named("controls of the terminal page")
@@ -320,8 +320,9 @@ func TestConsole(t *testing.T) {
 		chromedp.Click(chromedp.CSS(`tr[data-path="/data/hello.go"] button.file`)))
 	p.until("the code, coloured", `!!document.querySelector('.viewer code.hljs .hljs-keyword') && document.querySelector('.viewer code').textContent.includes('println("hello")')`)
 	downloads := filepath.Join(dir, "downloads")
+	downloadEvents := true
 	if _, err := chromedp.CallBrowser(p.ctx, browser.SetDownloadBehavior, browser.SetDownloadBehaviorParams{
-		Behavior: browser.SetDownloadBehaviorBehaviorAllow, DownloadPath: downloads, EventsEnabled: ptrTo(true),
+		Behavior: browser.SetDownloadBehaviorBehaviorAllow, DownloadPath: downloads, EventsEnabled: &downloadEvents,
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -351,7 +352,7 @@ func TestConsole(t *testing.T) {
 	p.confirm("create the folder")
 	p.do("the folder", chromedp.WaitVisible(chromedp.CSS(`tr[data-path="/data/notes"]`)),
 		chromedp.Click(chromedp.CSS(`button[aria-label="Rename hello.go"]`)), chromedp.WaitVisible(chromedp.CSS(`dialog.modal[open] input`)))
-	eval[bool](p, "the new name", `document.querySelector('dialog.modal[open] input').value = 'hi.go', true`)
+	consoleEval[bool](p, "the new name", `document.querySelector('dialog.modal[open] input').value = 'hi.go', true`)
 	p.confirm("rename")
 	p.do("renamed", chromedp.WaitVisible(chromedp.CSS(`tr[data-path="/data/hi.go"]`)), chromedp.Click(chromedp.CSS(`button[aria-label="Delete notes"]`)))
 	p.confirm("delete the folder")
@@ -432,7 +433,7 @@ func TestConsole(t *testing.T) {
 	defer evil.Close()
 	p.do("the cross-site form", chromedp.Navigate(evil.URL))
 	p.until("its answer", fmt.Sprintf(`location.href.startsWith(%q) && document.readyState === 'complete'`, base+"/mcp"))
-	if body := eval[string](p, "its answer", `document.body ? document.body.innerText : ''`); strings.Contains(body, `"result"`) {
+	if body := consoleEval[string](p, "its answer", `document.body ? document.body.innerText : ''`); strings.Contains(body, `"result"`) {
 		t.Fatalf("a cross-site form post was answered: %s", body)
 	} else if !strings.Contains(body, "not allowed") && !strings.Contains(body, "CSRF") {
 		t.Fatalf("a cross-site form post got: %s", body)
@@ -472,7 +473,7 @@ func TestConsole(t *testing.T) {
 	p.open("#/w/web/terminal")
 	p.until("no terminal", `!!document.querySelector('#panel .empty') && !document.querySelector('#terminal')`)
 
-	refused := eval[map[string]any](p, "mutating requests of a read-only token", `(async () => {
+	refused := consoleEval[map[string]any](p, "mutating requests of a read-only token", `(async () => {
 		const me = await (await fetch('/ui/api/me')).json();
 		const h = {'Content-Type': 'application/json', Accept: 'application/json, text/event-stream', 'X-Berth-CSRF': me.csrf};
 		const init = await fetch('/mcp', {method: 'POST', headers: h, body: JSON.stringify({jsonrpc: '2.0', id: 1, method: 'initialize',
@@ -496,7 +497,7 @@ func TestConsole(t *testing.T) {
 	// the page back to its login at the next call.
 	p.open("#/w/web/ports")
 	p.do("the ports tab", chromedp.WaitVisible(chromedp.ID("ports")))
-	if status := eval[int](p, "log out behind the page", `(async () => {
+	if status := consoleEval[int](p, "log out behind the page", `(async () => {
 		const me = await (await fetch('/ui/api/me')).json();
 		return (await fetch('/ui/logout', {method: 'POST', headers: {'X-Berth-CSRF': me.csrf}})).status;
 	})()`); status != http.StatusNoContent {
@@ -506,5 +507,3 @@ func TestConsole(t *testing.T) {
 	p.until("the login again", `!!document.getElementById('token') && document.getElementById('login-error').textContent.includes('session ended')`)
 	p.noExceptions()
 }
-
-func ptrTo[T any](v T) *T { return &v }
