@@ -65,5 +65,6 @@ awk '
 	}
 	printf "| %s | %s | %.0f / %.0f ms | %.0f ms | %.2f MB |\n", earlier, change, v["pause-p50-ms"], v["pause-p95-ms"], v["total-p50-ms"], v["disk-bytes"] / 1e6
 }
-/^SnapshotCostCompaction / { sub(/^SnapshotCostCompaction /, "one compaction with "); print }
+/^SnapshotCostCompaction / { sub(/^SnapshotCostCompaction /, "one compaction with "); compactions = compactions $0 "\n" }
+END { printf "%s", compactions }
 ' "$out"
