@@ -53,14 +53,16 @@ func (h handlers) confirm(ctx context.Context, c *call, question func() (string,
 	if h.Confirm == "" || h.Confirm == ConfirmOff {
 		return "", nil
 	}
-	if !c.answered(confirmAnswer) {
-		if !c.canElicit(ctx) {
-			if h.Confirm == ConfirmRequire {
-				return "", errors.New("nothing was changed: berth confirms destructive calls with the person behind the client (--confirm-destructive=require), " +
-					"and this call cannot ask (the client did not declare the elicitation capability, or the call runs as a task: call it without one)")
-			}
-			return "", nil
+	// Checked first, also on the retry that carries the answer: a client
+	// that cannot be asked must not pass require with an answer of its own.
+	if !c.canElicit(ctx) {
+		if h.Confirm == ConfirmRequire {
+			return "", errors.New("nothing was changed: berth confirms destructive calls with the person behind the client (--confirm-destructive=require), " +
+				"and this call cannot ask (the client did not declare the elicitation capability, or the call runs as a task: call it without one)")
 		}
+		return "", nil
+	}
+	if !c.answered(confirmAnswer) {
 		msg, err := question()
 		if err != nil || msg == "" {
 			return "", err
