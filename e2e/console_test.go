@@ -11,12 +11,14 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/chromedp/cdproto/browser"
 	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/input"
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 )
@@ -84,6 +86,28 @@ func newConsolePage(t *testing.T, base string) *consolePage {
 		}
 	}()
 	return p
+}
+
+// mcpStreams counts the page's /mcp answers that came as an event stream
+// (a call with progress), from now on.
+func (p *consolePage) mcpStreams() *atomic.Int64 {
+	p.t.Helper()
+	var n atomic.Int64
+	responses := chromedp.Events(p.ctx, network.ResponseReceived)
+	if _, err := chromedp.Call(p.ctx, network.Enable, network.EnableParams{}); err != nil {
+		p.t.Fatal(err)
+	}
+	go func() {
+		for ev, err := range responses {
+			if err != nil {
+				return
+			}
+			if strings.HasSuffix(ev.Response.URL, "/mcp") && strings.HasPrefix(ev.Response.MimeType, "text/event-stream") {
+				n.Add(1)
+			}
+		}
+	}()
+	return &n
 }
 
 // noExceptions fails the test if a script of the page threw and nothing
@@ -294,11 +318,17 @@ func TestConsole(t *testing.T) {
 
 	// A snapshot of the workspace before the upload.
 	p.open("#/w/web/snapshots")
+	streams := p.mcpStreams()
 	p.do("take a snapshot",
 		chromedp.WaitVisible(chromedp.ID("snap-name")),
 		chromedp.SendKeys(chromedp.ID("snap-name"), "clean"),
 		chromedp.Click(chromedp.ID("snap-create")),
 		chromedp.WaitVisible(chromedp.CSS(`#timeline li[data-version="1"]`)))
+	// The page asks for progress, so berth answered with an event stream:
+	// the page's stream parser read the new version.
+	if streams.Load() == 0 {
+		t.Fatal("snapshot_create was not answered as an event stream")
+	}
 
 	// Upload a file and download it back.
 	payload := make([]byte, 300<<10)

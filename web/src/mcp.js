@@ -34,8 +34,9 @@ class Client {
 		return res;
 	}
 
-	// answer finds the response to id in a JSON or event-stream body.
-	static async answer(res, id) {
+	// answer finds the response to id in a JSON or event-stream body; the
+	// stream's progress notifications go to onProgress.
+	static async answer(res, id, onProgress) {
 		const type = res.headers.get('Content-Type') || '';
 		if (type.startsWith('application/json')) return res.json();
 		if (!type.startsWith('text/event-stream')) throw new Error(`unexpected answer type ${type || '(none)'}`);
@@ -51,6 +52,7 @@ class Client {
 				const data = block.split('\n').filter((l) => l.startsWith('data:')).map((l) => l.slice(5).replace(/^ /, '')).join('\n');
 				if (!data) continue;
 				const msg = JSON.parse(data);
+				if (msg.method === 'notifications/progress' && onProgress && msg.params && msg.params.progressToken === id) onProgress(msg.params);
 				if (msg.id === id && ('result' in msg || 'error' in msg)) {
 					reader.cancel().catch(() => {});
 					return msg;
@@ -60,10 +62,12 @@ class Client {
 		}
 	}
 
-	async rpc(method, params, withSession = true) {
+	async rpc(method, params, withSession = true, onProgress = null) {
 		const id = this.nextID++;
-		const res = await this.post({ jsonrpc: '2.0', id, method, params }, withSession);
-		return { res, msg: await Client.answer(res, id) };
+		// The request id doubles as the progress token.
+		const p = onProgress ? { ...params, _meta: { progressToken: id } } : params;
+		const res = await this.post({ jsonrpc: '2.0', id, method, params: p }, withSession);
+		return { res, msg: await Client.answer(res, id, onProgress) };
 	}
 
 	async start() {
@@ -89,18 +93,20 @@ class Client {
 	}
 
 	// call runs a tool and returns its structured result; a tool error
-	// (isError) or a JSON-RPC error is thrown with its message.
-	async call(name, args) {
+	// (isError) or a JSON-RPC error is thrown with its message. With
+	// onProgress, the call asks for progress notifications and passes each
+	// one's params ({progress, total, message}) on.
+	async call(name, args, onProgress = null) {
 		await this.ready();
 		let out;
 		try {
-			out = await this.rpc('tools/call', { name, arguments: args });
+			out = await this.rpc('tools/call', { name, arguments: args }, true, onProgress);
 		} catch (e) {
 			// The server forgot the session (restart, expiry): start anew once.
 			if (!(e instanceof HTTPError && e.status === 404)) throw e;
 			this.starting = null;
 			await this.ready();
-			out = await this.rpc('tools/call', { name, arguments: args });
+			out = await this.rpc('tools/call', { name, arguments: args }, true, onProgress);
 		}
 		const { msg } = out;
 		if (msg.error) throw new ToolError(msg.error.message);

@@ -4,6 +4,11 @@ import { can } from '../api.js';
 import { mcp } from '../mcp.js';
 import { h, clear, bytes, when, guard, confirmAction, notice } from '../util.js';
 
+// progress shows a long call's progress notifications in the status line.
+function progress(what) {
+	return (p) => notice(`${what}: ${p.message || ''}${p.total ? ` ${Math.round((100 * p.progress) / p.total)}%` : ''}`.trim());
+}
+
 export function snapshotsTab(panel, bot) {
 	const timeline = h('ol', { class: 'timeline', id: 'timeline' });
 	const fromSel = h('select', { id: 'diff-from' });
@@ -60,7 +65,7 @@ export function snapshotsTab(panel, bot) {
 
 	async function create(btn) {
 		await guard(btn, async () => {
-			const s = await mcp.call('snapshot_create', { bot_id: bot, name: nameInput.value.trim() || undefined });
+			const s = await mcp.call('snapshot_create', { bot_id: bot, name: nameInput.value.trim() || undefined }, progress('snapshot'));
 			notice(`saved version ${s.version} (${bytes(s.size_bytes)}, paused ${s.pause_ms || 0} ms)`);
 			nameInput.value = '';
 			await load();
@@ -74,7 +79,7 @@ export function snapshotsTab(panel, bot) {
 			'The state before is saved first as a pre_rollback version: roll back to it to undo.'], 'Roll back');
 		if (!ok) return;
 		await guard(btn, async () => {
-			const out = await mcp.call('snapshot_rollback', { bot_id: bot, version: v.version });
+			const out = await mcp.call('snapshot_rollback', { bot_id: bot, version: v.version }, progress('rollback'));
 			notice(`${bot} now runs v${v.version}; the state before is v${out.pre_rollback.version}`);
 			await load();
 		});
