@@ -35,7 +35,7 @@ func TestBadInput(t *testing.T) {
 				{"workspace_get", map[string]any{"bot_id": "../etc"}, "is invalid"},
 				{"workspace_get", map[string]any{}, "bot_id is required"},
 				{"workspace_create", map[string]any{"bot_id": "x", "image": "Not A Valid::Ref"}, "image reference"},
-				{"workspace_create", map[string]any{"bot_id": "x", "image": "berth-test/absent:1", "pull_policy": "never"}, "not present and pull policy is never"},
+				{"workspace_create", map[string]any{"bot_id": "x", "image": "berth-test/absent:1", "pull_policy": "never"}, "not present and the pull policy is never; import it with image_import"},
 				{"workspace_create", map[string]any{"bot_id": "x", "pull_policy": "sometimes"}, "pull policy"},
 				{"workspace_create", map[string]any{"bot_id": "x", "memory": "lots"}, "size \"lots\""},
 				{"workspace_create", map[string]any{"bot_id": "x", "cpus": -1}, "must not be negative"},
