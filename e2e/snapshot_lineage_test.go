@@ -11,6 +11,7 @@ import (
 // on the one before, rolls back to its first and last versions and forks;
 // each comes back with exactly its files, and no workspace mounts more
 // than 32 version layers (every 32nd version is stored compacted).
+// snapshot_list pages the lineage.
 func TestSnapshotLongLineage(t *testing.T) {
 	e := newEnv(t)
 	c := e.stdioMcpgo()
@@ -33,11 +34,18 @@ func TestSnapshotLongLineage(t *testing.T) {
 			Compacted bool  `json:"compacted"`
 			Disk      int64 `json:"disk_bytes"`
 		} `json:"versions"`
-		Disk int64 `json:"disk_bytes"`
+		Disk  int64 `json:"disk_bytes"`
+		Total int   `json:"total_versions"`
+		Next  int   `json:"next_offset"`
 	}
-	mustCall(t, c, "snapshot_list", map[string]any{"bot_id": "long"}).decode(t, &lineage)
-	if len(lineage.Versions) != n {
-		t.Fatalf("snapshot_list has %d versions, want %d", len(lineage.Versions), n)
+	// Pages of 100 by default; one page of up to 1000 on request.
+	for _, page := range []struct{ offset, limit, want, next int }{{0, 0, 100, 100}, {200, 0, 100, 0}, {250, 30, 30, 280}, {0, 1000, n, 0}} {
+		lineage.Versions, lineage.Next = nil, 0 // decoding into old entries would keep their omitted fields
+		mustCall(t, c, "snapshot_list", map[string]any{"bot_id": "long", "offset": page.offset, "limit": page.limit}).decode(t, &lineage)
+		if len(lineage.Versions) != page.want || lineage.Versions[0].Version != page.offset+1 || lineage.Total != n || lineage.Next != page.next {
+			t.Fatalf("snapshot_list offset %d limit %d: %d versions from %d, total %d, next %d; want %d, total %d, next %d",
+				page.offset, page.limit, len(lineage.Versions), lineage.Versions[0].Version, lineage.Total, lineage.Next, page.want, n, page.next)
+		}
 	}
 	var compacted []int
 	var total int64

@@ -18,6 +18,21 @@ type SnapshotCreateInput struct {
 
 func (s SnapshotCreateInput) bot() string { return s.BotID }
 
+// SnapshotListInput pages a lineage.
+type SnapshotListInput struct {
+	BotID  string `json:"bot_id"`
+	Offset int    `json:"offset,omitempty" jsonschema:"minimum=0,description=next_offset of the previous page"`
+	Limit  int    `json:"limit,omitempty" jsonschema:"minimum=0,maximum=1000,description=versions per page (oldest first; default 100)"`
+}
+
+func (s SnapshotListInput) bot() string { return s.BotID }
+
+// Versions per snapshot_list page.
+const (
+	snapshotListDefaultLimit = 100
+	snapshotListMaxLimit     = 1000
+)
+
 // SnapshotVersionInput names a version.
 type SnapshotVersionInput struct {
 	BotID   string `json:"bot_id"`
@@ -65,7 +80,7 @@ func snapshotTools(h handlers) []server.ServerTool {
 			"Save the workspace's whole filesystem as the next numbered version while it keeps running: processes keep their PIDs, terminals and background commands survive (the workspace is paused only while the changes are read).",
 			hints{}, auth.ScopeManage, h.snapshotCreate),
 		define("snapshot_list", "List snapshots",
-			"The workspace's lineage: its image and its numbered versions with name, source (manual, pre_rollback), time, parent, the size of the changes each holds and the disk each takes, and the disk all take together.",
+			"The workspace's lineage, a page of versions at a time: its image and its numbered versions with name, source (manual, pre_rollback), time, parent, the size of the changes each holds and the disk each takes, and the disk all take together.",
 			hints{readOnly: true, idempotent: true}, auth.ScopeRead, h.snapshotList),
 		define("snapshot_rollback", "Roll back workspace",
 			"Replace the workspace's files with a version. The current state is first saved as a pre_rollback version (roll back to it to undo); the workspace restarts, so running processes and terminals end.",
@@ -94,12 +109,27 @@ func (h handlers) snapshotCreate(ctx context.Context, c *call, in SnapshotCreate
 	return s, fmt.Sprintf("saved version %d of %s (%d bytes of changes; paused %d ms)", s.Version, in.BotID, s.SizeBytes, s.PauseMilli), nil
 }
 
-func (h handlers) snapshotList(ctx context.Context, _ *call, in BotInput) (workspace.Lineage, string, error) {
+func (h handlers) snapshotList(ctx context.Context, _ *call, in SnapshotListInput) (workspace.Lineage, string, error) {
+	if in.Offset < 0 || in.Limit < 0 || in.Limit > snapshotListMaxLimit {
+		return workspace.Lineage{}, "", fmt.Errorf("offset must not be negative and limit must be between 0 and %d", snapshotListMaxLimit)
+	}
 	l, err := h.Manager.ListSnapshots(ctx, in.BotID)
 	if err != nil {
 		return l, "", err
 	}
-	summary := fmt.Sprintf("%s: image %s, %d version(s) taking %d bytes of disk", in.BotID, l.Image, len(l.Versions), l.DiskBytes)
+	limit := in.Limit
+	if limit == 0 {
+		limit = snapshotListDefaultLimit
+	}
+	l.TotalVersions = len(l.Versions)
+	l.Versions = l.Versions[min(in.Offset, len(l.Versions)):]
+	if len(l.Versions) > limit {
+		l.Versions, l.NextOffset = l.Versions[:limit], in.Offset+limit
+	}
+	summary := fmt.Sprintf("%s: image %s, %d version(s) taking %d bytes of disk", in.BotID, l.Image, l.TotalVersions, l.DiskBytes)
+	if l.NextOffset > 0 {
+		summary += fmt.Sprintf("; more follow: pass offset %d", l.NextOffset)
+	}
 	for _, v := range l.Versions {
 		summary += fmt.Sprintf("\nv%d %s %q %s %d bytes of changes, %d on disk", v.Version, v.Source, v.Name, v.CreatedAt.Format("2006-01-02 15:04:05"), v.SizeBytes, v.DiskBytes)
 		if v.Compacted {

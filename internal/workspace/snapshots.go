@@ -52,6 +52,9 @@ type Lineage struct {
 	BasedOn   int        `json:"live_based_on,omitempty" jsonschema:"description=the version the live workspace was rolled back to; absent: the image"`
 	Versions  []Snapshot `json:"versions"`
 	DiskBytes int64      `json:"disk_bytes" jsonschema:"description=disk space all the versions take together"`
+	// Set by pagers (snapshot_list); ListSnapshots returns every version.
+	TotalVersions int `json:"total_versions,omitempty" jsonschema:"description=how many versions the lineage has"`
+	NextOffset    int `json:"next_offset,omitempty" jsonschema:"description=more versions follow: pass this as offset"`
 }
 
 func snapshotKey(bot string, version int) string {
