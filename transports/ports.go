@@ -321,7 +321,10 @@ func stripCookie(h http.Header, name string) {
 // of /login (or http://localhost:PORT/login) means the app's own /login.
 func (pp *portProxy) modifyResponse(res *http.Response) error {
 	t, _ := res.Request.Context().Value(portTargetKey{}).(portTarget)
+	keepOwnCookies(res.Header, t.prefix)
 	if t.prefix != "" {
+		// It would clear berth's cookies and storage for the whole origin.
+		res.Header.Del("Clear-Site-Data")
 		// On berth's own origin a bot's page must not act as berth's: its
 		// scripts would share the origin of the console (and of every
 		// other bot's path), read the console's pages with the logged-in
@@ -347,6 +350,29 @@ func (pp *portProxy) modifyResponse(res *http.Response) error {
 	}
 	res.Header.Set("Location", (&url.URL{Path: t.prefix + u.Path, RawQuery: u.RawQuery, Fragment: u.Fragment}).String())
 	return nil
+}
+
+// keepOwnCookies drops the cookies a bot's response sets outside what is
+// the app's own: any named like berth's (a bot could plant its own console
+// session or port link in the browser of whoever opens its page), any with
+// a Domain (it would reach berth's host or other bots' preview hosts), and
+// on the path route (prefix) any whose Path leaves the port's prefix.
+func keepOwnCookies(h http.Header, prefix string) {
+	set := h.Values("Set-Cookie")
+	if len(set) == 0 {
+		return
+	}
+	h.Del("Set-Cookie")
+	for _, line := range set {
+		c, err := http.ParseSetCookie(line)
+		if err != nil || strings.HasPrefix(strings.ToLower(c.Name), "berth_") || c.Domain != "" {
+			continue
+		}
+		if prefix != "" && c.Path != "" && c.Path != prefix && !strings.HasPrefix(c.Path, prefix+"/") {
+			continue
+		}
+		h.Add("Set-Cookie", line)
+	}
 }
 
 // proxyError answers a request the proxy could not carry.

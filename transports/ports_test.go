@@ -3,6 +3,7 @@ package transports
 import (
 	"context"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -101,6 +102,43 @@ func TestPortPathRouteIsSandboxed(t *testing.T) {
 			}
 		} else if len(csp) != 1 || res.Header.Get("Service-Worker-Allowed") != "/" {
 			t.Errorf("preview host: headers changed: %v", res.Header)
+		}
+	}
+}
+
+// A bot's response keeps only the cookies that are the app's own: none
+// named like berth's, none for a wider Domain, on the path route none for a
+// Path outside the port's prefix; and it cannot clear berth's origin.
+func TestPortResponseKeepsOwnCookies(t *testing.T) {
+	pp := &portProxy{}
+	set := []string{
+		"app=1; Path=/bots/web/ports/8080/; HttpOnly",
+		"plain=2",
+		"deep=3; Path=/bots/web/ports/8080/api",
+		"berth_ui=stolen; Path=/ui",
+		"Berth_Link=x; Path=/bots/web/ports/8080/",
+		"wide=4; Domain=example.com",
+		"outside=5; Path=/ui",
+		"sibling=6; Path=/bots/web/ports/80801",
+		"root=7; Path=/",
+	}
+	for _, c := range []struct {
+		t    portTarget
+		want []string
+	}{
+		{portTarget{bot: "web", port: 8080, prefix: "/bots/web/ports/8080"}, []string{set[0], set[1], set[2]}},
+		{portTarget{bot: "web", port: 8080}, []string{set[0], set[1], set[2], set[6], set[7], set[8]}},
+	} {
+		req, _ := http.NewRequestWithContext(context.WithValue(context.Background(), portTargetKey{}, c.t), "GET", "http://x/", nil)
+		res := &http.Response{Header: http.Header{"Set-Cookie": set, "Clear-Site-Data": {`"*"`}}, Request: req}
+		if err := pp.modifyResponse(res); err != nil {
+			t.Fatal(err)
+		}
+		if got := res.Header.Values("Set-Cookie"); !slices.Equal(got, c.want) {
+			t.Errorf("prefix %q: cookies kept %q, want %q", c.t.prefix, got, c.want)
+		}
+		if cleared := res.Header.Get("Clear-Site-Data") != ""; cleared != (c.t.prefix == "") {
+			t.Errorf("prefix %q: Clear-Site-Data kept: %v", c.t.prefix, cleared)
 		}
 	}
 }
