@@ -256,7 +256,11 @@ func (h handlers) importQuestion(ctx context.Context, in DataImportInput, archiv
 		if err != nil {
 			return "", nil // the import itself refuses the path
 		}
-		names, more := archiveFiles(archive, maxImportChecks)
+		names, more, ok := archiveFiles(archive, in.Format, maxImportChecks)
+		if !ok {
+			return fmt.Sprintf("Import into %s of bot %s: berth could not list the archive to check which files it replaces; existing files of the same names lose their content.",
+				target, in.BotID), nil
+		}
 		var replaced []string
 		_, err = workspace.Ask(ctx, h.Manager, in.BotID, func(a *client.Client) (struct{}, error) {
 			for _, n := range names {
@@ -293,10 +297,13 @@ func etc(more bool) string {
 	return ""
 }
 
-// archiveFiles lists up to max names of the files and symlinks a tar,
-// tar.gz or zip archive holds, relative and clean, and whether it holds
-// more. An archive it cannot read lists nothing: the import refuses it.
-func archiveFiles(archive []byte, max int) (names []string, more bool) {
+// archiveFiles lists up to max names of the files and symlinks an archive
+// holds, relative and clean, and whether it holds more, reading it as the
+// import will: as format, or for "auto" (and "") by the same first bytes
+// the agent goes by (a tar with a zip appended is a tar, though a zip
+// reader would find the zip). ok is false when it cannot read the archive
+// to its end that way: the import may still extract some of it.
+func archiveFiles(archive []byte, format string, max int) (names []string, more, ok bool) {
 	add := func(name string, dir bool) bool {
 		name = path.Clean(strings.TrimPrefix(name, "/"))
 		if dir || name == "." || name == ".." || strings.HasPrefix(name, "../") {
@@ -309,30 +316,40 @@ func archiveFiles(archive []byte, max int) (names []string, more bool) {
 		names = append(names, name)
 		return true
 	}
-	if zr, err := zip.NewReader(bytes.NewReader(archive), int64(len(archive))); err == nil {
+	if format == "" || format == wire.ArchiveFormatAuto {
+		format = wire.SniffArchiveFormat(archive)
+	}
+	if format == wire.ArchiveFormatZip {
+		zr, err := zip.NewReader(bytes.NewReader(archive), int64(len(archive)))
+		if err != nil {
+			return nil, false, false
+		}
 		for _, f := range zr.File {
 			if !add(f.Name, f.FileInfo().IsDir()) {
 				break
 			}
 		}
-		return names, more
+		return names, more, true
 	}
 	var r io.Reader = bytes.NewReader(archive)
-	if bytes.HasPrefix(archive, []byte{0x1f, 0x8b}) {
+	if format == wire.ArchiveFormatTarGz {
 		gz, err := gzip.NewReader(r)
 		if err != nil {
-			return nil, false
+			return nil, false, false
 		}
 		r = gz
 	}
 	tr := tar.NewReader(r)
 	for {
 		hdr, err := tr.Next()
+		if err == io.EOF {
+			return names, more, true
+		}
 		if err != nil {
-			return names, more
+			return names, more, false
 		}
 		if !add(hdr.Name, hdr.Typeflag == tar.TypeDir) {
-			return names, more
+			return names, more, true
 		}
 	}
 }

@@ -43,14 +43,34 @@ func TestArchiveFiles(t *testing.T) {
 
 	want := []string{"a/one.txt", "two", "abs/three"}
 	for name, archive := range map[string][]byte{"tar": tarBuf.Bytes(), "tar.gz": gzBuf.Bytes(), "zip": zipBuf.Bytes()} {
-		if got, more := archiveFiles(archive, 10); !slices.Equal(got, want) || more {
-			t.Errorf("%s: %q more=%v, want %q", name, got, more, want)
-		}
-		if got, more := archiveFiles(archive, 2); !slices.Equal(got, want[:2]) || !more {
-			t.Errorf("%s capped at 2: %q more=%v", name, got, more)
+		for _, format := range []string{"", "auto", name} {
+			if got, more, ok := archiveFiles(archive, format, 10); !slices.Equal(got, want) || more || !ok {
+				t.Errorf("%s as %q: %q more=%v ok=%v, want %q", name, format, got, more, ok, want)
+			}
+			if got, more, ok := archiveFiles(archive, format, 2); !slices.Equal(got, want[:2]) || !more || !ok {
+				t.Errorf("%s as %q capped at 2: %q more=%v ok=%v", name, format, got, more, ok)
+			}
 		}
 	}
-	if got, more := archiveFiles([]byte("not an archive"), 10); len(got) != 0 || more {
-		t.Errorf("garbage: %q %v", got, more)
+	// A tar with a zip appended is extracted as a tar (its first bytes):
+	// the question lists the tar's files, not the zip's (a zip reader
+	// finds a zip at the end of anything).
+	var other bytes.Buffer
+	zw = zip.NewWriter(&other)
+	if _, err := zw.Create("harmless.txt"); err != nil {
+		t.Fatal(err)
+	}
+	zw.Close()
+	polyglot := append(slices.Clone(tarBuf.Bytes()), other.Bytes()...)
+	if got, _, ok := archiveFiles(polyglot, "auto", 10); !slices.Equal(got, want) || !ok {
+		t.Errorf("tar+zip as auto: %q ok=%v, want the tar's %q", got, ok, want)
+	}
+	if got, _, ok := archiveFiles(polyglot, "zip", 10); !slices.Equal(got, []string{"harmless.txt"}) || !ok {
+		t.Errorf("tar+zip as zip: %q ok=%v, want the zip's", got, ok)
+	}
+	for _, garbage := range [][]byte{[]byte("not an archive"), []byte("PK\x03\x04 broken zip"), {0x1f, 0x8b, 0, 0}} {
+		if _, _, ok := archiveFiles(garbage, "auto", 10); ok {
+			t.Errorf("%q: listed as if read to its end", garbage)
+		}
 	}
 }

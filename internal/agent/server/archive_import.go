@@ -4,7 +4,6 @@ import (
 	"archive/tar"
 	"archive/zip"
 	"bufio"
-	"bytes"
 	"compress/gzip"
 	"context"
 	"crypto/rand"
@@ -245,13 +244,7 @@ func archiveSniff(br *bufio.Reader) (string, error) {
 		}
 		return "", fsErrorf(wire.CodeInvalid, "the archive is empty")
 	}
-	switch {
-	case bytes.HasPrefix(head, []byte{0x1f, 0x8b}):
-		return wire.ArchiveFormatTarGz, nil
-	case bytes.HasPrefix(head, []byte("PK\x03\x04")), bytes.HasPrefix(head, []byte("PK\x05\x06")), bytes.HasPrefix(head, []byte("PK\x07\x08")):
-		return wire.ArchiveFormatZip, nil
-	}
-	return wire.ArchiveFormatTar, nil
+	return wire.SniffArchiveFormat(head), nil
 }
 
 // archiveDest is the directory an import goes into, and what making it

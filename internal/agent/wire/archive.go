@@ -1,5 +1,7 @@
 package wire
 
+import "bytes"
+
 // Archive endpoints move whole trees into and out of a running workspace as
 // one stream, so that the host never holds a tree in memory and never
 // touches the workspace's files itself (the agent sees the container's
@@ -38,6 +40,19 @@ const (
 	ArchiveFormatTarGz = "tar.gz"
 	ArchiveFormatZip   = "zip"
 )
+
+// SniffArchiveFormat is the format ArchiveFormatAuto reads an archive as,
+// from its first bytes: the agent extracts by it, and the host asks what an
+// import replaces by it, so both read the same archive the same way.
+func SniffArchiveFormat(head []byte) string {
+	switch {
+	case bytes.HasPrefix(head, []byte{0x1f, 0x8b}):
+		return ArchiveFormatTarGz
+	case bytes.HasPrefix(head, []byte("PK\x03\x04")), bytes.HasPrefix(head, []byte("PK\x05\x06")), bytes.HasPrefix(head, []byte("PK\x07\x08")):
+		return ArchiveFormatZip
+	}
+	return ArchiveFormatTar
+}
 
 // Archive limits. An import is bounded in entries and in expanded bytes,
 // both with a default that fits an ordinary project and a hard cap that a
