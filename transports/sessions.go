@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"net/http"
 	"sync"
 
@@ -22,10 +23,23 @@ import (
 type sessionOwners struct {
 	mu     sync.Mutex
 	owners map[string]string // session id → principal ID
+	counts map[string]int    // principal ID → sessions it owns
 }
 
+// maxSessionsPerCaller bounds the sessions one credential holds at once
+// (each costs memory until it ends or idles out): past it, a new session
+// is refused until one ends.
+const maxSessionsPerCaller = 256
+
 func newSessionOwners() *sessionOwners {
-	return &sessionOwners{owners: map[string]string{}}
+	return &sessionOwners{owners: map[string]string{}, counts: map[string]int{}}
+}
+
+// full reports whether caller holds as many sessions as it may.
+func (s *sessionOwners) full(caller string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.counts[caller] >= maxSessionsPerCaller
 }
 
 // errNoSession is what mcp-go answers 404 for.
@@ -71,6 +85,7 @@ func (m ownedIDs) Generate() string {
 	id := "mcp-session-" + hex.EncodeToString(b)
 	m.s.mu.Lock()
 	m.s.owners[id] = m.caller
+	m.s.counts[m.caller]++
 	m.s.mu.Unlock()
 	return id
 }
@@ -88,6 +103,9 @@ func (m ownedIDs) Terminate(id string) (isNotAllowed bool, err error) {
 	defer m.s.mu.Unlock()
 	if owner, ok := m.s.owners[id]; ok && (!m.forCaller || owner == m.caller) {
 		delete(m.s.owners, id)
+		if m.s.counts[owner]--; m.s.counts[owner] <= 0 {
+			delete(m.s.counts, owner)
+		}
 	}
 	return false, nil
 }
@@ -99,6 +117,14 @@ func (s *sessionOwners) guard(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id := r.Header.Get(server.HeaderKeySessionID)
 		if id == "" {
+			// A request without a session may open one (2026-07-28
+			// requests never do).
+			if !isModern(r) && s.full(callerID(r)) {
+				markDenied(r, "too many sessions")
+				http.Error(w, fmt.Sprintf("this token holds %d MCP sessions, the most it may: end one (DELETE /mcp with its Mcp-Session-Id) or let one idle out", maxSessionsPerCaller),
+					http.StatusTooManyRequests)
+				return
+			}
 			next.ServeHTTP(w, r)
 			return
 		}

@@ -168,3 +168,38 @@ func TestSessionsBelongToTheirToken(t *testing.T) {
 		t.Errorf("audit: %d allowed calls (want 2), %d hijacks (want 4), %d bad tokens (want 1):\n%+v", allowed, hijacks, badToken, log.records(t))
 	}
 }
+
+// TestSessionsCappedPerToken: a token holds at most maxSessionsPerCaller
+// sessions; past it a new one is refused with 429 until one ends, and
+// other tokens are not affected.
+func TestSessionsCappedPerToken(t *testing.T) {
+	var log syncBuffer
+	srv := newSessionTestServer(t, &log)
+	url := srv.URL + "/mcp"
+	open := func(token string) (*http.Response, string) {
+		resp, _ := mcpRequest(t, http.MethodPost, url, token, "", initBody)
+		return resp, resp.Header.Get("Mcp-Session-Id")
+	}
+	var first string
+	for i := range maxSessionsPerCaller {
+		resp, id := open(tokenA)
+		if resp.StatusCode != http.StatusOK || id == "" {
+			t.Fatalf("session %d: %d", i+1, resp.StatusCode)
+		}
+		if first == "" {
+			first = id
+		}
+	}
+	if resp, body := mcpRequest(t, http.MethodPost, url, tokenA, "", initBody); resp.StatusCode != http.StatusTooManyRequests || !strings.Contains(body, "the most it may") {
+		t.Fatalf("session past the cap: %d %s, want 429", resp.StatusCode, body)
+	}
+	if resp, id := open(tokenB); resp.StatusCode != http.StatusOK || id == "" {
+		t.Fatalf("another token's session: %d", resp.StatusCode)
+	}
+	if resp, _ := mcpRequest(t, http.MethodDelete, url, tokenA, first, ""); resp.StatusCode != http.StatusOK {
+		t.Fatalf("DELETE: %d", resp.StatusCode)
+	}
+	if resp, id := open(tokenA); resp.StatusCode != http.StatusOK || id == "" {
+		t.Fatalf("a session after one ended: %d", resp.StatusCode)
+	}
+}
