@@ -106,7 +106,11 @@ func (h handlers) snapshotCreate(ctx context.Context, c *call, in SnapshotCreate
 	if err != nil {
 		return s, "", err
 	}
-	return s, fmt.Sprintf("saved version %d of %s (%d bytes of changes; paused %d ms)", s.Version, in.BotID, s.SizeBytes, s.PauseMilli), nil
+	summary := fmt.Sprintf("saved version %d of %s (%d bytes of changes; paused %d ms)", s.Version, in.BotID, s.SizeBytes, s.PauseMilli)
+	if s.Compacted {
+		summary += fmt.Sprintf("; compacted: stored with its whole content (%d bytes of disk) so that the lineage stays mountable", s.DiskBytes)
+	}
+	return s, summary, nil
 }
 
 func (h handlers) snapshotList(ctx context.Context, _ *call, in SnapshotListInput) (workspace.Lineage, string, error) {
