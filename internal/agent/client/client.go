@@ -372,13 +372,22 @@ func WaitReady(ctx context.Context, socketPath string, timeout time.Duration, op
 	deadline := time.Now().Add(timeout)
 	delay := readyFirstDelay
 	var last error
-	for {
+	for first := true; ; first = false {
 		remaining := time.Until(deadline)
-		if remaining <= 0 {
+		if remaining <= 0 && !first {
 			return wire.Health{}, &NotReadyError{SocketPath: socketPath, Timeout: timeout, Last: last}
 		}
-		actx, cancel := context.WithTimeout(ctx, min(remaining, readyMaxAttempt))
+		// The first attempt gets its full time whatever the deadline, and
+		// an attempt cut short by its own time does not replace what an
+		// earlier one learnt: on a starved machine the wait would end
+		// naming only its own deadline, not why the agent did not answer.
+		attempt := readyMaxAttempt
+		if !first {
+			attempt = min(remaining, readyMaxAttempt)
+		}
+		actx, cancel := context.WithTimeout(ctx, attempt)
 		h, err := c.Health(actx)
+		cut := actx.Err() != nil
 		cancel()
 		if err == nil {
 			return h, nil
@@ -389,7 +398,9 @@ func WaitReady(ctx context.Context, socketPath string, timeout time.Duration, op
 		if conclusive(err) {
 			return wire.Health{}, fmt.Errorf("berth agent on %s: %w", socketPath, err)
 		}
-		last = err
+		if last == nil || !cut {
+			last = err
+		}
 
 		wait := min(delay, time.Until(deadline))
 		if wait > 0 {
