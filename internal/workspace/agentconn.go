@@ -60,10 +60,7 @@ func (m *Manager) Agent(ctx context.Context, bot string) (*client.Client, error)
 	if c := m.agents.get(bot); c != nil {
 		return c, nil
 	}
-	ctr, err := m.rt.Container(ctx, bot)
-	if isNotFound(err) {
-		return nil, notFound(bot)
-	}
+	ctr, err := m.container(ctx, bot)
 	if err != nil {
 		return nil, err
 	}

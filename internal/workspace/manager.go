@@ -435,10 +435,7 @@ func (m *Manager) Get(ctx context.Context, bot string) (Workspace, error) {
 	if err := ValidateBotID(bot); err != nil {
 		return Workspace{}, err
 	}
-	ctr, err := m.rt.Container(ctx, bot)
-	if isNotFound(err) {
-		return Workspace{}, notFound(bot)
-	}
+	ctr, err := m.container(ctx, bot)
 	if err != nil {
 		return Workspace{}, err
 	}

@@ -173,10 +173,8 @@ func (m *Manager) NetworkInfo(ctx context.Context, bot string) (NetworkInfo, err
 	if err := ValidateBotID(bot); err != nil {
 		return NetworkInfo{}, err
 	}
-	ctr, err := m.rt.Container(ctx, bot)
-	if isNotFound(err) {
-		return NetworkInfo{}, notFound(bot)
-	} else if err != nil {
+	ctr, err := m.container(ctx, bot)
+	if err != nil {
 		return NetworkInfo{}, err
 	}
 	mode, pol := networkOf(ctr.Labels)
@@ -211,10 +209,8 @@ func (m *Manager) SetNetworkPolicy(ctx context.Context, bot string, pol netpolic
 		return netpolicy.Policy{}, err
 	}
 	defer done()
-	ctr, err := m.rt.Container(mctx, bot)
-	if isNotFound(err) {
-		return netpolicy.Policy{}, notFound(bot)
-	} else if err != nil {
+	ctr, err := m.container(mctx, bot)
+	if err != nil {
 		return netpolicy.Policy{}, err
 	}
 	mode, _ := networkOf(ctr.Labels)
@@ -245,10 +241,8 @@ func (m *Manager) SetNetworkMode(ctx context.Context, bot, mode string, allowHos
 		return err
 	}
 	defer done()
-	ctr, err := m.rt.Container(mctx, bot)
-	if isNotFound(err) {
-		return notFound(bot)
-	} else if err != nil {
+	ctr, err := m.container(mctx, bot)
+	if err != nil {
 		return err
 	}
 	_, pol := networkOf(ctr.Labels)

@@ -97,10 +97,8 @@ func (m *Manager) ListSnapshots(ctx context.Context, bot string) (Lineage, error
 	if err := ValidateBotID(bot); err != nil {
 		return Lineage{}, err
 	}
-	ctr, err := m.rt.Container(ctx, bot)
-	if isNotFound(err) {
-		return Lineage{}, notFound(bot)
-	} else if err != nil {
+	ctr, err := m.container(ctx, bot)
+	if err != nil {
 		return Lineage{}, err
 	}
 	vs, err := m.versions(ctx, bot, ctr.Snapshotter)
@@ -131,10 +129,8 @@ func (m *Manager) CreateSnapshot(ctx context.Context, bot, name string, progress
 
 // snapshot takes the next version; callers hold the bot's lock.
 func (m *Manager) snapshot(ctx context.Context, bot, name, source string, progress func(Progress)) (Snapshot, error) {
-	ctr, err := m.rt.Container(ctx, bot)
-	if isNotFound(err) {
-		return Snapshot{}, notFound(bot)
-	} else if err != nil {
+	ctr, err := m.container(ctx, bot)
+	if err != nil {
 		return Snapshot{}, err
 	}
 	vs, err := m.versions(ctx, bot, ctr.Snapshotter)
@@ -188,10 +184,8 @@ func (m *Manager) Rollback(ctx context.Context, bot string, v int, progress func
 		return Workspace{}, Snapshot{}, err
 	}
 	defer done()
-	ctr, err := m.rt.Container(mctx, bot)
-	if isNotFound(err) {
-		return Workspace{}, Snapshot{}, notFound(bot)
-	} else if err != nil {
+	ctr, err := m.container(mctx, bot)
+	if err != nil {
 		return Workspace{}, Snapshot{}, err
 	}
 	vs, err := m.versions(mctx, bot, ctr.Snapshotter)
@@ -235,10 +229,8 @@ func (m *Manager) DeleteSnapshot(ctx context.Context, bot string, v int) error {
 		return err
 	}
 	defer done()
-	ctr, err := m.rt.Container(mctx, bot)
-	if isNotFound(err) {
-		return notFound(bot)
-	} else if err != nil {
+	ctr, err := m.container(mctx, bot)
+	if err != nil {
 		return err
 	}
 	vs, err := m.versions(mctx, bot, ctr.Snapshotter)
@@ -294,10 +286,8 @@ func (m *Manager) DiffSnapshots(ctx context.Context, bot string, from, to int, p
 	if err := ValidateBotID(bot); err != nil {
 		return runtime.SnapshotDiff{}, err
 	}
-	ctr, err := m.rt.Container(ctx, bot)
-	if isNotFound(err) {
-		return runtime.SnapshotDiff{}, notFound(bot)
-	} else if err != nil {
+	ctr, err := m.container(ctx, bot)
+	if err != nil {
 		return runtime.SnapshotDiff{}, err
 	}
 	vs, err := m.versions(ctx, bot, ctr.Snapshotter)
@@ -332,10 +322,8 @@ func (m *Manager) ExportSnapshot(ctx context.Context, bot string, v int) (runtim
 		return runtime.Image{}, err
 	}
 	defer done()
-	ctr, err := m.rt.Container(mctx, bot)
-	if isNotFound(err) {
-		return runtime.Image{}, notFound(bot)
-	} else if err != nil {
+	ctr, err := m.container(mctx, bot)
+	if err != nil {
 		return runtime.Image{}, err
 	}
 	vs, err := m.versions(mctx, bot, ctr.Snapshotter)

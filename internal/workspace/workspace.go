@@ -131,6 +131,16 @@ func notFound(bot string) error {
 // isNotFound reports whether err means the container is gone.
 func isNotFound(err error) bool { return errors.Is(err, errdefs.ErrNotFound) }
 
+// container is the bot's container, or the error that says the bot has no
+// workspace (with its remedy) when there is none.
+func (m *Manager) container(ctx context.Context, bot string) (runtime.Container, error) {
+	ctr, err := m.rt.Container(ctx, bot)
+	if isNotFound(err) {
+		return runtime.Container{}, notFound(bot)
+	}
+	return ctr, err
+}
+
 // ListVisible returns up to limit of the workspaces that visible accepts
 // (nil accepts all) whose bot id sorts after `after`, and whether more of
 // those follow. It filters before it pages: a caller limited to some bots
