@@ -475,41 +475,17 @@ func (g *fsProtect) within(d *fsDir) (string, error) {
 	if p := g.fileIn(d.fd); p != "" {
 		return p, nil
 	}
-	fd := d.fd
-	defer func() {
-		if fd != d.fd {
-			_ = unix.Close(fd)
-		}
-	}()
-	var prev fsID
-	for depth := 0; depth < 4096; depth++ {
-		var st unix.Stat_t
-		if err := unix.Fstat(fd, &st); err != nil {
-			return "", err
-		}
-		id := fsIDOf(&st)
-		if depth > 0 && id == prev {
-			// ".." of the root is the root.
-			return "", nil
-		}
+	var found string
+	_, err := fsWalkUp(d.fd, func(id fsID) bool {
 		for _, p := range g.dirs {
 			if p.id == id {
-				return p.path, nil
+				found = p.path
+				return true
 			}
 		}
-		prev = id
-		up, err := fsEINTR(func() (int, error) {
-			return unix.Openat(fd, "..", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-		})
-		if err != nil {
-			return "", err
-		}
-		if fd != d.fd {
-			_ = unix.Close(fd)
-		}
-		fd = up
-	}
-	return "", errors.New("directory nesting too deep")
+		return false
+	})
+	return found, err
 }
 
 // holds names the protected directory that the directory id is or holds
@@ -519,43 +495,56 @@ func (g *fsProtect) holds(id fsID) (string, error) {
 		return "", nil
 	}
 	for _, p := range g.dirs {
-		if p.id == id {
-			return p.path, nil
-		}
-		fd := p.fd
-		var prev fsID
-		found := false
-		for depth := 0; depth < 4096; depth++ {
-			up, err := unix.Openat(fd, "..", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-			if fd != p.fd {
-				_ = unix.Close(fd)
-			}
-			if err != nil {
-				return "", err
-			}
-			fd = up
-			var st unix.Stat_t
-			if err := unix.Fstat(fd, &st); err != nil {
-				break
-			}
-			cur := fsIDOf(&st)
-			if cur == id {
-				found = true
-				break
-			}
-			if depth > 0 && cur == prev {
-				break
-			}
-			prev = cur
-		}
-		if fd != p.fd {
-			_ = unix.Close(fd)
+		found, err := fsWalkUp(p.fd, func(cur fsID) bool { return cur == id })
+		if err != nil {
+			return "", err
 		}
 		if found {
 			return p.path, nil
 		}
 	}
 	return "", nil
+}
+
+// fsWalkUp calls visit with the identity of the directory fd and then of
+// each directory above it, going up through "..", until visit returns true
+// (reported as found) or the walk reaches a top, whose ".." is itself: the
+// process's root, or for a directory reached through a magic link to
+// another mount namespace, some other top. fd stays open; the directories
+// opened on the way are closed.
+func fsWalkUp(fd int, visit func(fsID) bool) (found bool, err error) {
+	cur := fd
+	defer func() {
+		if cur != fd {
+			_ = unix.Close(cur)
+		}
+	}()
+	var prev fsID
+	for depth := 0; depth < 4096; depth++ {
+		var st unix.Stat_t
+		if err := unix.Fstat(cur, &st); err != nil {
+			return false, err
+		}
+		id := fsIDOf(&st)
+		if depth > 0 && id == prev {
+			return false, nil
+		}
+		if visit(id) {
+			return true, nil
+		}
+		prev = id
+		up, err := fsEINTR(func() (int, error) {
+			return unix.Openat(cur, "..", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		})
+		if err != nil {
+			return false, err
+		}
+		if cur != fd {
+			_ = unix.Close(cur)
+		}
+		cur = up
+	}
+	return false, errors.New("directory nesting too deep")
 }
 
 // fsMutableParent opens the directory that p's final component is in, for

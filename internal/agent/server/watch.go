@@ -316,38 +316,7 @@ func fsBeneathRoot(d *fsDir) (bool, error) {
 		return false, err
 	}
 	rootID := fsIDOf(&root)
-	fd := d.fd
-	defer func() {
-		if fd != d.fd {
-			_ = unix.Close(fd)
-		}
-	}()
-	var prev fsID
-	for depth := 0; depth < 4096; depth++ {
-		var st unix.Stat_t
-		if err := unix.Fstat(fd, &st); err != nil {
-			return false, err
-		}
-		id := fsIDOf(&st)
-		if id == rootID {
-			return true, nil
-		}
-		if depth > 0 && id == prev {
-			return false, nil
-		}
-		prev = id
-		up, err := fsEINTR(func() (int, error) {
-			return unix.Openat(fd, "..", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-		})
-		if err != nil {
-			return false, err
-		}
-		if fd != d.fd {
-			_ = unix.Close(fd)
-		}
-		fd = up
-	}
-	return false, errors.New("directory nesting too deep")
+	return fsWalkUp(d.fd, func(id fsID) bool { return id == rootID })
 }
 
 // start opens the inotify instance and its reader on first use.
