@@ -52,7 +52,7 @@ install: build
 FUZZTIME ?= 15s
 FUZZ = $(GO) test -run '^$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 3s
 fuzz:
-	$(FUZZ) -fuzz '^FuzzParseSize$$' ./tools/
+	$(FUZZ) -fuzz '^FuzzParseSize$$' ./internal/workspace/
 	$(FUZZ) -fuzz '^FuzzValidateBotID$$' ./internal/workspace/
 	$(FUZZ) -fuzz '^FuzzResolvePath$$' ./internal/agent/server/
 	$(FUZZ) -fuzz '^FuzzArchiveName$$' ./internal/agent/server/

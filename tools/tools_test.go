@@ -81,35 +81,6 @@ func TestToolDefinitions(t *testing.T) {
 	}
 }
 
-func TestParseSize(t *testing.T) {
-	for in, want := range map[string]int64{
-		"": 0, "0": 0, "1024": 1024, "512M": 512 << 20, "512m": 512 << 20, "2G": 2 << 30,
-		"1.5GiB": 3 << 29, "64Mi": 64 << 20, "10k": 10 << 10, "1T": 1 << 40, " 8MB ": 8 << 20,
-	} {
-		got, err := parseSize(in)
-		if err != nil || got != want {
-			t.Errorf("parseSize(%q) = %d, %v; want %d", in, got, err, want)
-		}
-	}
-	for _, in := range []string{"lots", "-1M", "1.2.3", "5X", "M", "1e400", "99999999999T"} {
-		if _, err := parseSize(in); err == nil {
-			t.Errorf("parseSize(%q) accepted", in)
-		}
-	}
-}
-
-func FuzzParseSize(f *testing.F) {
-	for _, s := range []string{"512M", "1.5GiB", "", "x", "1e9", "0.0001K"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		n, err := parseSize(s)
-		if err == nil && n < 0 {
-			t.Fatalf("parseSize(%q) = %d", s, n)
-		}
-	})
-}
-
 func TestDecodeArgsRefusesUnknownFields(t *testing.T) {
 	var in CreateInput
 	if err := decodeArgs(mcp.CallToolParams{Arguments: map[string]any{"bot_id": "a", "colour": "blue"}}, &in); err == nil {

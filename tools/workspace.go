@@ -131,7 +131,7 @@ func workspaceTools(h handlers) []server.ServerTool {
 }
 
 func (h handlers) workspaceCreate(ctx context.Context, c *call, in CreateInput) (CreateOutput, string, error) {
-	mem, err := parseSize(in.Memory)
+	mem, err := workspace.ParseSize(in.Memory)
 	if err != nil {
 		return CreateOutput{}, "", err
 	}

@@ -92,3 +92,32 @@ func TestCheckDevices(t *testing.T) {
 		t.Fatal("bad pattern accepted")
 	}
 }
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]int64{
+		"": 0, "0": 0, "1024": 1024, "512M": 512 << 20, "512m": 512 << 20, "2G": 2 << 30,
+		"1.5GiB": 3 << 29, "64Mi": 64 << 20, "10k": 10 << 10, "1T": 1 << 40, " 8MB ": 8 << 20,
+	} {
+		got, err := ParseSize(in)
+		if err != nil || got != want {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"lots", "-1M", "1.2.3", "5X", "M", "1e400", "99999999999T"} {
+		if _, err := ParseSize(in); err == nil {
+			t.Errorf("ParseSize(%q) accepted", in)
+		}
+	}
+}
+
+func FuzzParseSize(f *testing.F) {
+	for _, s := range []string{"512M", "1.5GiB", "", "x", "1e9", "0.0001K"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		n, err := ParseSize(s)
+		if err == nil && n < 0 {
+			t.Fatalf("ParseSize(%q) = %d", s, n)
+		}
+	})
+}
