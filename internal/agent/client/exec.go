@@ -30,6 +30,38 @@ const (
 	maxIDLen = 64
 )
 
+// callInfo makes one call whose answer describes one process or terminal,
+// and checks that answer before anyone uses it.
+func callInfo[T any](ctx context.Context, c *Client, method, path string, in any, validate func(*T) error) (T, error) {
+	var info, zero T
+	if err := c.doJSON(ctx, method, path, nil, in, &info, wire.MaxResponseBytes, defaultCallTimeout); err != nil {
+		return zero, err
+	}
+	if err := validate(&info); err != nil {
+		return zero, err
+	}
+	return info, nil
+}
+
+// listInfos reads a list of processes or terminals and checks every entry;
+// a list longer than the agent's own limit allows is a bad response.
+func listInfos[L, T any](ctx context.Context, c *Client, path, what string, limit int, items func(*L) []T, validate func(*T) error) ([]T, error) {
+	var list L
+	if err := c.doJSON(ctx, http.MethodGet, path, nil, nil, &list, maxListResponse, defaultCallTimeout); err != nil {
+		return nil, err
+	}
+	l := items(&list)
+	if len(l) > limit+1 {
+		return nil, badResponse("%d %s listed", len(l), what)
+	}
+	for i := range l {
+		if err := validate(&l[i]); err != nil {
+			return nil, err
+		}
+	}
+	return l, nil
+}
+
 // doJSON is Client.call with a response cap of its own, query parameters and
 // a default timeout for contexts without a deadline (0: none).
 func (c *Client) doJSON(ctx context.Context, method, path string, query url.Values, in, out any, maxBody int64, timeout time.Duration) error {
@@ -314,32 +346,13 @@ func readLimitedLine(br *bufio.Reader, max int) ([]byte, error) {
 // req.MaxOutput does not apply: the agent keeps the last
 // ProcessOutputBuffer bytes of each stream.
 func (c *Client) StartProcess(ctx context.Context, req wire.ExecRequest) (wire.ProcessInfo, error) {
-	var info wire.ProcessInfo
-	if err := c.doJSON(ctx, http.MethodPost, wire.PathProcesses, nil, req, &info, wire.MaxResponseBytes, defaultCallTimeout); err != nil {
-		return wire.ProcessInfo{}, err
-	}
-	if err := validateProcessInfo(&info); err != nil {
-		return wire.ProcessInfo{}, err
-	}
-	return info, nil
+	return callInfo(ctx, c, http.MethodPost, wire.PathProcesses, req, validateProcessInfo)
 }
 
 // Processes lists the background processes the agent remembers, oldest
 // first.
 func (c *Client) Processes(ctx context.Context) ([]wire.ProcessInfo, error) {
-	var list wire.ProcessList
-	if err := c.doJSON(ctx, http.MethodGet, wire.PathProcesses, nil, nil, &list, maxListResponse, defaultCallTimeout); err != nil {
-		return nil, err
-	}
-	if len(list.Processes) > wire.MaxProcesses+1 {
-		return nil, badResponse("%d processes listed", len(list.Processes))
-	}
-	for i := range list.Processes {
-		if err := validateProcessInfo(&list.Processes[i]); err != nil {
-			return nil, err
-		}
-	}
-	return list.Processes, nil
+	return listInfos(ctx, c, wire.PathProcesses, "processes", wire.MaxProcesses, func(l *wire.ProcessList) []wire.ProcessInfo { return l.Processes }, validateProcessInfo)
 }
 
 // Process describes one background process.
@@ -347,14 +360,7 @@ func (c *Client) Process(ctx context.Context, id string) (wire.ProcessInfo, erro
 	if err := checkID("process", id); err != nil {
 		return wire.ProcessInfo{}, err
 	}
-	var info wire.ProcessInfo
-	if err := c.doJSON(ctx, http.MethodGet, wire.PathProcesses+"/"+id, nil, nil, &info, wire.MaxResponseBytes, defaultCallTimeout); err != nil {
-		return wire.ProcessInfo{}, err
-	}
-	if err := validateProcessInfo(&info); err != nil {
-		return wire.ProcessInfo{}, err
-	}
-	return info, nil
+	return callInfo(ctx, c, http.MethodGet, wire.PathProcesses+"/"+id, nil, validateProcessInfo)
 }
 
 // ProcessOutput reads up to limit bytes (0: DefaultOutputLimit, at most
@@ -398,11 +404,8 @@ func (c *Client) SignalProcess(ctx context.Context, id, signal string) error {
 	if err := checkID("process", id); err != nil {
 		return err
 	}
-	var info wire.ProcessInfo
-	if err := c.doJSON(ctx, http.MethodPost, wire.PathProcesses+"/"+id+"/signal", nil, wire.SignalRequest{Signal: signal}, &info, wire.MaxResponseBytes, defaultCallTimeout); err != nil {
-		return err
-	}
-	return validateProcessInfo(&info)
+	_, err := callInfo(ctx, c, http.MethodPost, wire.PathProcesses+"/"+id+"/signal", wire.SignalRequest{Signal: signal}, validateProcessInfo)
+	return err
 }
 
 // ForgetProcess drops an exited background process and its output. A
@@ -411,9 +414,6 @@ func (c *Client) ForgetProcess(ctx context.Context, id string) error {
 	if err := checkID("process", id); err != nil {
 		return err
 	}
-	var info wire.ProcessInfo
-	if err := c.doJSON(ctx, http.MethodDelete, wire.PathProcesses+"/"+id, nil, nil, &info, wire.MaxResponseBytes, defaultCallTimeout); err != nil {
-		return err
-	}
-	return validateProcessInfo(&info)
+	_, err := callInfo(ctx, c, http.MethodDelete, wire.PathProcesses+"/"+id, nil, validateProcessInfo)
+	return err
 }

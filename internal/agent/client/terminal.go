@@ -30,31 +30,12 @@ func validateTerminalInfo(t *wire.TerminalInfo) error {
 
 // OpenTerminal starts a shell on a new pseudo-terminal.
 func (c *Client) OpenTerminal(ctx context.Context, req wire.TerminalRequest) (wire.TerminalInfo, error) {
-	var info wire.TerminalInfo
-	if err := c.doJSON(ctx, http.MethodPost, wire.PathTerminals, nil, req, &info, wire.MaxResponseBytes, defaultCallTimeout); err != nil {
-		return wire.TerminalInfo{}, err
-	}
-	if err := validateTerminalInfo(&info); err != nil {
-		return wire.TerminalInfo{}, err
-	}
-	return info, nil
+	return callInfo(ctx, c, http.MethodPost, wire.PathTerminals, req, validateTerminalInfo)
 }
 
 // Terminals lists the terminals the agent remembers, oldest first.
 func (c *Client) Terminals(ctx context.Context) ([]wire.TerminalInfo, error) {
-	var list wire.TerminalList
-	if err := c.doJSON(ctx, http.MethodGet, wire.PathTerminals, nil, nil, &list, maxListResponse, defaultCallTimeout); err != nil {
-		return nil, err
-	}
-	if len(list.Terminals) > wire.MaxTerminals+1 {
-		return nil, badResponse("%d terminals listed", len(list.Terminals))
-	}
-	for i := range list.Terminals {
-		if err := validateTerminalInfo(&list.Terminals[i]); err != nil {
-			return nil, err
-		}
-	}
-	return list.Terminals, nil
+	return listInfos(ctx, c, wire.PathTerminals, "terminals", wire.MaxTerminals, func(l *wire.TerminalList) []wire.TerminalInfo { return l.Terminals }, validateTerminalInfo)
 }
 
 // Terminal describes one terminal.
@@ -62,14 +43,7 @@ func (c *Client) Terminal(ctx context.Context, id string) (wire.TerminalInfo, er
 	if err := checkID("terminal", id); err != nil {
 		return wire.TerminalInfo{}, err
 	}
-	var info wire.TerminalInfo
-	if err := c.doJSON(ctx, http.MethodGet, wire.PathTerminals+"/"+id, nil, nil, &info, wire.MaxResponseBytes, defaultCallTimeout); err != nil {
-		return wire.TerminalInfo{}, err
-	}
-	if err := validateTerminalInfo(&info); err != nil {
-		return wire.TerminalInfo{}, err
-	}
-	return info, nil
+	return callInfo(ctx, c, http.MethodGet, wire.PathTerminals+"/"+id, nil, validateTerminalInfo)
 }
 
 // SendTerminal types in.Data into the terminal and returns the output
@@ -123,11 +97,8 @@ func (c *Client) ResizeTerminal(ctx context.Context, id string, rows, cols uint1
 	if err := checkID("terminal", id); err != nil {
 		return err
 	}
-	var info wire.TerminalInfo
-	if err := c.doJSON(ctx, http.MethodPost, wire.PathTerminals+"/"+id+"/resize", nil, wire.TerminalResize{Rows: rows, Cols: cols}, &info, wire.MaxResponseBytes, defaultCallTimeout); err != nil {
-		return err
-	}
-	return validateTerminalInfo(&info)
+	_, err := callInfo(ctx, c, http.MethodPost, wire.PathTerminals+"/"+id+"/resize", wire.TerminalResize{Rows: rows, Cols: cols}, validateTerminalInfo)
+	return err
 }
 
 // CloseTerminal hangs a terminal up (SIGHUP to its session, SIGKILL to what
@@ -136,11 +107,8 @@ func (c *Client) CloseTerminal(ctx context.Context, id string) error {
 	if err := checkID("terminal", id); err != nil {
 		return err
 	}
-	var info wire.TerminalInfo
-	if err := c.doJSON(ctx, http.MethodDelete, wire.PathTerminals+"/"+id, nil, nil, &info, wire.MaxResponseBytes, defaultCallTimeout); err != nil {
-		return err
-	}
-	return validateTerminalInfo(&info)
+	_, err := callInfo(ctx, c, http.MethodDelete, wire.PathTerminals+"/"+id, nil, validateTerminalInfo)
+	return err
 }
 
 // AttachTerminal connects to a terminal's raw byte stream: reads return its
