@@ -12,7 +12,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -99,35 +98,7 @@ func TestBridgeStdioToHTTP(t *testing.T) {
 
 	// Progress: the command waits after its first line until the client
 	// has seen it as a notification, so it ends well only if streamed.
-	var progress progressLog
-	var sawFirst sync.Once
-	released := make(chan error, 1)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	res, err := sdkc.call(ctx, "exec", map[string]any{"bot_id": "viastdio",
-		"command": "echo first; i=0; while [ ! -e /tmp/seen ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done; " +
-			"[ -e /tmp/seen ] && echo second"}, func(ev progressEvent) {
-		progress.add(ev)
-		if strings.Contains(ev.Message, "first") {
-			sawFirst.Do(func() {
-				go func() {
-					_, err := s.call(ctx, "exec", map[string]any{"bot_id": "viastdio", "command": "touch /tmp/seen"}, nil)
-					released <- err
-				}()
-			})
-		}
-	})
-	if err != nil || res.IsError {
-		t.Fatalf("%v %+v; progress %+v", err, res, progress.all())
-	}
-	var out execOut
-	res.decode(t, &out)
-	if out.ExitCode != 0 || !strings.Contains(out.Stdout, "second") {
-		t.Fatalf("the first line was not streamed through the bridge: %+v; progress %+v", out, progress.all())
-	}
-	if err := <-released; err != nil {
-		t.Fatal(err)
-	}
+	requireFirstLineStreamed(t, sdkc, s, "viastdio")
 
 	// Cancelling the call in the stdio client kills the command.
 	callCtx, stop := context.WithCancel(context.Background())

@@ -137,12 +137,21 @@ func TestExecStreamsProgress(t *testing.T) {
 	e := newEnv(t)
 	c := e.stdioSDK()
 	mustCall(t, c, "workspace_create", map[string]any{"bot_id": "stream"})
+	requireFirstLineStreamed(t, c, c, "stream")
+}
+
+// requireFirstLineStreamed runs, through c, a command that prints a line and
+// then waits until /tmp/seen exists; release creates that file once c has
+// seen the line as a progress notification. The call ends well only if the
+// line was streamed before the command ended.
+func requireFirstLineStreamed(t *testing.T, c, release mcpClient, bot string) {
+	t.Helper()
 	var progress progressLog
 	var sawFirst sync.Once
 	released := make(chan error, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	res, err := c.call(ctx, "exec", map[string]any{"bot_id": "stream",
+	res, err := c.call(ctx, "exec", map[string]any{"bot_id": bot,
 		"command": "echo first; i=0; while [ ! -e /tmp/seen ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done; " +
 			"[ -e /tmp/seen ] && echo second"}, func(ev progressEvent) {
 		progress.add(ev)
@@ -151,7 +160,7 @@ func TestExecStreamsProgress(t *testing.T) {
 				// Not on the notification's goroutine: the call
 				// needs the connection.
 				go func() {
-					_, err := c.call(ctx, "exec", map[string]any{"bot_id": "stream", "command": "touch /tmp/seen"}, nil)
+					_, err := release.call(ctx, "exec", map[string]any{"bot_id": bot, "command": "touch /tmp/seen"}, nil)
 					released <- err
 				}()
 			})

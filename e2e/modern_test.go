@@ -206,39 +206,13 @@ func TestModernCancel(t *testing.T) {
 				c := e.connectEra(lib, era, b.URL, b.Token)
 				// A pull, cancelled once bytes flow (the registry holds it); first, so
 				// that the env holds nothing else a leftover could be.
-				reg.HoldBlobs(256 << 10)
-				defer reg.ReleaseBlobs()
-				blobsBefore := e.blobs(t)
-				ctx, cancel := context.WithCancel(context.Background())
-				defer cancel()
-				done := make(chan error, 1)
-				started := make(chan struct{})
-				var once sync.Once
-				go func() {
-					_, err := c.call(ctx, "workspace_create", map[string]any{"bot_id": "pulled", "image": ref}, func(ev progressEvent) {
-						if ev.Progress > 0 {
-							once.Do(func() { close(started) })
-						}
-					})
-					done <- err
-				}()
-				select {
-				case <-started:
-				case err := <-done:
-					t.Fatalf("create ended before any progress: %v", err)
-				case <-time.After(3 * time.Minute):
-					t.Fatal("no pull progress within 3 minutes")
-				}
-				cancel()
-				if err := <-done; err == nil {
-					t.Fatal("a cancelled pull returned no error")
-				}
-				waitFor(t, "the cancelled pull's clean-up", func() bool { return e.leftovers(t, blobsBefore, ref) == "" })
+				cancelPullMidway(t, e, c, reg, ref, "pulled")
 				mustCall(t, c, "workspace_create", map[string]any{"bot_id": "cx"}).decode(t, &struct{}{})
 
 				// exec, after: a child in the background and a foreground sleep.
-				ctx, cancel = context.WithCancel(context.Background())
+				ctx, cancel := context.WithCancel(context.Background())
 				defer cancel()
+				done := make(chan error, 1)
 				go func() {
 					_, err := c.call(ctx, "exec", map[string]any{"bot_id": "cx", "command": "sleep 300 & echo $! > /tmp/child; sleep 300"}, nil)
 					done <- err

@@ -98,53 +98,51 @@ func TestPullCancelled(t *testing.T) {
 
 	for _, cl := range clients {
 		t.Run(cl.name, func(t *testing.T) {
-			reg.HoldBlobs(256 << 10)
-			defer reg.ReleaseBlobs()
 			e := newEnv(t)
-			blobsBefore := e.blobs(t)
 			c := cl.connect(e)
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			started := make(chan struct{})
-			var once sync.Once
-			done := make(chan error, 1)
-			go func() {
-				_, err := c.call(ctx, "workspace_create", map[string]any{"bot_id": "cancelled", "image": ref}, func(ev progressEvent) {
-					if ev.Progress > 0 {
-						once.Do(func() { close(started) })
-					}
-				})
-				done <- err
-			}()
-			select {
-			case <-started:
-			case err := <-done:
-				t.Fatalf("create ended before any bytes arrived: %v", err)
-			case <-time.After(3 * time.Minute):
-				t.Fatal("no download progress within 3 minutes while the registry held the pull")
-			}
-			cancel()
-			if err := <-done; err == nil {
-				t.Fatal("cancelled call returned no error")
-			}
-
-			// The server finishes its clean-up after the client gave up.
-			deadline := time.Now().Add(time.Minute)
-			for {
-				leftovers := e.leftovers(t, blobsBefore, ref)
-				if leftovers == "" {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("cancelled pull left %s", leftovers)
-				}
-				time.Sleep(200 * time.Millisecond)
-			}
+			cancelPullMidway(t, e, c, reg, ref, "cancelled")
 			if res := mustCall(t, c, "workspace_get", map[string]any{"bot_id": "cancelled"}); !res.IsError {
 				t.Fatalf("a cancelled create left a workspace: %s", res.Text)
 			}
 		})
 	}
+}
+
+// cancelPullMidway creates bot's workspace from ref with a call that it
+// cancels once the registry, holding the pull after its first bytes, has
+// sent some: the cancel lands midway for certain. It returns once the server
+// has cleaned up (no image, blobs or lease of the pull left).
+func cancelPullMidway(t *testing.T, e *env, c mcpClient, reg *testenv.Registry, ref, bot string) {
+	t.Helper()
+	reg.HoldBlobs(256 << 10)
+	defer reg.ReleaseBlobs()
+	blobsBefore := e.blobs(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	started := make(chan struct{})
+	var once sync.Once
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.call(ctx, "workspace_create", map[string]any{"bot_id": bot, "image": ref}, func(ev progressEvent) {
+			if ev.Progress > 0 {
+				once.Do(func() { close(started) })
+			}
+		})
+		done <- err
+	}()
+	select {
+	case <-started:
+	case err := <-done:
+		t.Fatalf("create ended before any bytes arrived: %v", err)
+	case <-time.After(3 * time.Minute):
+		t.Fatal("no download progress within 3 minutes while the registry held the pull")
+	}
+	cancel()
+	if err := <-done; err == nil {
+		t.Fatal("cancelled call returned no error")
+	}
+	// The server finishes its clean-up after the client gave up.
+	waitFor(t, "the cancelled pull's clean-up", func() bool { return e.leftovers(t, blobsBefore, ref) == "" })
 }
 
 // blobs lists the digests in the env's content store.
