@@ -74,12 +74,7 @@ type env struct {
 
 func newEnv(t testing.TB) *env {
 	t.Helper()
-	// Short paths: agent sockets live under the state dir.
-	stateDir, err := os.MkdirTemp("/tmp", "be")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(stateDir) })
+	stateDir := testenv.StateDir(t)
 	c := testenv.Client(t)
 	ns := testenv.Namespace(t, c)
 	e := &env{

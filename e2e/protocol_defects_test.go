@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/berth-dev/berth/internal/testenv"
 	mcpgo "github.com/mark3labs/mcp-go/mcp"
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 )
@@ -185,12 +186,7 @@ func TestNamespaceHeldByOneBerth(t *testing.T) {
 	mustCall(t, c, "workspace_create", map[string]any{"bot_id": "held"})
 
 	second := *e
-	stateDir, err := os.MkdirTemp("/tmp", "be2")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(stateDir) })
-	second.stateDir = stateDir
+	second.stateDir = testenv.StateDir(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	for _, transport := range [][]string{{"--stdio"}, {"--http", "127.0.0.1:0", "--token", "test-token-0123456789abcdef"}} {
