@@ -315,6 +315,15 @@ func TestConsole(t *testing.T) {
 	p.open("#/w/web/terminal")
 	p.do("reattach", chromedp.WaitVisible(chromedp.CSS("#terminal[data-attached]")))
 	p.until("hi again", `[...document.querySelectorAll('#terminal .xterm-rows > div')].some(r => r.textContent.trim() === 'hi')`)
+	// Closing it, after saying what ends, leaves none to come back to.
+	p.do("close the terminal", chromedp.Click(chromedp.ID("term-close")))
+	p.until("what closing ends", `document.querySelector('dialog.modal[open]').textContent.includes('every program started in it end')`)
+	p.confirm("close it")
+	const noTerminal = `document.querySelector('.term-state').textContent === 'No terminal open.' && !document.querySelector('#terminal .xterm') && !document.getElementById('term-close')`
+	p.until("no terminal open", noTerminal)
+	p.open("#/w/web/files")
+	p.open("#/w/web/terminal")
+	p.until("none after coming back", noTerminal)
 
 	// A snapshot of the workspace before the upload.
 	p.open("#/w/web/snapshots")

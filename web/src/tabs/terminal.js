@@ -5,7 +5,7 @@ import { Terminal } from '@xterm/xterm';
 import { FitAddon } from '@xterm/addon-fit';
 import { can, session } from '../api.js';
 import { mcp } from '../mcp.js';
-import { h, clear, guard, ago } from '../util.js';
+import { h, clear, guard, ago, confirmAction } from '../util.js';
 
 export function terminalTab(panel, bot) {
 	if (!can('exec')) {
@@ -78,6 +78,15 @@ export function terminalTab(panel, bot) {
 		});
 	}
 
+	async function close(btn, id) {
+		if (!await confirmAction(`Close terminal ${id}?`, ['Its shell and every program started in it end.', 'Its kept output is gone.'], 'Close terminal')) return;
+		await guard(btn, async () => {
+			await mcp.call('terminal_close', { bot_id: bot, terminal_id: id });
+			detach();
+			await list();
+		});
+	}
+
 	async function list(select) {
 		const out = await mcp.call('terminal_list', { bot_id: bot });
 		const running = (out.terminals || []).filter((t) => t.running !== false);
@@ -91,8 +100,13 @@ export function terminalTab(panel, bot) {
 			}, `${t.id} (${t.shell})`)),
 			h('button', { type: 'button', id: 'term-new', onclick: (e) => open(e.currentTarget) }, 'New terminal'));
 		const pick = select || (running[0] && running[0].id);
-		if (pick) await attach(pick);
-		else state.textContent = 'No terminal open.';
+		if (pick) {
+			picker.append(h('button', { type: 'button', id: 'term-close', class: 'danger', onclick: (e) => close(e.currentTarget, pick) }, `Close ${pick}`));
+			await attach(pick);
+		} else {
+			detach();
+			state.textContent = 'No terminal open.';
+		}
 	}
 
 	// Visiting the tab reattaches to a running terminal; it never opens one.
