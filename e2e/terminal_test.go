@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -94,6 +95,32 @@ func TestTerminal(t *testing.T) {
 			t.Fatalf("websocket read: %v (so far %q)", err, seen.String())
 		}
 		seen.Write(data)
+	}
+	ws.Close(websocket.StatusNormalClosure, "")
+
+	// Reattaching from a read's next_offset first carries what was written
+	// after the read: nothing falls between the history and the live stream.
+	var upTo chunkOut
+	mustCall(t, c2, "terminal_read", map[string]any{"bot_id": "tty", "terminal_id": term.ID, "offset": 0}).decode(t, &upTo)
+	send(t, c2, "tty", term.ID, "echo gap-$((3+4))\n", "gap-7")
+	auth := &websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + b.Token}}}
+	if _, resp, err := websocket.Dial(ctx, wsURL+"&offset=-1", auth); err == nil || resp == nil || resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("websocket with a negative offset: %v %v", err, resp)
+	}
+	ws, _, err = websocket.Dial(ctx, wsURL+"&offset="+strconv.FormatInt(upTo.NextOffset, 10), auth)
+	if err != nil {
+		t.Fatalf("websocket from an offset: %v", err)
+	}
+	seen.Reset()
+	for !strings.Contains(seen.String(), "gap-7\r\n") {
+		_, data, err := ws.Read(ctx)
+		if err != nil {
+			t.Fatalf("websocket read from offset %d: %v (so far %q)", upTo.NextOffset, err, seen.String())
+		}
+		seen.Write(data)
+	}
+	if strings.Contains(seen.String(), "ws-5") {
+		t.Fatalf("reattached from offset %d, got what the read already had: %q", upTo.NextOffset, seen.String())
 	}
 	ws.Close(websocket.StatusNormalClosure, "")
 

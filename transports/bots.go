@@ -158,7 +158,8 @@ func (b botRoutes) terminal(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	id := r.URL.Query().Get("terminal_id")
+	q := r.URL.Query()
+	id := q.Get("terminal_id")
 	// The agent's client stays in use after the attach: it resizes.
 	var agent *client.Client
 	pty, err := workspace.Ask(r.Context(), b.m, bot, func(a *client.Client) (io.ReadWriteCloser, error) {
@@ -166,7 +167,14 @@ func (b botRoutes) terminal(w http.ResponseWriter, r *http.Request) {
 			return nil, fmt.Errorf("%w: terminal_id is required (terminal_open returns it)", errdefs.ErrInvalidArgument)
 		}
 		agent = a
-		return a.AttachTerminal(r.Context(), id)
+		if !q.Has("offset") {
+			return a.AttachTerminal(r.Context(), id)
+		}
+		offset, err := strconv.ParseInt(q.Get("offset"), 10, 64)
+		if err != nil || offset < 0 {
+			return nil, fmt.Errorf("%w: offset must be a byte offset, 0 or more (next_offset of terminal_read)", errdefs.ErrInvalidArgument)
+		}
+		return a.AttachTerminalFrom(r.Context(), id, offset)
 	})
 	if err != nil {
 		httpError(w, statusOf(err), err)

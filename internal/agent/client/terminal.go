@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/internal/agent/wire"
+	"github.com/containerd/errdefs"
 )
 
 func validateTerminalInfo(t *wire.TerminalInfo) error {
@@ -116,12 +118,27 @@ func (c *Client) CloseTerminal(ctx context.Context, id string) error {
 // detaches; the terminal goes on. ctx bounds only the handshake (by default
 // as long as an ordinary call).
 func (c *Client) AttachTerminal(ctx context.Context, id string) (io.ReadWriteCloser, error) {
+	return c.attachTerminal(ctx, id, "")
+}
+
+// AttachTerminalFrom is AttachTerminal whose reads start with the output
+// kept from offset on (the NextOffset of a ReadTerminal), so that a caller
+// who showed the history misses nothing written since. Output older than
+// the kept buffer is skipped; an offset past the end is refused.
+func (c *Client) AttachTerminalFrom(ctx context.Context, id string, offset int64) (io.ReadWriteCloser, error) {
+	if offset < 0 {
+		return nil, fmt.Errorf("%w: offset %d is negative", errdefs.ErrInvalidArgument, offset)
+	}
+	return c.attachTerminal(ctx, id, "?offset="+strconv.FormatInt(offset, 10))
+}
+
+func (c *Client) attachTerminal(ctx context.Context, id, query string) (io.ReadWriteCloser, error) {
 	if err := checkID("terminal", id); err != nil {
 		return nil, err
 	}
 	conn, err := c.upgrade(ctx, upgradeRequest{
 		method:   http.MethodGet,
-		path:     wire.PathTerminals + "/" + id + "/attach",
+		path:     wire.PathTerminals + "/" + id + "/attach" + query,
 		protocol: wire.TerminalUpgrade,
 		what:     "attaching",
 	}, nil)

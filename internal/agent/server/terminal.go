@@ -758,6 +758,24 @@ func (tt *termTable) handleAttach(w http.ResponseWriter, r *http.Request) {
 		writeAPIError(w, conflict("terminal %s has ended", t.id))
 		return
 	}
+	// Without an offset the connection carries what comes from now on;
+	// with one (a read's next_offset) it first carries what is kept from
+	// there, so a reader of the history misses nothing in between.
+	pos := t.out.state().total
+	if r.URL.Query().Has("offset") {
+		from, err := queryInt(r, "offset", 0)
+		if err == nil && from < 0 {
+			err = badRequest("offset must not be negative")
+		}
+		if err == nil && from > pos {
+			err = badRequest("%v", errOffsetBeyondEnd{from, pos})
+		}
+		if err != nil {
+			writeAPIError(w, err)
+			return
+		}
+		pos = from
+	}
 	conn, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		writeAPIError(w, internalError("cannot take over the connection: %v", err))
@@ -767,7 +785,6 @@ func (tt *termTable) handleAttach(w http.ResponseWriter, r *http.Request) {
 	// The server's timeouts no longer apply to a taken-over connection;
 	// clear any it left.
 	_ = conn.SetDeadline(time.Time{})
-	pos := t.out.state().total
 	_, err = io.WriteString(brw, "HTTP/1.1 101 Switching Protocols\r\n"+
 		"Connection: Upgrade\r\nUpgrade: "+wire.TerminalUpgrade+"\r\n"+
 		wire.ProtocolHeader+": "+strconv.Itoa(wire.ProtocolVersion)+"\r\n\r\n")

@@ -211,6 +211,74 @@ func TestTerminalIdleTimeout(t *testing.T) {
 	}
 }
 
+// TestTerminalAttachFrom: attaching from a read's next_offset first carries
+// what the terminal wrote after that read, so a page that shows the history
+// and then attaches misses nothing; from 0 it carries the kept history.
+func TestTerminalAttachFrom(t *testing.T) {
+	_, c := startProcAgent(t, Options{})
+	ctx := context.Background()
+	term := openSh(t, c, wire.TerminalRequest{})
+	sendTerm(t, c, term.ID, wire.TerminalInput{Data: []byte("echo before-$((2+3))\n"), WaitPattern: "before-5"})
+	history, err := c.ReadTerminal(ctx, term.ID, 0, 0)
+	if err != nil || !strings.Contains(string(history.Data), "before-5") {
+		t.Fatalf("history %q, %v", history.Data, err)
+	}
+	// Written between the read and the attach: the gap a reattaching page had.
+	sendTerm(t, c, term.ID, wire.TerminalInput{Data: []byte("echo gap-$((3+4))\n"), WaitPattern: "gap-7"})
+
+	readUntil := func(conn io.Reader, want string) string {
+		t.Helper()
+		var got []byte
+		buf := make([]byte, 4096)
+		for !strings.Contains(string(got), want) {
+			n, err := conn.Read(buf)
+			got = append(got, buf[:n]...)
+			if err != nil {
+				t.Fatalf("read %q, then %v", got, err)
+			}
+		}
+		return string(got)
+	}
+	for _, tc := range []struct {
+		from      int64
+		want, not string
+	}{
+		{history.NextOffset, "gap-7\r\n", "before-5"},
+		{0, "gap-7\r\n", ""},
+	} {
+		conn, err := c.AttachTerminalFrom(ctx, term.ID, tc.from)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = conn.(interface{ SetDeadline(time.Time) error }).SetDeadline(time.Now().Add(10 * time.Second))
+		got := readUntil(conn, tc.want)
+		if tc.from == 0 && !strings.Contains(got, "before-5") {
+			t.Errorf("from 0: %q lacks the history", got)
+		}
+		if tc.not != "" && strings.Contains(got, tc.not) {
+			t.Errorf("from %d: %q repeats what the read already had", tc.from, got)
+		}
+		conn.Close()
+	}
+
+	end, err := c.ReadTerminal(ctx, term.ID, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.AttachTerminalFrom(ctx, term.ID, end.Total+100); remoteErrCode(t, err) != wire.CodeBadRequest {
+		t.Errorf("attach past the end: %v", err)
+	}
+	if _, err := c.AttachTerminalFrom(ctx, term.ID, -1); err == nil {
+		t.Error("a negative offset was accepted")
+	}
+	// A raw negative offset reaches the agent only from a caller of its own.
+	var out struct{}
+	err = c.Call(ctx, http.MethodGet, wire.PathTerminals+"/"+term.ID+"/attach?offset=-5", nil, &out)
+	if remoteErrCode(t, err) != wire.CodeBadRequest {
+		t.Errorf("raw negative offset: %v", err)
+	}
+}
+
 func TestTerminalAttach(t *testing.T) {
 	_, c := startProcAgent(t, Options{})
 	ctx := context.Background()

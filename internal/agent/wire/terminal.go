@@ -13,7 +13,8 @@ import "time"
 //	POST   /v1/terminals/{id}/input    TerminalInput -> OutputChunk (with Terminal)
 //	GET    /v1/terminals/{id}/output   ?offset=N&limit=M -> OutputChunk (with Terminal)
 //	POST   /v1/terminals/{id}/resize   TerminalResize -> TerminalInfo
-//	GET    /v1/terminals/{id}/attach   Upgrade: berth-terminal -> 101, then raw bytes both ways
+//	GET    /v1/terminals/{id}/attach   [?offset=N] Upgrade: berth-terminal -> 101, then raw bytes both ways
+//	                                   (output kept from offset N first; without it, output from now on)
 const PathTerminals = "/v1/terminals"
 
 // TerminalUpgrade is the protocol named in the Upgrade header of an attach:

@@ -39,14 +39,18 @@ export function terminalTab(panel, bot) {
 		term.open(screen);
 		fit.fit();
 		const t = term;
-		// The kept history first, so a reattached terminal shows its past.
+		// The kept history first, so a reattached terminal shows its past;
+		// the WebSocket then carries on from where the history ended, so
+		// output written in between is neither lost nor shown twice.
+		let from = '';
 		try {
 			const past = await mcp.call('terminal_read', { bot_id: bot, terminal_id: id, offset: 0, limit: 1 << 20 });
 			if (past.output) t.write(past.output);
+			if (Number.isInteger(past.next_offset)) from = `&offset=${past.next_offset}`;
 		} catch { /* history is a nicety */ }
 		if (t !== term) return;
 		const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
-		const sock = new WebSocket(`${proto}//${location.host}/bots/${encodeURIComponent(bot)}/terminal/ws?terminal_id=${encodeURIComponent(id)}&csrf=${encodeURIComponent(session.me.csrf)}`);
+		const sock = new WebSocket(`${proto}//${location.host}/bots/${encodeURIComponent(bot)}/terminal/ws?terminal_id=${encodeURIComponent(id)}${from}&csrf=${encodeURIComponent(session.me.csrf)}`);
 		ws = sock;
 		sock.binaryType = 'arraybuffer';
 		const enc = new TextEncoder();
