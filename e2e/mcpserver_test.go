@@ -488,10 +488,11 @@ func TestMCPServerProxyEndpoint(t *testing.T) {
 				t.Errorf("sampling through the proxy: %+v", res)
 			}
 
-			// Cancellation reaches the server.
-			cctx, ccancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+			// Cancellation reaches the server: cancelled once the server is
+			// running the call (its first progress), however slow the way there.
+			cctx, ccancel := context.WithCancel(context.Background())
 			defer ccancel()
-			if _, err := c.call(cctx, "progress", map[string]any{"steps": 1000, "interval_ms": 20}, nil); err == nil {
+			if _, err := c.call(cctx, "progress", map[string]any{"steps": 1000, "interval_ms": 20}, func(progressEvent) { ccancel() }); err == nil {
 				t.Errorf("a cancelled call succeeded")
 			}
 			waitFor(t, "the server to record the cancellation", func() bool {
