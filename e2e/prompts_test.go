@@ -279,3 +279,34 @@ func TestPromptsStdio(t *testing.T) {
 		})
 	}
 }
+
+// TestPromptsAfterCommands: a skill the bot makes with its own shell
+// command is announced too, without the session listing again.
+func TestPromptsAfterCommands(t *testing.T) {
+	e := newEnv(t)
+	for _, kind := range []string{"mcpgo", "gosdk"} {
+		t.Run(kind, func(t *testing.T) {
+			bot := "sc-" + kind
+			c := e.promptsStdio(kind, bot)
+			defer c.close()
+			mustCall(t, c, "workspace_create", map[string]any{"bot_id": bot}).decode(t, &struct{}{})
+			if got := c.list(t); len(got) != 0 {
+				t.Fatalf("prompts of a new workspace: %v", got)
+			}
+			for len(c.changed) > 0 {
+				<-c.changed // only what the command causes counts
+			}
+			heard := c.heard.Load()
+			md := strings.ReplaceAll(skillMD("made", "by hand"), "\n", `\n`)
+			execute(t, c, bot, map[string]any{"command": `mkdir -p /data/skills/made && printf '` + md + `' > /data/skills/made/SKILL.md`})
+			select {
+			case <-c.changed:
+			case <-time.After(time.Minute):
+				t.Fatalf("no prompts/list_changed within a minute of the command (heard %d, %d before)", c.heard.Load(), heard)
+			}
+			if got := c.list(t); !slices.Equal(got, []promptInfo{{"made", "by hand"}}) {
+				t.Fatalf("prompts after the command: %v", got)
+			}
+		})
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/berth-dev/berth/internal/agent/client"
 	"github.com/berth-dev/berth/internal/auth"
@@ -40,11 +41,15 @@ type skillPrompts struct {
 	// listeners are the subscriptions/listen streams of 2026-07-28
 	// requests limited to one bot, which have no session: → their bot.
 	listeners map[server.ClientSession]string
+	// refreshing holds the bots whose prompts are being refreshed after a
+	// command: true while one runs, false once a later command asked for
+	// one more.
+	refreshing map[string]bool
 }
 
 func newSkillPrompts(d tools.Deps, stdioBot string) *skillPrompts {
 	return &skillPrompts{d: d, stdioBot: stdioBot, sessions: map[string]string{}, lists: map[string][]skills.Skill{}, names: map[string]int{},
-		listeners: map[server.ClientSession]string{}}
+		listeners: map[server.ClientSession]string{}, refreshing: map[string]bool{}}
 }
 
 // serverOptions declare prompts (with list_changed) and filter them per
@@ -203,12 +208,18 @@ var skillTools = []string{
 	"snapshot_rollback", "data_import", "data_restore", "fs_write", "fs_edit", "fs_delete", "fs_move", "fs_copy",
 }
 
+// commandTools run the bot's own commands, which may write its skills too
+// (a bot often makes a skill with a shell command). Most do not, so the
+// answer does not wait for the check: it runs after, in the background.
+var commandTools = []string{"exec", "terminal_send"}
+
 // afterTools refreshes the prompts of a bot whose prompts were listed after a call that may have
-// changed its skills, so its sessions hear of it before the call's answer.
+// changed its skills, so its sessions hear of it (before the call's answer, but for commands).
 func (p *skillPrompts) afterTools(next server.ToolHandlerFunc) server.ToolHandlerFunc {
 	return func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 		res, err := next(ctx, req)
-		if err != nil || res == nil || res.IsError || !slices.Contains(skillTools, req.Params.Name) {
+		command := slices.Contains(commandTools, req.Params.Name)
+		if err != nil || res == nil || (res.IsError && !command) || !(command || slices.Contains(skillTools, req.Params.Name)) {
 			return res, err
 		}
 		var args struct {
@@ -218,17 +229,54 @@ func (p *skillPrompts) afterTools(next server.ToolHandlerFunc) server.ToolHandle
 		if len(raw) == 0 {
 			raw, _ = json.Marshal(req.Params.Arguments)
 		}
-		if json.Unmarshal(raw, &args) == nil && args.BotID != "" {
-			p.mu.Lock()
-			_, listed := p.lists[args.BotID]
-			p.mu.Unlock()
-			if listed {
-				p.refresh(ctx, args.BotID, "")
-			}
+		if json.Unmarshal(raw, &args) != nil || args.BotID == "" {
+			return res, err
+		}
+		p.mu.Lock()
+		_, listed := p.lists[args.BotID]
+		p.mu.Unlock()
+		switch {
+		case !listed:
+		case command:
+			p.refreshLater(context.WithoutCancel(ctx), args.BotID)
+		default:
+			p.refresh(ctx, args.BotID, "")
 		}
 		return res, err
 	}
 }
+
+// refreshLater refreshes bot's prompts in the background. Commands in
+// quick succession share refreshes: one runs at a time per bot, and one
+// more after it if a command ended meanwhile.
+func (p *skillPrompts) refreshLater(ctx context.Context, bot string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, busy := p.refreshing[bot]; busy {
+		p.refreshing[bot] = false
+		return
+	}
+	p.refreshing[bot] = true
+	go func() {
+		for {
+			rctx, cancel := context.WithTimeout(ctx, refreshTimeout)
+			p.refresh(rctx, bot, "")
+			cancel()
+			p.mu.Lock()
+			if p.refreshing[bot] {
+				delete(p.refreshing, bot)
+				p.mu.Unlock()
+				return
+			}
+			p.refreshing[bot] = true
+			p.mu.Unlock()
+		}
+	}()
+}
+
+// refreshTimeout bounds a background refresh (an agent that stopped
+// answering must not hold it for ever).
+const refreshTimeout = time.Minute
 
 // notifyStream sends method on a 2026-07-28 subscriptions/listen stream
 // that asked for it; a stream too far behind misses it, as a session would.
