@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/chromedp/cdproto/browser"
+	"github.com/berth-dev/berth/internal/testenv"
 	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/input"
 	"github.com/chromedp/cdproto/network"
@@ -406,7 +407,22 @@ func TestConsole(t *testing.T) {
 	p.named("controls of the processes page")
 	p.open("#/w/web/mcp")
 	p.until("no MCP servers", `[...document.querySelectorAll('#panel p.empty')].some(e => e.textContent === 'No MCP servers in this workspace.')`)
+	// A workspace with a server of its own: its state, tools and logs.
+	mcpImage := testenv.ImportArchive(t, e.address, e.namespace, testenv.MCPArchive(t))
+	mustCall(t, admin, "workspace_create", map[string]any{"bot_id": "tools", "image": mcpImage}).decode(t, &struct{}{})
+	mustCall(t, admin, "mcp_server_add", map[string]any{"bot_id": "tools", "name": "fx", "command": testenv.MCPFixturePath}).decode(t, &struct{}{})
+	p.open("#/w/tools/mcp")
+	// The page's last event predates the workspace: it waits for the next
+	// one rather than saying there is no such workspace.
+	if consoleEval[bool](p, "the header of a workspace newer than the last event", `document.querySelector('p.summary').textContent.startsWith('No such')`) {
+		t.Error("a workspace created after the page's last event was shown as missing")
+	}
+	p.until("its live state", `!!document.querySelector('p.summary .badge.s-running')`)
+	p.until("the server, ready, with its tools", `[...document.querySelectorAll('#panel article.card')].some(c => c.querySelector('h3').textContent.startsWith('fx') && !!c.querySelector('.badge.m-ready') && c.querySelectorAll('details li').length >= 9)`)
+	p.do("its logs", chromedp.Click(chromedp.CSS(`#panel article.card button`)))
+	p.until("the server's own log lines", `document.querySelector('#panel h2').textContent === 'Logs of fx' && document.querySelector('#panel pre.output').textContent.includes('mcp-fixture: started pid=')`)
 	p.shot("mcp")
+	p.named("controls of the MCP servers page")
 
 	// The diff shows the upload; rolling back to the snapshot removes it.
 	p.open("#/w/web/snapshots")

@@ -40,10 +40,16 @@ export function workspacePage(main, bot, tab) {
 		panel);
 
 	let status = null;
+	// The last event may predate this workspace (just created): only a
+	// fresh one may say that it does not exist.
+	let stale = true;
 	const off = events.on((list) => {
 		const w = list.find((x) => x.bot_id === bot);
 		if (!w) {
-			summary.textContent = 'No such workspace (or not visible to this token).';
+			if (stale) return;
+			summary.textContent = events.truncated
+				? 'No live figures for this workspace: the live list shows only the first workspaces.'
+				: 'No such workspace (or not visible to this token).';
 			clear(actions);
 			status = null;
 			return;
@@ -54,6 +60,7 @@ export function workspacePage(main, bot, tab) {
 		if (w.status !== status) clear(actions, lifecycleButtons(w));
 		status = w.status;
 	});
+	stale = false;
 	const stop = tabs[tab][1](panel, bot) || (() => {});
 	return () => {
 		off();
