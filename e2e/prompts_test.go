@@ -310,3 +310,66 @@ func TestPromptsAfterCommands(t *testing.T) {
 		})
 	}
 }
+
+// TestPromptsOtherBotsQuiet: one bot's skill changes reach the sessions of
+// other bots at most as one prompts/list_changed for a name the server has
+// not served before: a skill switched off and on again and again is not
+// heard elsewhere, and a bot's own session hears a new name and a name
+// another bot already has alike (once), so it cannot tell them apart.
+func TestPromptsOtherBotsQuiet(t *testing.T) {
+	e := newEnv(t)
+	const tokA, tokB = "quiet-a-0123456789abcdef", "quiet-b-0123456789abcdef"
+	tokens := fmt.Sprintf("tokens:\n  - {name: a, token: %s, bots: [alpha], scopes: [read, write]}\n  - {name: b, token: %s, bots: [bravo], scopes: [read, write]}\n", tokA, tokB)
+	path := filepath.Join(e.stateDir, "tokens.yaml")
+	if err := os.WriteFile(path, []byte(tokens), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.extra = append(e.extra, "--tokens-file", path)
+	b := e.serveHTTP()
+	admin := e.httpMcpgo(b)
+	for _, bot := range []string{"alpha", "bravo"} {
+		mustCall(t, admin, "workspace_create", map[string]any{"bot_id": bot}).decode(t, &struct{}{})
+	}
+	a, a2, bb := e.promptsClient("gosdk", b.URL, tokA), e.promptsClient("gosdk", b.URL, tokA), e.promptsClient("gosdk", b.URL, tokB)
+	for _, c := range []*promptClient{a, a2, bb} {
+		if got := c.list(t); len(got) != 0 {
+			t.Fatalf("prompts of a new workspace: %v", got)
+		}
+	}
+	upsert := func(c *promptClient, bot, name string) {
+		t.Helper()
+		mustCall(t, c, "skills_upsert", map[string]any{"bot_id": bot, "skills": []string{skillMD(name, "d")}}).decode(t, &struct{}{})
+	}
+	// A change of alpha's own that a2 hears, after all that came before it.
+	var mine []promptInfo
+	barrier := func(name string) {
+		t.Helper()
+		heard := a2.heard.Load()
+		upsert(a, "alpha", name)
+		mine = append(mine, promptInfo{name, "d"})
+		slices.SortFunc(mine, func(x, y promptInfo) int { return strings.Compare(x.name, y.name) })
+		a2.waitFor(t, heard, mine)
+	}
+
+	upsert(bb, "bravo", "flip")
+	barrier("mine1")
+	before := a2.heard.Load()
+	for range 5 {
+		for _, action := range []string{"disable", "enable"} {
+			mustCall(t, bb, "skills_action", map[string]any{"bot_id": "bravo", "name": "flip", "action": action}).decode(t, &struct{}{})
+		}
+	}
+	barrier("mine2")
+	if got := a2.heard.Load() - before; got != 1 {
+		t.Errorf("alpha's session heard %d prompts/list_changed while bravo switched a skill off and on 5 times, then alpha added one; want 1", got)
+	}
+
+	// A name bravo has, then a name nobody has: one notification each.
+	before = a2.heard.Load()
+	barrier("flip")
+	barrier("fresh")
+	barrier("mine3")
+	if got := a2.heard.Load() - before; got != 3 {
+		t.Errorf("alpha's second session heard %d prompts/list_changed for 3 new skills of alpha (one named like bravo's); want 3", got)
+	}
+}

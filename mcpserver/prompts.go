@@ -15,6 +15,7 @@ import (
 	"github.com/berth-dev/berth/tools"
 	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
+	"golang.org/x/sync/singleflight"
 )
 
 // skillPrompts serves a bot's effective skills as MCP prompts to the
@@ -34,10 +35,15 @@ type skillPrompts struct {
 	stdioBot string
 	s        *server.MCPServer
 
-	mu       sync.Mutex
-	sessions map[string]string         // session id → its bot
-	lists    map[string][]skills.Skill // bot whose prompts were listed → its effective skills, as last seen
-	names    map[string]int            // prompt name in s → bots listing it
+	// reads shares one reading of a bot's skills among the callers that
+	// ask at the same time (many sessions listing at once).
+	reads singleflight.Group
+
+	mu         sync.Mutex
+	sessions   map[string]string         // session id → its bot
+	lists      map[string][]skills.Skill // bot whose prompts were listed → its effective skills, as last seen
+	names      map[string]int            // prompt name → bots listing it
+	registered map[string]bool           // prompt names s holds a handler for (see setLocked)
 	// listeners are the subscriptions/listen streams of 2026-07-28
 	// requests limited to one bot, which have no session: → their bot.
 	listeners map[server.ClientSession]string
@@ -49,7 +55,7 @@ type skillPrompts struct {
 
 func newSkillPrompts(d tools.Deps, stdioBot string) *skillPrompts {
 	return &skillPrompts{d: d, stdioBot: stdioBot, sessions: map[string]string{}, lists: map[string][]skills.Skill{}, names: map[string]int{},
-		listeners: map[server.ClientSession]string{}, refreshing: map[string]bool{}}
+		listeners: map[server.ClientSession]string{}, refreshing: map[string]bool{}, registered: map[string]bool{}}
 }
 
 // serverOptions declare prompts (with list_changed) and filter them per
@@ -128,24 +134,18 @@ func (p *skillPrompts) filter(ctx context.Context, _ []mcp.Prompt) []mcp.Prompt 
 // that is listing them now). A bot without a running workspace has no
 // prompts.
 func (p *skillPrompts) refresh(ctx context.Context, bot, except string) []skills.Skill {
-	all, err := workspace.Ask(ctx, p.d.Manager, bot, func(a *client.Client) ([]skills.Skill, error) { return skills.List(ctx, a, p.d.Skills) })
-	if err != nil {
-		all = nil
-	}
-	list := []skills.Skill{}
-	for _, s := range all {
-		if s.State == skills.StateEffective {
-			list = append(list, s)
-		}
-	}
+	list := p.effective(ctx, bot)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	prev, known := p.lists[bot]
 	if known && slices.EqualFunc(prev, list, func(a, b skills.Skill) bool { return a.Name == b.Name && a.Description == b.Description }) {
 		return list
 	}
-	p.setLocked(bot, list)
+	announced := p.setLocked(bot, list)
 	p.lists[bot] = list
+	if announced {
+		return list // s told every session and listen stream
+	}
 	for id, b := range p.sessions {
 		if b == bot && id != except {
 			_ = p.s.SendNotificationToSpecificClient(id, mcp.MethodNotificationPromptsListChanged, nil)
@@ -159,28 +159,69 @@ func (p *skillPrompts) refresh(ctx context.Context, bot, except string) []skills
 	return list
 }
 
-// setLocked makes bot's prompt names list; the server holds a handler for
-// every name some watched bot lists.
-func (p *skillPrompts) setLocked(bot string, list []skills.Skill) {
+// effective reads bot's effective skills, sharing the reading with the
+// callers that ask at the same time; a bot without a running workspace
+// has none.
+func (p *skillPrompts) effective(ctx context.Context, bot string) []skills.Skill {
+	v, _, _ := p.reads.Do(bot, func() (any, error) {
+		// Shared: one caller's cancel must not empty the others' list.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), refreshTimeout)
+		defer cancel()
+		all, err := workspace.Ask(rctx, p.d.Manager, bot, func(a *client.Client) ([]skills.Skill, error) { return skills.List(rctx, a, p.d.Skills) })
+		list := []skills.Skill{}
+		if err != nil {
+			return list, nil
+		}
+		for _, s := range all {
+			if s.State == skills.StateEffective {
+				list = append(list, s)
+			}
+		}
+		return list, nil
+	})
+	return v.([]skills.Skill)
+}
+
+// maxIdlePrompts bounds the prompt names s keeps a handler for that no
+// listed bot has any more.
+const maxIdlePrompts = 1024
+
+// setLocked makes bot's prompt names list. s needs a handler for every
+// name some listed bot has, and tells every session (all bots') when it
+// gains or loses one: so a name stays registered when its bots drop it
+// (a skill switched off and on again, over and over, tells no one else),
+// until maxIdlePrompts such names are dropped at once. It reports whether
+// s told every session.
+func (p *skillPrompts) setLocked(bot string, list []skills.Skill) (announced bool) {
 	var add []server.ServerPrompt
 	for _, s := range list {
-		if p.names[s.Name]++; p.names[s.Name] == 1 {
+		p.names[s.Name]++
+		if !p.registered[s.Name] {
+			p.registered[s.Name] = true
 			add = append(add, server.ServerPrompt{Prompt: mcp.NewPrompt(s.Name), Handler: p.get})
 		}
 	}
-	var remove []string
 	for _, s := range p.lists[bot] {
 		if p.names[s.Name]--; p.names[s.Name] == 0 {
 			delete(p.names, s.Name)
-			remove = append(remove, s.Name)
 		}
 	}
 	if len(add) > 0 {
 		p.s.AddPrompts(add...)
+		announced = true
 	}
-	if len(remove) > 0 {
-		p.s.DeletePrompts(remove...)
+	if len(p.registered)-len(p.names) > maxIdlePrompts {
+		var idle []string
+		for name := range p.registered {
+			if p.names[name] == 0 {
+				idle = append(idle, name)
+				delete(p.registered, name)
+			}
+		}
+		p.s.DeletePrompts(idle...)
+		announced = true
 	}
+	return announced
 }
 
 // get is every skill prompt's handler: the SKILL.md of the caller's bot's
@@ -218,32 +259,48 @@ var commandTools = []string{"exec", "terminal_send"}
 func (p *skillPrompts) afterTools(next server.ToolHandlerFunc) server.ToolHandlerFunc {
 	return func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 		res, err := next(ctx, req)
-		command := slices.Contains(commandTools, req.Params.Name)
-		if err != nil || res == nil || (res.IsError && !command) || !(command || slices.Contains(skillTools, req.Params.Name)) {
+		if err != nil {
 			return res, err
 		}
-		var args struct {
-			BotID string `json:"bot_id"`
-		}
-		raw := []byte(req.Params.RawArguments)
-		if len(raw) == 0 {
-			raw, _ = json.Marshal(req.Params.Arguments)
-		}
-		if json.Unmarshal(raw, &args) != nil || args.BotID == "" {
+		bot, later := skillsMayHaveChanged(ctx, req, res)
+		if bot == "" {
 			return res, err
 		}
 		p.mu.Lock()
-		_, listed := p.lists[args.BotID]
+		_, listed := p.lists[bot]
 		p.mu.Unlock()
 		switch {
 		case !listed:
-		case command:
-			p.refreshLater(context.WithoutCancel(ctx), args.BotID)
+		case later:
+			p.refreshLater(context.WithoutCancel(ctx), bot)
 		default:
-			p.refresh(ctx, args.BotID, "")
+			p.refresh(ctx, bot, "")
 		}
 		return res, err
 	}
+}
+
+// skillsMayHaveChanged names the bot whose skills a finished call may have
+// changed, or "", and whether to look later, in the background (after a
+// command). A refused or failed call changed nothing (a command's own
+// failure, a non-zero exit, is not an error of the call), and a caller
+// that may not read the bot makes berth look at nothing of it.
+func skillsMayHaveChanged(ctx context.Context, req mcp.CallToolRequest, res *mcp.CallToolResult) (bot string, later bool) {
+	later = slices.Contains(commandTools, req.Params.Name)
+	if res == nil || res.IsError || !(later || slices.Contains(skillTools, req.Params.Name)) {
+		return "", false
+	}
+	var args struct {
+		BotID string `json:"bot_id"`
+	}
+	raw := []byte(req.Params.RawArguments)
+	if len(raw) == 0 {
+		raw, _ = json.Marshal(req.Params.Arguments)
+	}
+	if json.Unmarshal(raw, &args) != nil || args.BotID == "" || auth.FromContext(ctx).Allow(auth.ScopeRead, args.BotID) != nil {
+		return "", false
+	}
+	return args.BotID, later
 }
 
 // refreshLater refreshes bot's prompts in the background. Commands in
@@ -259,9 +316,7 @@ func (p *skillPrompts) refreshLater(ctx context.Context, bot string) {
 	p.refreshing[bot] = true
 	go func() {
 		for {
-			rctx, cancel := context.WithTimeout(ctx, refreshTimeout)
-			p.refresh(rctx, bot, "")
-			cancel()
+			p.refresh(ctx, bot, "")
 			p.mu.Lock()
 			if p.refreshing[bot] {
 				delete(p.refreshing, bot)
@@ -270,9 +325,15 @@ func (p *skillPrompts) refreshLater(ctx context.Context, bot string) {
 			}
 			p.refreshing[bot] = true
 			p.mu.Unlock()
+			// A bot running commands in a loop gets its skills read at
+			// most this often.
+			time.Sleep(refreshPause)
 		}
 	}()
 }
+
+// refreshPause spaces the background refreshes of one bot.
+const refreshPause = time.Second
 
 // refreshTimeout bounds a background refresh (an agent that stopped
 // answering must not hold it for ever).

@@ -19,6 +19,10 @@ const (
 	MaxNameLength = 64
 	// MaxDescriptionLength caps a description, in characters.
 	MaxDescriptionLength = 1024
+	// MaxFrontMatterBytes caps the front matter: room for a name, a
+	// description and a few short keys, while a listing, which parses the
+	// front matter of every skill, stays cheap whatever a workspace writes.
+	MaxFrontMatterBytes = 16 << 10
 )
 
 // Meta is a SKILL.md's front matter.
@@ -85,6 +89,9 @@ func Parse(text string) (meta Meta, body string, err error) {
 	case frontMatterOpen:
 		return Meta{}, "", invalidf("SKILL.md front matter is not closed: add a line \"---\" after the last front matter line")
 	}
+	if len(yamlText) > MaxFrontMatterBytes {
+		return Meta{}, "", errFrontMatterTooLong(len(yamlText))
+	}
 	fields, err := decodeFrontMatter(yamlText)
 	if err != nil {
 		return Meta{}, "", err
@@ -120,6 +127,10 @@ func Parse(text string) (meta Meta, body string, err error) {
 		meta.Extra[k] = jsonSafe(v)
 	}
 	return meta, body, nil
+}
+
+func errFrontMatterTooLong(n int) error {
+	return invalidf("SKILL.md front matter is %d bytes long; at most %d are allowed: keep it to the name, the description and short keys, and put the rest in the body", n, MaxFrontMatterBytes)
 }
 
 // decodeFrontMatter decodes the YAML into a map. The YAML comes from the

@@ -32,6 +32,11 @@ func TestParse(t *testing.T) {
 			wantBody: "body\r\n",
 		},
 		{
+			name:    "front matter over its cap",
+			text:    "---\nname: a\ndescription: b\nlist:\n" + strings.Repeat("- x\n", MaxFrontMatterBytes/4) + "---\n",
+			wantErr: "at most 16384 are allowed",
+		},
+		{
 			name:     "no body, no final newline",
 			text:     "---\nname: a\ndescription: b\n---",
 			wantMeta: Meta{Name: "a", Description: "b"},

@@ -82,8 +82,15 @@ func readTextOnce(ctx context.Context, fsys FS, p string, maxBytes int, head boo
 		}
 		b.WriteString(res.Text)
 		if head {
-			if _, _, state := splitFrontMatter(b.String()); state != frontMatterOpen {
+			fm, _, state := splitFrontMatter(b.String())
+			switch {
+			case state != frontMatterOpen && len(fm) > MaxFrontMatterBytes:
+				return "", "", preconditionf("%s: %v", p, errFrontMatterTooLong(len(fm)))
+			case state != frontMatterOpen:
 				return b.String(), revision, nil
+			case b.Len() > MaxFrontMatterBytes+len("---\n")+len("\ufeff"):
+				// Still open past the cap: no need to read the rest.
+				return "", "", preconditionf("%s: %v", p, errFrontMatterTooLong(b.Len()))
 			}
 		}
 		if res.NextOffset == 0 {

@@ -177,6 +177,10 @@ func TestListReportsUnusableSkills(t *testing.T) {
 	m.addFile(skillPath(roRoot2, "binary"), "---\nname: binary\ndescription: b\n---\n\x00\x01")
 	m.addDir(skillPath(roRoot2, "isdir"))
 	m.addFile(skillPath(roRoot2, "unclosed"), "---\nname: unclosed\ndescription: x\n"+strings.Repeat("key: value\n", 200))
+	// Front matter past MaxFrontMatterBytes: a long list (parsing it would
+	// cost far more memory than its bytes), and one never closed.
+	m.addFile(skillPath(roRoot2, "fat"), "---\nname: fat\ndescription: x\nlist:\n"+strings.Repeat("- a\n", MaxFrontMatterBytes/4+1)+"---\nbody\n")
+	m.addFile(skillPath(roRoot2, "endless"), "---\nname: endless\ndescription: x\n"+strings.Repeat("- a\n", MaxSkillBytes/8))
 
 	got := mustList(t, m, threeRoots)
 	wantStrings(t, "skills", brief(got), []string{
@@ -184,6 +188,8 @@ func TestListReportsUnusableSkills(t *testing.T) {
 		"binary@/opt/skills effective",
 		"broken@/data/skills effective",
 		"broken@/data/.agents/skills shadowed by /data/skills",
+		"endless@/opt/skills effective",
+		"fat@/opt/skills effective",
 		"huge@/opt/skills effective",
 		"isdir@/opt/skills effective",
 		"mismatch@/data/.agents/skills effective",
@@ -197,6 +203,8 @@ func TestListReportsUnusableSkills(t *testing.T) {
 		"isdir":     "is a directory",
 		"mismatch":  `front matter name "other" differs from the directory name "mismatch"`,
 		"unclosed":  "not closed",
+		"fat":       "front matter is 16419 bytes long; at most 16384 are allowed",
+		"endless":   "at most 16384 are allowed",
 		"broken#ro": "",
 	}
 	for _, s := range got {
