@@ -183,9 +183,11 @@ func (c *Console) session(r *http.Request) (*session, error) {
 
 // checkCSRF applies the CSRF rule: reads pass, except the /mcp stream and
 // WebSocket handshakes, which (like every other method) must prove they
-// come from the page.
+// come from the page. Any request asking for an upgrade counts as a
+// handshake, however it words the header: the WebSocket library accepts
+// "websocket" anywhere in its list.
 func checkCSRF(r *http.Request, s *session) error {
-	if strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+	if len(r.Header.Values("Upgrade")) > 0 {
 		// A browser cannot set headers on a handshake; the origin must be
 		// berth's own, not one of --allowed-origins, since only the page
 		// knows the token.

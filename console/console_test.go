@@ -483,9 +483,10 @@ func TestWebSocketCSRF(t *testing.T) {
 	if err := json.NewDecoder(rec.Body).Decode(&who); err != nil || who.CSRF == "" {
 		t.Fatalf("me: %v %s", err, rec.Body)
 	}
+	upgrade := "websocket"
 	handshake := func(query, origin string) (*auth.Principal, error) {
 		r := httptest.NewRequest("GET", "http://berth.test/bots/a/terminal/ws?terminal_id=t1"+query, nil)
-		r.Header.Set("Upgrade", "websocket")
+		r.Header.Set("Upgrade", upgrade)
 		r.Header.Set("Connection", "Upgrade")
 		if origin != "" {
 			r.Header.Set("Origin", origin)
@@ -505,6 +506,13 @@ func TestWebSocketCSRF(t *testing.T) {
 	} {
 		if _, err := handshake(args[0], args[1]); !errors.Is(err, console.ErrCSRF) {
 			t.Errorf("%s: %v", name, err)
+		}
+	}
+	// Worded otherwise, it is still a handshake (the WebSocket library
+	// accepts "websocket" anywhere in the list).
+	for _, upgrade = range []string{"websocket, foo", "foo, WebSocket", "h2c"} {
+		if _, err := handshake("", "http://berth.test"); !errors.Is(err, console.ErrCSRF) {
+			t.Errorf("Upgrade: %s without csrf: %v", upgrade, err)
 		}
 	}
 	// A plain read needs no CSRF token; an unknown cookie is no session.
