@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/internal/agent/wire"
+	"github.com/containerd/errdefs"
 )
 
 // fakeAgent serves h on a unix socket, standing in for an agent that is
@@ -194,4 +195,19 @@ func FuzzDecodeHealth(f *testing.F) {
 			t.Fatalf("unsanitized remote error %+v", re)
 		}
 	})
+}
+
+// TestBadIDsAreInvalidArguments: an id that cannot be one berth gave is
+// the caller's mistake (400 over HTTP), refused before any call.
+func TestBadIDsAreInvalidArguments(t *testing.T) {
+	for _, id := range []string{"", "../t1", "t1/../p1", "t 1", strings.Repeat("t", 65), "t\x00"} {
+		if err := checkID("terminal", id); !errdefs.IsInvalidArgument(err) {
+			t.Errorf("checkID(%q) = %v, want an invalid argument", id, err)
+		}
+	}
+	for _, id := range []string{"t1", "p12", "a-b_C"} {
+		if err := checkID("process", id); err != nil {
+			t.Errorf("checkID(%q) = %v", id, err)
+		}
+	}
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/internal/agent/wire"
+	"github.com/containerd/errdefs"
 )
 
 // Response caps of the process and terminal calls. A list of MaxProcesses
@@ -97,13 +98,12 @@ func decodeLimited(status int, h http.Header, body []byte, out any, maxBody int6
 // checkID refuses ids that no agent hands out, before they become part of a
 // URL path.
 func checkID(kind, id string) error {
-	if id == "" || len(id) > maxIDLen {
-		return fmt.Errorf("invalid %s id %q", kind, wire.TruncateInfo(id, maxIDLen))
-	}
+	valid := id != "" && len(id) <= maxIDLen
 	for _, r := range id {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
-			return fmt.Errorf("invalid %s id %q", kind, wire.TruncateInfo(id, maxIDLen))
-		}
+		valid = valid && (r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_')
+	}
+	if !valid {
+		return fmt.Errorf("%w: %s id %q is not one berth gives (letters, digits, - and _)", errdefs.ErrInvalidArgument, kind, wire.TruncateInfo(id, maxIDLen))
 	}
 	return nil
 }
