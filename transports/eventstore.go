@@ -13,13 +13,18 @@ import (
 // eventStore keeps the last few events of each HTTP session so a client
 // whose stream broke can resume, without the unbounded growth of mcp-go's
 // in-memory store. (mcp-go also needs some event store for progress
-// notifications to be delivered reliably.)
+// notifications to be delivered reliably.) Event ids count per session:
+// one counter for all would tell a client how busy the other tenants are.
 type eventStore struct {
 	perSession int
 
 	mu       sync.Mutex
-	seq      uint64
-	sessions map[string][]storedEvent
+	sessions map[string]*sessionEvents
+}
+
+type sessionEvents struct {
+	seq    uint64
+	events []storedEvent
 }
 
 type storedEvent struct {
@@ -30,25 +35,32 @@ type storedEvent struct {
 var _ server.EventStore = (*eventStore)(nil)
 
 func newEventStore(perSession int) *eventStore {
-	return &eventStore{perSession: perSession, sessions: map[string][]storedEvent{}}
+	return &eventStore{perSession: perSession, sessions: map[string]*sessionEvents{}}
 }
 
 func (s *eventStore) StoreEvent(_ context.Context, session, stream string, message json.RawMessage) (string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.seq++
-	id := strconv.FormatUint(s.seq, 10)
-	events := append(s.sessions[session], storedEvent{id: id, stream: stream, message: message})
-	if len(events) > s.perSession {
-		events = append(events[:0:0], events[len(events)-s.perSession:]...)
+	se := s.sessions[session]
+	if se == nil {
+		se = &sessionEvents{}
+		s.sessions[session] = se
 	}
-	s.sessions[session] = events
+	se.seq++
+	id := strconv.FormatUint(se.seq, 10)
+	se.events = append(se.events, storedEvent{id: id, stream: stream, message: message})
+	if len(se.events) > s.perSession {
+		se.events = append(se.events[:0:0], se.events[len(se.events)-s.perSession:]...)
+	}
 	return id, nil
 }
 
 func (s *eventStore) ReplayEventsAfter(_ context.Context, session, lastID string, send func(string, json.RawMessage) error) (string, error) {
 	s.mu.Lock()
-	events := s.sessions[session]
+	var events []storedEvent
+	if se := s.sessions[session]; se != nil {
+		events = se.events
+	}
 	at := -1
 	for i, e := range events {
 		if e.id == lastID {

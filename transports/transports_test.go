@@ -51,7 +51,7 @@ func TestEventStoreIsBounded(t *testing.T) {
 		ids = append(ids, id)
 	}
 	s.StoreEvent(ctx, "sess", "stream-b", json.RawMessage(`{"other":true}`))
-	if n := len(s.sessions["sess"]); n != 3 {
+	if n := len(s.sessions["sess"].events); n != 3 {
 		t.Fatalf("kept %d events, want 3", n)
 	}
 	if _, err := s.ReplayEventsAfter(ctx, "sess", ids[0], func(string, json.RawMessage) error { return nil }); !errors.Is(err, server.ErrUnknownEventID) {
@@ -68,5 +68,29 @@ func TestEventStoreIsBounded(t *testing.T) {
 	s.PurgeSession(ctx, "sess")
 	if len(s.sessions) != 0 {
 		t.Fatal("purge kept the session")
+	}
+}
+
+// TestEventIDsPerSession: a session's event ids say nothing of the
+// others' traffic, and an id of one session resumes nothing in another.
+func TestEventIDsPerSession(t *testing.T) {
+	ctx := context.Background()
+	s := newEventStore(8)
+	for range 5 {
+		if _, err := s.StoreEvent(ctx, "busy", "stream", json.RawMessage(`{}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first, _ := s.StoreEvent(ctx, "quiet", "stream", json.RawMessage(`{"n":1}`))
+	second, _ := s.StoreEvent(ctx, "quiet", "stream", json.RawMessage(`{"n":2}`))
+	if first != "1" || second != "2" {
+		t.Fatalf("a session's first ids after another's 5 events: %s, %s; want 1, 2", first, second)
+	}
+	var got []string
+	if _, err := s.ReplayEventsAfter(ctx, "busy", "4", func(_ string, m json.RawMessage) error {
+		got = append(got, string(m))
+		return nil
+	}); err != nil || strings.Join(got, ",") != `{}` {
+		t.Fatalf("busy's replay after its own 4: %v %v", err, got)
 	}
 }
