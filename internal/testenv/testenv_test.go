@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -256,10 +258,17 @@ func run(ctx context.Context, t *testing.T, c *client.Client, img client.Image, 
 	}
 	defer ctr.Delete(context.WithoutCancel(ctx), client.WithSnapshotCleanup)
 
-	var out lockedBuffer
-	task, err := ctr.NewTask(ctx, cio.NewCreator(cio.WithStreams(nil, &out, &out)))
+	// The shim writes the output to a file itself: with FIFOs copied by
+	// the client, a starved client could still be opening them when the
+	// task was deleted, and the output was lost.
+	logPath := filepath.Join(t.TempDir(), "out.log")
+	task, err := ctr.NewTask(ctx, cio.LogFile(logPath))
 	if err != nil {
 		t.Fatal(err)
+	}
+	output := func() string {
+		b, _ := os.ReadFile(logPath)
+		return string(b)
 	}
 	defer task.Delete(context.WithoutCancel(ctx), client.WithProcessKill)
 	exited, err := task.Wait(ctx)
@@ -272,16 +281,16 @@ func run(ctx context.Context, t *testing.T, c *client.Client, img client.Image, 
 	select {
 	case st := <-exited:
 		if st.ExitCode() != 0 {
-			t.Fatalf("%v exited with %d: %s", args, st.ExitCode(), out.String())
+			t.Fatalf("%v exited with %d: %s", args, st.ExitCode(), output())
 		}
 	case <-time.After(time.Minute):
 		t.Fatalf("%v did not exit within a minute", args)
 	}
-	// Delete waits for the output copies to finish, so read out after it.
+	// The shim has written all once the task is deleted.
 	if _, err := task.Delete(ctx); err != nil {
 		t.Fatal(err)
 	}
-	return out.String()
+	return output()
 }
 
 // lockedBuffer takes stdout and stderr, which are copied by two goroutines.
