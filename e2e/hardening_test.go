@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -176,6 +177,15 @@ func TestHardeningForkBombAndMemoryHog(t *testing.T) {
 	}
 	if got := hostCgroupFile(t, ws.PID, "pids", "pids.max"); got != "64" {
 		t.Fatalf("pids.max of the workspace is %s", got)
+	}
+	// The agent made its threads while the limit had room: a Go program
+	// that needs one more thread when it has none is ended by its runtime.
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", ws.PID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`(?m)^Threads:\s*(1[6-9]|[2-9][0-9])$`).Match(status) {
+		t.Fatalf("the agent holds fewer than 16 threads before the fork bomb:\n%s", status)
 	}
 
 	// A fork bomb in the background of a shell that then blocks without

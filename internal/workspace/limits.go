@@ -25,11 +25,14 @@ type LimitPolicy struct {
 
 // Built-in defaults where the operator says nothing.
 const (
-	DefaultPids          = 1024
-	DefaultMaxPids       = 32768
-	DefaultMemoryBytes   = 2 << 30
-	minMemoryBytes       = 6 << 20 // runc refuses less
-	minCPUs              = 0.01    // CFS needs a quota of at least 1 ms per 100 ms period
+	DefaultPids        = 1024
+	DefaultMaxPids     = 32768
+	DefaultMemoryBytes = 2 << 30
+	minMemoryBytes     = 6 << 20 // runc refuses less
+	minCPUs            = 0.01    // CFS needs a quota of at least 1 ms per 100 ms period
+	// minPids leaves room besides the agent (berth's init in the
+	// workspace), whose threads count too: it makes 16 when it starts.
+	minPids              = 32
 	hostMemoryUnknownCap = 1 << 40
 )
 
@@ -63,6 +66,9 @@ func NewLimitPolicy(s LimitSettings) (LimitPolicy, error) {
 	}
 	if s.MaxPids < 0 || s.DefaultPids < 0 {
 		return p, fmt.Errorf("--max-pids and --default-pids must not be negative")
+	}
+	if (s.MaxPids > 0 && s.MaxPids < minPids) || (s.DefaultPids > 0 && s.DefaultPids < minPids) {
+		return p, fmt.Errorf("--max-pids and --default-pids must be at least %d: the agent, berth's init in each workspace, keeps 16 threads of the limit", minPids)
 	}
 	explicit := p.Default
 	p = p.withHostDefaults()
@@ -133,6 +139,8 @@ func (p LimitPolicy) Resolve(req runtime.Limits) (runtime.Limits, error) {
 		return bad("pids must not be negative, got %d", n)
 	case n > p.Max.Pids:
 		return bad("pids %d is more than the maximum of %d that berth allows (--max-pids)", n, p.Max.Pids)
+	case n > 0 && n < minPids:
+		return bad("pids %d is less than the minimum of %d (the agent, berth's init in the workspace, keeps 16 threads of the limit)", n, minPids)
 	}
 	out := req
 	if out.CPUs == 0 {

@@ -36,6 +36,7 @@ func TestLimitPolicyResolve(t *testing.T) {
 		"negative mem":   {runtime.Limits{MemoryBytes: -1}, "negative"},
 		"pids":           {runtime.Limits{Pids: 201}, "maximum of 200 that berth allows (--max-pids)"},
 		"negative pids":  {runtime.Limits{Pids: -1}, "negative"},
+		"too few pids":   {runtime.Limits{Pids: 31}, "minimum of 32"},
 		"max int64 pids": {runtime.Limits{Pids: math.MaxInt64}, "--max-pids"},
 	} {
 		_, err := p.Resolve(tc.req)
@@ -61,7 +62,8 @@ func TestNewLimitPolicyDerivesFromHost(t *testing.T) {
 		t.Fatalf("zero policy: %+v, want %+v", (LimitPolicy{}).withHostDefaults(), p)
 	}
 	for name, s := range map[string]LimitSettings{
-		"default over max": {DefaultPids: 10, MaxPids: 5},
+		"default over max": {DefaultPids: 100, MaxPids: 50},
+		"too few pids":     {DefaultPids: 16},
 		"memory":           {DefaultMemory: "2G", MaxMemory: "1G"},
 		"cpus":             {DefaultCPUs: 3, MaxCPUs: 2},
 		"NaN":              {MaxCPUs: math.NaN()},

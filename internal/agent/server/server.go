@@ -136,6 +136,7 @@ func (s *server) run(ctx context.Context) error {
 	defer signal.Stop(sigpipe)
 
 	if s.isInit {
+		reserveThreads(agentThreads)
 		// The workspace's own root runs as the same user as the agent:
 		// without this it could ptrace the agent or open its descriptors
 		// (/proc/1/fd), and speak as the agent to berth. Non-dumpable, only
