@@ -3,8 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -53,11 +51,7 @@ func TestCompletionsScoped(t *testing.T) {
 	e := newEnv(t)
 	const tokA, tokB = "comp-a-0123456789abcdef", "comp-b-0123456789abcdef"
 	tokens := fmt.Sprintf("tokens:\n  - {name: a, token: %s, bots: [compa], scopes: [read]}\n  - {name: b, token: %s, bots: [compb], scopes: [read]}\n", tokA, tokB)
-	path := filepath.Join(e.stateDir, "tokens.yaml")
-	if err := os.WriteFile(path, []byte(tokens), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	e.extra = append(e.extra, "--tokens-file", path)
+	e.useTokens(tokens)
 	b := e.serveHTTP()
 	admin := e.httpMcpgo(b)
 	for _, bot := range []string{"compa", "compb"} {

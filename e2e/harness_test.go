@@ -91,6 +91,17 @@ func newEnv(t testing.TB) *env {
 	return e
 }
 
+// useTokens gives the berth processes of e a tokens file (--tokens-file)
+// with this YAML.
+func (e *env) useTokens(yaml string) {
+	e.t.Helper()
+	path := filepath.Join(e.stateDir, "tokens.yaml")
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		e.t.Fatal(err)
+	}
+	e.extra = append(e.extra, "--tokens-file", path)
+}
+
 // args are the berth flags that put it in this env.
 func (e *env) args() []string {
 	return append([]string{

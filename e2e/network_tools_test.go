@@ -133,11 +133,7 @@ func TestNetworkTools(t *testing.T) {
   - {name: operator, token: %s, bots: [%s], scopes: [read, manage]}
   - {name: other, token: %s, bots: [%s], scopes: [read, write, exec, manage]}
 `, netBotToken, netBot, netOperToken, netBot, netOtherToken, netOtherBot)
-	path := filepath.Join(e.stateDir, "tokens.yaml")
-	if err := os.WriteFile(path, []byte(tokens), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	e.extra = append(e.extra, "--tokens-file", path)
+	e.useTokens(tokens)
 	b := e.serveHTTP()
 	admin := e.httpMcpgo(b)
 	for _, bot := range []string{netBot, netOtherBot} {

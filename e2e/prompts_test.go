@@ -4,9 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -196,11 +194,7 @@ func TestPromptsFromSkills(t *testing.T) {
 	e := newEnv(t)
 	const tokP, tokO = "prompt-p-0123456789abcdef", "prompt-o-0123456789abcdef"
 	tokens := fmt.Sprintf("tokens:\n  - {name: p, token: %s, bots: [promptbot], scopes: [read, write]}\n  - {name: o, token: %s, bots: [otherbot], scopes: [read]}\n", tokP, tokO)
-	path := filepath.Join(e.stateDir, "tokens.yaml")
-	if err := os.WriteFile(path, []byte(tokens), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	e.extra = append(e.extra, "--tokens-file", path)
+	e.useTokens(tokens)
 	b := e.serveHTTP()
 	admin := e.httpMcpgo(b)
 	for bot, desc := range map[string]string{"promptbot": "ship it", "otherbot": "the other deploy"} {
@@ -320,11 +314,7 @@ func TestPromptsOtherBotsQuiet(t *testing.T) {
 	e := newEnv(t)
 	const tokA, tokB = "quiet-a-0123456789abcdef", "quiet-b-0123456789abcdef"
 	tokens := fmt.Sprintf("tokens:\n  - {name: a, token: %s, bots: [alpha], scopes: [read, write]}\n  - {name: b, token: %s, bots: [bravo], scopes: [read, write]}\n", tokA, tokB)
-	path := filepath.Join(e.stateDir, "tokens.yaml")
-	if err := os.WriteFile(path, []byte(tokens), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	e.extra = append(e.extra, "--tokens-file", path)
+	e.useTokens(tokens)
 	b := e.serveHTTP()
 	admin := e.httpMcpgo(b)
 	for _, bot := range []string{"alpha", "bravo"} {
