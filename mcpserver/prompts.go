@@ -335,8 +335,8 @@ func (p *skillPrompts) refreshLater(ctx context.Context, bot string) {
 // refreshPause spaces the background refreshes of one bot.
 const refreshPause = time.Second
 
-// refreshTimeout bounds a background refresh (an agent that stopped
-// answering must not hold it for ever).
+// refreshTimeout bounds one reading of a bot's skills (an agent that
+// stopped answering must not hold its readers for ever).
 const refreshTimeout = time.Minute
 
 // notifyStream sends method on a 2026-07-28 subscriptions/listen stream

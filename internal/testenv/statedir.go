@@ -1,14 +1,12 @@
 package testenv
 
 import (
-	"bufio"
 	"os"
-	"path/filepath"
 	"sort"
-	"strconv"
-	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/moby/sys/mountinfo"
 )
 
 // StateDir makes a state directory for one berth under /tmp (short, since
@@ -41,47 +39,15 @@ func StateDir(t testing.TB) string {
 
 // mountsBelow lists the mount points at or below dir, deepest first.
 func mountsBelow(t testing.TB, dir string) []string {
-	f, err := os.Open("/proc/self/mountinfo")
+	mounts, err := mountinfo.GetMounts(mountinfo.PrefixFilter(dir))
 	if err != nil {
-		t.Logf("testenv: %v", err)
+		t.Logf("testenv: reading mountinfo: %v", err)
 		return nil
 	}
-	defer f.Close()
-	var out []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 {
-			continue
-		}
-		p := unescapeMountPath(fields[4])
-		if p == dir || strings.HasPrefix(p, dir+string(filepath.Separator)) {
-			out = append(out, p)
-		}
-	}
-	if err := sc.Err(); err != nil {
-		t.Logf("testenv: reading mountinfo: %v", err)
+	out := make([]string, 0, len(mounts))
+	for _, m := range mounts {
+		out = append(out, m.Mountpoint)
 	}
 	sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
 	return out
-}
-
-// unescapeMountPath undoes mountinfo's octal escapes (\040 for a space).
-func unescapeMountPath(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }

@@ -40,17 +40,3 @@ func TestStateDirUnmountsWhatIsBelow(t *testing.T) {
 		t.Fatalf("state dir %s still there: %v", dir, err)
 	}
 }
-
-func TestUnescapeMountPath(t *testing.T) {
-	for in, want := range map[string]string{
-		`/tmp/be1/network`:   "/tmp/be1/network",
-		`/tmp/a\040b`:        "/tmp/a b",
-		`/tmp/tab\011x\134y`: "/tmp/tab\tx\\y",
-		`/tmp/short\04`:      `/tmp/short\04`,
-		`/tmp/not\999octal`:  `/tmp/not\999octal`,
-	} {
-		if got := unescapeMountPath(in); got != want {
-			t.Errorf("unescapeMountPath(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
